@@ -1,0 +1,179 @@
+"""``creative-qa``: one command for the whole flow.
+
+    creative-qa demo                      # synth -> train -> export -> register -> score, on CPU
+    creative-qa synth --out data/         # synthetic creatives and manifests
+    creative-qa train data.labeled=data/train_labeled.csv
+    creative-qa export --checkpoint ~/.creative-qa/runs/<run>/last.pt
+    creative-qa score ad.png clip.mp4     # JSON scores (default model: models:/creative-qa@champion)
+    creative-qa batch-score --input data/test.csv --output scores.parquet
+    creative-qa serve --port 8000
+
+Scoring commands need only the core install; ``train``, ``export`` and ``demo``
+need the training extras (``pip install 'creative-qa[train]'``), and ``serve`` the
+serving extras.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_MODEL = os.environ.get("CREATIVE_QA_MODEL", "models:/creative-qa@champion")
+
+
+def _extra(module: str, extra: str):
+    """Import a module of another layer (training/serving) only when its command runs."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] in {"torch", "timm", "mlflow", "fastapi", "uvicorn", "sklearn", "onnx"}:
+            sys.exit(
+                f"creative-qa: this command needs the '{extra}' extras: pip install 'creative-qa[{extra}]' "
+                f"(missing module {e.name})"
+            )
+        raise
+
+
+def cmd_synth(a: argparse.Namespace) -> None:
+    from creative_qa.synth import SynthConfig, generate_dataset  # noqa: PLC0415
+
+    cfg = SynthConfig(size=a.size, video_frac=a.video_frac)
+    paths = generate_dataset(
+        a.out,
+        n_labeled=a.labeled,
+        n_unlabeled=a.unlabeled,
+        n_test=a.test,
+        seed=a.seed,
+        cfg=cfg,
+        miss_rate=a.miss_rate,
+        fp_rate=a.fp_rate,
+        blank_rate=a.blank_rate,
+        quality_noise=a.quality_noise,
+        workers=a.workers,
+    )
+    print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+
+
+def cmd_score(a: argparse.Namespace) -> None:
+    from creative_qa.media import MediaError  # noqa: PLC0415
+    from creative_qa.scorer import Scorer  # noqa: PLC0415
+
+    scorer = Scorer(a.model)
+    results = []
+    for f in a.files:
+        try:
+            results.append({"path": f, **scorer.score_file(f)})
+        except MediaError as e:
+            results.append({"path": f, "error": str(e)})
+    print(json.dumps(results[0] if len(results) == 1 else results, indent=2))
+    if any("error" in r for r in results):
+        sys.exit(1)
+
+
+def cmd_batch(a: argparse.Namespace) -> None:
+    from creative_qa.batch import batch_score  # noqa: PLC0415
+
+    table = batch_score(a.input, a.output, a.model, batch_size=a.batch_size)
+    n_err = int(table["error"].notna().sum())
+    print(f"scored {len(table) - n_err} creatives, {n_err} errors -> {a.output}")
+
+
+def cmd_serve(a: argparse.Namespace) -> None:
+    if a.model:
+        os.environ["CREATIVE_QA_MODEL"] = a.model
+    uvicorn = _extra("uvicorn", "serve")
+    _extra("serving.main", "serve")
+    uvicorn.run("serving.main:create_app", factory=True, host=a.host, port=a.port, workers=1)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="creative-qa", description="Score advertising creatives for quality.")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="generate synthetic creatives and manifests")
+    s.add_argument("--out", required=True, help="output folder")
+    s.add_argument("--labeled", type=int, default=1000)
+    s.add_argument("--unlabeled", type=int, default=1000)
+    s.add_argument("--test", type=int, default=300)
+    s.add_argument("--size", type=int, default=256, help="short side in pixels")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--video-frac", type=float, default=0.03)
+    s.add_argument("--miss-rate", type=float, default=0.1, help="annotators miss this share of positives")
+    s.add_argument("--fp-rate", type=float, default=0.02, help="share of negatives marked positive")
+    s.add_argument("--blank-rate", type=float, default=0.1, help="share of tag values left blank")
+    s.add_argument("--quality-noise", type=float, default=0.05, help="std of noise on quality labels")
+    s.add_argument("--workers", type=int, default=None)
+    s.set_defaults(fn=cmd_synth)
+
+    t = sub.add_parser("train", help="train a model (MLflow-tracked)")
+    t.add_argument("--recipe", default="default", help="a recipe name from training/configs/ or a YAML path")
+    t.add_argument("--resume", default=None, help="checkpoint to resume (last.pt of a killed run)")
+    t.add_argument(
+        "overrides", nargs="*", help="config overrides, e.g. data.labeled=data/train_labeled.csv optim.epochs=3"
+    )
+    t.set_defaults(fn=lambda a: _extra("training.cli", "train").cmd_train(a))
+
+    e = sub.add_parser("export", help="export a checkpoint to ONNX and register it")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--out", default=None, help="ONNX path (default: next to the checkpoint)")
+    e.add_argument("--parity", default=None, help="manifest of real creatives for the torch/ONNX parity check")
+    e.add_argument("--no-register", action="store_true")
+    e.add_argument("--name", default=None, help="registered model name (default: the run's register_as)")
+    e.add_argument("--alias", default="champion")
+    e.set_defaults(fn=lambda a: _extra("training.cli", "train").cmd_export(a))
+
+    sc = sub.add_parser("score", help="score files, print JSON")
+    sc.add_argument("files", nargs="+")
+    sc.add_argument("--model", default=DEFAULT_MODEL, help="ONNX path or models:/name@alias")
+    sc.set_defaults(fn=cmd_score)
+
+    b = sub.add_parser("batch-score", help="score a manifest or folder into a Parquet/CSV table")
+    b.add_argument("--input", required=True)
+    b.add_argument("--output", required=True)
+    b.add_argument("--model", default=DEFAULT_MODEL)
+    b.add_argument("--batch-size", type=int, default=32)
+    b.set_defaults(fn=cmd_batch)
+
+    sv = sub.add_parser("serve", help="run the HTTP API")
+    sv.add_argument("--model", default=None, help="ONNX path or models:/name@alias (env CREATIVE_QA_MODEL)")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.set_defaults(fn=cmd_serve)
+
+    d = sub.add_parser("demo", help="synthesise, train, export, register and score, end to end on CPU")
+    d.add_argument("--out", default=None, help="data folder (default: <home>/demo)")
+    d.add_argument("--labeled", type=int, default=1500)
+    d.add_argument("--test", type=int, default=300)
+    d.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
+    d.add_argument("--recipe", default="default")
+    d.add_argument("overrides", nargs="*", help="config overrides, as for train")
+    d.set_defaults(fn=lambda a: _extra("training.cli", "train").cmd_demo(a))
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("mlflow", "alembic", "urllib3", "httpx", "onnxscript", "torch.onnx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        args.fn(args)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"creative-qa {args.command}: {e}")
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["DEFAULT_MODEL", "Path", "build_parser", "main"]

@@ -1,0 +1,67 @@
+"""Label manifests: CSV or Parquet with ``path``, one column per tag (1, 0 or blank) and ``quality``.
+
+Blank means *unknown* and stays NaN all the way into the loss mask; it is never a 0.
+Paths are relative to the manifest's folder unless absolute. A folder can stand in
+for an unlabeled manifest: every image or video under it becomes a row.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from creative_qa.media import MEDIA_EXTS
+
+
+class ManifestError(ValueError):
+    pass
+
+
+def read_manifest(source: str | Path) -> pd.DataFrame:
+    """Read a manifest (or list a folder) into a frame with an absolute ``abspath`` column."""
+    src = Path(source)
+    if src.is_dir():
+        files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTS)
+        df = pd.DataFrame({"path": [str(p.relative_to(src)) for p in files]})
+        root = src
+    elif src.is_file():
+        if src.suffix.lower() in (".parquet", ".pq"):
+            df = pd.read_parquet(src)
+        elif src.suffix.lower() in (".csv", ".tsv", ".txt"):
+            df = pd.read_csv(src, sep="\t" if src.suffix.lower() == ".tsv" else ",", dtype={"path": str})
+        else:
+            raise ManifestError(f"{src}: a manifest must be .csv, .tsv or .parquet (or a folder of creatives)")
+        root = src.parent
+    else:
+        raise ManifestError(f"{src}: no such manifest or folder")
+    if "path" not in df.columns:
+        raise ManifestError(f"{src}: the manifest has no 'path' column (columns: {', '.join(map(str, df.columns))})")
+    df = df.reset_index(drop=True)
+    df["abspath"] = [str(p if Path(p).is_absolute() else (root / p)) for p in df["path"].astype(str)]
+    return df
+
+
+def label_matrix(df: pd.DataFrame, tags: list[str]) -> np.ndarray:
+    """``(N, T)`` float32 with 1, 0 or NaN (unknown); a tag missing from the manifest is all unknown."""
+    out = np.full((len(df), len(tags)), np.nan, dtype=np.float32)
+    for j, t in enumerate(tags):
+        if t not in df.columns:
+            continue
+        col = pd.to_numeric(df[t], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isnan(col) & ~np.isin(col, (0.0, 1.0))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ManifestError(f"row {i} ({df['path'].iloc[i]}): tag {t!r} is {col[i]!r}; use 1, 0 or leave it blank")
+        out[:, j] = col
+    return out
+
+
+def quality_vector(df: pd.DataFrame) -> np.ndarray:
+    if "quality" not in df.columns:
+        return np.full(len(df), np.nan, dtype=np.float32)
+    q = pd.to_numeric(df["quality"], errors="coerce").to_numpy(dtype=np.float32)
+    if np.any((q < 0) | (q > 1)):
+        raise ManifestError("quality must lie in [0, 1]")
+    return q

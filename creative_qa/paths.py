@@ -1,0 +1,13 @@
+"""The project's home folder: the embedded MLflow store, runs and demo data live under it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def home() -> Path:
+    """``$CREATIVE_QA_HOME``, else ``~/.creative-qa``; created on first use."""
+    p = Path(os.environ.get("CREATIVE_QA_HOME") or Path.home() / ".creative-qa").expanduser()
+    p.mkdir(parents=True, exist_ok=True)
+    return p

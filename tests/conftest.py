@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny synthetic data set and a tiny exported model, built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Keep every test's MLflow store and demo data out of the user's home.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("CREATIVE_QA_HOME", str(tmp_path_factory.getbasetemp() / "cqa-home"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> dict[str, Path]:
+    from creative_qa.synth import SynthConfig, generate_dataset
+
+    out = tmp_path_factory.mktemp("synth")
+    cfg = SynthConfig(size=128, video_frac=0.08, video_seconds=1.0, video_fps=4)
+    return generate_dataset(out, n_labeled=48, n_unlabeled=8, n_test=16, seed=3, cfg=cfg, workers=1, progress=False)
+
+
+TINY_OVERRIDES = [
+    "model.backbone=test_resnet",
+    "model.input_size=64",
+    "model.detail_side=128",
+    "optim.batch_size=16",
+    "optim.epochs=1",
+    "optim.warmup_steps=2",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory, tiny_data) -> Path:
+    """An untrained tiny model exported through the real export path (no registry)."""
+    import torch
+
+    from creative_qa.preprocess import PreprocessSpec
+    from creative_qa.taxonomy import load_taxonomy
+    from training.config import load_config
+    from training.export import export_onnx
+    from training.model import build_model
+
+    cfg = load_config("default", TINY_OVERRIDES)
+    tax = load_taxonomy()
+    torch.manual_seed(0)
+    model = build_model(cfg.model, len(tax))
+    spec = PreprocessSpec(cfg.model.input_size, cfg.model.crops, cfg.model.detail_side)
+    ckpt = {"config": cfg.to_dict(), "model": model.state_dict(), "eval_model": None, "taxonomy": tax.to_dict(),
+            "preprocess": spec.to_dict(), "thresholds": None, "run_id": "test"}
+    return export_onnx(ckpt, tmp_path_factory.mktemp("onnx") / "tiny.onnx", version="7", name="tiny")

@@ -1,0 +1,89 @@
+"""The generator's labels follow DESIGN.md's definitions exactly, at the boundary."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from creative_qa.synth import DEFECTS, SynthConfig, generate_dataset, make_creative, render_design
+from creative_qa.synth.defects import TEXT_HEAVY_THRESHOLD, luma
+
+# Control values just under and just over each rule's threshold.
+BOUNDARY = {
+    "blurry": (0.0055, 0.0066),
+    "low_resolution": (2.8, 3.2),
+    "jpeg_artifacts": (22, 19),
+    "noisy": (11 / 255, 13 / 255),
+    "overexposed": (0.2, 0.32),
+    "underexposed": (66.0, 55.0),
+    "low_contrast": (0.38, 0.32),
+    "letterboxed": (0.10, 0.14),
+    "watermark": (0.13, 0.17),
+    "pixelated": (0.016, 0.024),
+}
+
+
+@pytest.fixture(scope="module")
+def design():
+    return render_design(np.random.default_rng(5), 256, aspect="1:1", backgrounds=("gradient",)).image
+
+
+@pytest.mark.parametrize("name", sorted(BOUNDARY))
+def test_label_flips_at_the_threshold(design, name):
+    d = DEFECTS[name]
+    below, above = BOUNDARY[name]
+    _, m_below = d.apply(design.copy(), below, np.random.default_rng(0), {})
+    _, m_above = d.apply(design.copy(), above, np.random.default_rng(0), {})
+    assert d.label(m_below) == 0, f"{name}: {m_below} should be under the threshold {d.threshold}"
+    assert d.label(m_above) == 1, f"{name}: {m_above} should be over the threshold {d.threshold}"
+
+
+def test_defect_changes_the_pixels_as_described(design):
+    dark, mean = DEFECTS["underexposed"].apply(design.copy(), 40.0, np.random.default_rng(0), {})
+    assert abs(luma(dark).mean() * 255 - mean) < 1e-3
+    assert mean <= 60
+    flat, ratio = DEFECTS["low_contrast"].apply(design.copy(), 0.3, np.random.default_rng(0), {})
+    assert luma(flat).std() < 0.36 * luma(design).std()
+    bars, frac = DEFECTS["letterboxed"].apply(design.copy(), 0.2, np.random.default_rng(1), {})
+    assert frac >= 0.12
+    # the bars are uniform
+    h, w = bars.shape[:2]
+    edge = np.concatenate([bars[:2].reshape(-1, 3), bars[-2:].reshape(-1, 3)]) if bars[0].std() < 1e-6 else \
+        np.concatenate([bars[:, :2].reshape(-1, 3), bars[:, -2:].reshape(-1, 3)])
+    assert edge.std(axis=0).max() < 1e-6
+
+
+def test_text_heavy_is_measured_coverage():
+    rng = np.random.default_rng(11)
+    heavy = render_design(rng, 256, text_heavy=True)
+    assert heavy.text_coverage >= TEXT_HEAVY_THRESHOLD and heavy.labels["text_heavy"] == 1
+    light = render_design(np.random.default_rng(12), 256, text_heavy=False)
+    assert light.labels["text_heavy"] == int(light.text_coverage >= TEXT_HEAVY_THRESHOLD)
+
+
+def test_quality_falls_with_defects():
+    cfg = SynthConfig(p_clean=1.0)
+    clean = make_creative(np.random.default_rng(1), cfg)
+    assert clean.quality == 1.0 and not any(clean.labels[n] for n in DEFECTS)
+    bad = make_creative(np.random.default_rng(1), cfg, chosen={"blurry": 0.015, "noisy": 0.1})
+    assert bad.labels["blurry"] == 1 and bad.labels["noisy"] == 1
+    assert bad.quality < 0.6
+
+
+def test_dataset_is_deterministic_and_noisy_labels_differ(tmp_path):
+    cfg = SynthConfig(size=96, video_frac=0.0)
+    kw = dict(n_labeled=40, n_unlabeled=5, n_test=10, seed=1, cfg=cfg, progress=False, miss_rate=0.5,
+              blank_rate=0.2)
+    a = generate_dataset(tmp_path / "a", workers=1, **kw)
+    b = generate_dataset(tmp_path / "b", workers=2, **kw)
+    for key in ("train_labeled", "test", "unlabeled"):
+        assert a[key].read_text() == b[key].read_text()
+    noisy = pd.read_csv(a["train_labeled"])
+    clean = pd.read_csv(a["train_labeled_clean"])
+    tags = [t for t in DEFECTS] + ["has_text"]
+    assert noisy[tags].isna().to_numpy().mean() > 0.1  # blanks stay blank
+    assert clean[tags].isna().to_numpy().sum() == 0
+    known = noisy[tags].notna().to_numpy()
+    # missed positives: the noisy set has fewer positives than the truth
+    assert noisy[tags].to_numpy()[known].sum() < clean[tags].to_numpy()[known].sum()
+    assert (tmp_path / "a" / noisy["path"].iloc[0]).is_file()
+    assert list(pd.read_csv(a["unlabeled"]).columns) == ["path"]

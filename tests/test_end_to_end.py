@@ -1,0 +1,105 @@
+"""synth -> train -> export -> registry -> Scorer -> API, through a real `mlflow server` on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from creative_qa.cli import main as cli
+from tests.conftest import TINY_OVERRIDES
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen(
+        [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
+         "--workers", "1"],
+        stdout=open(root / "server.log", "wb"), stderr=subprocess.STDOUT, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            raise RuntimeError((root / "server.log").read_text()[-2000:])
+    else:
+        proc.kill()
+        raise RuntimeError("mlflow server did not start: " + (root / "server.log").read_text()[-2000:])
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_synth_train_export_register_score_serve(mlflow_server, tiny_data, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    cli(["train", *TINY_OVERRIDES, "optim.epochs=2", f"data.labeled={tiny_data['train_labeled']}",
+         f"data.test={tiny_data['test']}", f"output_dir={tmp_path / 'run'}", "experiment=e2e"])
+    out = json.loads(capsys.readouterr().out)
+    run_id, ckpt = out["run_id"], out["checkpoint"]
+    assert Path(ckpt).is_file()
+
+    cli(["export", "--checkpoint", ckpt, "--parity", str(tiny_data["test"])])
+    exported = json.loads(capsys.readouterr().out)
+    assert exported["parity_max_abs_diff"] < 1e-4
+    assert exported["registered"] == "models:/creative-qa@champion"
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    mlflow.set_tracking_uri(mlflow_server)
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert "val_mAP" in run.data.metrics and "test_mAP" in run.data.metrics
+    assert run.data.params["model.backbone"] == "test_resnet"
+    assert len(client.get_metric_history(run_id, "val_mAP")) == 2  # one per epoch
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"config.yaml", "taxonomy.yaml", "thresholds.json", "checkpoints"} <= artifacts
+    mv = client.get_model_version_by_alias("creative-qa", "champion")
+    assert mv.run_id == run_id and mv.version == exported["version"]
+
+    from creative_qa.scorer import Scorer
+
+    scorer = Scorer("models:/creative-qa@champion")
+    assert scorer.version == mv.version
+    test = pd.read_csv(tiny_data["test"])
+    path = tiny_data["test"].parent / test["path"].iloc[0]
+    direct = scorer.score_file(path)
+
+    from fastapi.testclient import TestClient
+
+    from serving.main import create_app
+    from serving.settings import Settings
+
+    with TestClient(create_app(Settings(model="models:/creative-qa@champion"))) as c:
+        r = c.post("/v1/score", files={"file": (path.name, path.read_bytes(), "image/png")})
+        assert r.status_code == 200
+        assert r.json() == direct
+        assert c.get("/v1/model").json()["version"] == mv.version
+
+    cli(["score", str(path), "--model", "models:/creative-qa@champion"])
+    assert json.loads(capsys.readouterr().out)["quality"] == direct["quality"]

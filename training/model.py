@@ -1,0 +1,82 @@
+"""A timm backbone shared over the views of a creative, with a tag head and a quality head.
+
+The model takes the raw ``uint8`` views straight from ``creative_qa.preprocess``
+and normalises them itself, so the very same ``forward`` runs in training and
+inside the exported ONNX graph: nothing model-specific is left for the scorer.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import timm
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class CreativeModel(nn.Module):
+    def __init__(
+        self,
+        backbone: str,
+        num_tags: int,
+        views: int,
+        pretrained: bool = False,
+        weights: str | None = None,
+        drop_rate: float = 0.1,
+        drop_path_rate: float = 0.0,
+    ):
+        super().__init__()
+        kwargs = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
+        if weights:
+            kwargs["pretrained_cfg_overlay"] = {"file": weights}
+        self.backbone = timm.create_model(backbone, pretrained=pretrained or bool(weights), num_classes=0, **kwargs)
+        cfg = self.backbone.pretrained_cfg
+        mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406)), dtype=torch.float32) * 255.0
+        std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225)), dtype=torch.float32) * 255.0
+        self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
+        self.views = views
+        self.backbone_name = backbone
+        dim = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        # NOTE: views have fixed roles (whole, detail crops), so features are concatenated, not pooled.
+        self.dropout = nn.Dropout(drop_rate)
+        self.tag_head = nn.Linear(dim * views, num_tags)
+        self.quality_head = nn.Linear(dim * views, 1)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        n, v, h, w, c = images.shape  # (N, V, S, S, 3) uint8
+        x = images.reshape(n * v, h, w, c).permute(0, 3, 1, 2).float()  # (N*V, 3, S, S)
+        x = (x - self.mean) / self.std
+        f = self.backbone(x)  # (N*V, D)
+        return f.reshape(n, v * f.shape[-1])  # (N, V*D)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 ``(N, V, S, S, 3)`` -> tag logits ``(N, T)`` and quality logit ``(N,)``."""
+        f = self.dropout(self.features(images))
+        return self.tag_head(f), self.quality_head(f).squeeze(-1)
+
+
+class ProbabilityModel(nn.Module):
+    """What gets exported: sigmoid on both heads, so the graph returns probabilities."""
+
+    def __init__(self, model: CreativeModel):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tags, quality = self.model(images)
+        return torch.sigmoid(quality), torch.sigmoid(tags)
+
+
+def build_model(model_cfg, num_tags: int) -> CreativeModel:
+    return CreativeModel(
+        model_cfg.backbone,
+        num_tags,
+        views=1 + model_cfg.crops,
+        pretrained=model_cfg.pretrained,
+        weights=model_cfg.weights,
+        drop_rate=model_cfg.drop_rate,
+        drop_path_rate=model_cfg.drop_path_rate,
+    )

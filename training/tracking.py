@@ -1,0 +1,52 @@
+"""MLflow set-up: a team's server when ``MLFLOW_TRACKING_URI`` is set, an embedded store otherwise.
+
+The embedded store is a SQLite database and an artifact folder under the project
+home (``$CREATIVE_QA_HOME``, default ``~/.creative-qa``), never the current
+directory, so runs do not land wherever the user happens to stand.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+# NOTE: these machines (and many clusters) have no route out; don't let MLflow try to phone home.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+# Our CLI prints JSON on stdout; MLflow would otherwise write run links into it.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+import mlflow  # noqa: E402
+from creative_qa.paths import home  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def tracking_uri() -> str:
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{home() / 'mlflow.db'}"
+
+
+def is_local_default() -> bool:
+    return not os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def setup(experiment: str) -> str:
+    """Point MLflow at the right store and return the experiment id (created if needed)."""
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI", uri))
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is not None:
+        return exp.experiment_id
+    artifact_location = None
+    if is_local_default():
+        # NOTE: with a sqlite URI MLflow would otherwise put artifacts under ./mlruns.
+        artifact_location = (home() / "mlartifacts").resolve().as_uri()
+    log.info("creating MLflow experiment %r at %s", experiment, uri)
+    return client.create_experiment(experiment, artifact_location=artifact_location)
