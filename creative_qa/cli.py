@@ -128,6 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--alias", default="champion")
     e.set_defaults(fn=lambda a: _extra("training.cli", "train").cmd_export(a))
 
+    li = sub.add_parser("label-issues", help="rank the labels most likely wrong (cross-validated), for review")
+    li.add_argument("--labeled", required=True, help="label manifest to audit")
+    li.add_argument("--out", default="label_issues.csv")
+    li.add_argument("--folds", type=int, default=3)
+    li.add_argument("--recipe", default="default")
+    li.add_argument(
+        "--self-confidence",
+        action="store_true",
+        help="baseline: one model on all labels, judging its own training data",
+    )
+    li.add_argument("--clean", default=None, help="clean twin of the manifest, to report precision@k")
+    li.add_argument("overrides", nargs="*", help="config overrides, as for train")
+    li.set_defaults(fn=lambda a: _extra("training.cli", "train").cmd_label_issues(a))
+
     sc = sub.add_parser("score", help="score files, print JSON")
     sc.add_argument("files", nargs="+")
     sc.add_argument("--model", default=DEFAULT_MODEL, help="ONNX path or models:/name@alias")

@@ -52,6 +52,13 @@ def tiny_onnx(tmp_path_factory, tiny_data) -> Path:
     torch.manual_seed(0)
     model = build_model(cfg.model, len(tax))
     spec = PreprocessSpec(cfg.model.input_size, cfg.model.crops, cfg.model.detail_side)
-    ckpt = {"config": cfg.to_dict(), "model": model.state_dict(), "eval_model": None, "taxonomy": tax.to_dict(),
-            "preprocess": spec.to_dict(), "thresholds": None, "run_id": "test"}
+    ckpt = {
+        "config": cfg.to_dict(),
+        "model": model.state_dict(),
+        "eval_model": None,
+        "taxonomy": tax.to_dict(),
+        "preprocess": spec.to_dict(),
+        "thresholds": None,
+        "run_id": "test",
+    }
     return export_onnx(ckpt, tmp_path_factory.mktemp("onnx") / "tiny.onnx", version="7", name="tiny")

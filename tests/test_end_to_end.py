@@ -31,10 +31,23 @@ def mlflow_server(tmp_path_factory):
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     proc = subprocess.Popen(
-        [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
-         "--workers", "1"],
-        stdout=open(root / "server.log", "wb"), stderr=subprocess.STDOUT, env=env,
+        [
+            str(mlflow_bin),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        stdout=open(root / "server.log", "wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -56,8 +69,17 @@ def mlflow_server(tmp_path_factory):
 
 def test_synth_train_export_register_score_serve(mlflow_server, tiny_data, monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    cli(["train", *TINY_OVERRIDES, "optim.epochs=2", f"data.labeled={tiny_data['train_labeled']}",
-         f"data.test={tiny_data['test']}", f"output_dir={tmp_path / 'run'}", "experiment=e2e"])
+    cli(
+        [
+            "train",
+            *TINY_OVERRIDES,
+            "optim.epochs=2",
+            f"data.labeled={tiny_data['train_labeled']}",
+            f"data.test={tiny_data['test']}",
+            f"output_dir={tmp_path / 'run'}",
+            "experiment=e2e",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     run_id, ckpt = out["run_id"], out["checkpoint"]
     assert Path(ckpt).is_file()
@@ -67,8 +89,9 @@ def test_synth_train_export_register_score_serve(mlflow_server, tiny_data, monke
     assert exported["parity_max_abs_diff"] < 1e-4
     assert exported["registered"] == "models:/creative-qa@champion"
 
-    import mlflow
     from mlflow.tracking import MlflowClient
+
+    import mlflow
 
     mlflow.set_tracking_uri(mlflow_server)
     client = MlflowClient()

@@ -9,7 +9,16 @@ left out on purpose:
 * blur, sharpness, JPEG, noise, posterize: they *are* defects (or remove them);
 * brightness, contrast, solarize, equalize: move exposure and contrast across thresholds;
 * rescaling or heavy crops: change blur sigma, mosaic block and upscale factors relative
-  to the creative, and can cut away letterbox bars or text.
+  to the creative, and can cut away letterbox bars or text;
+* hue/saturation jitter and channel shuffles: they move luma, which decides exposure and
+  contrast. Even a channel permutation that adds the luma difference back fails: where a
+  channel is clipped at 255 the luma cannot be restored, and the share of near-white
+  pixels (``overexposed``) drops (tests/training/test_augment.py caught this).
+
+The strong view (for SSL) is ``hflip`` + ``vflip`` + ``rot90`` + crop shuffling: pixel
+permutations only. They are unusual for ads but change no tag: bars stay on opposite
+sides, text stays text, and every pixel statistic is unchanged. The rest of the
+"strong" noise comes from the model (dropout, stochastic depth).
 """
 
 from __future__ import annotations
@@ -37,6 +46,32 @@ def view_shuffle_crops(images: torch.Tensor, generator: torch.Generator | None =
         return images
     perm = torch.randperm(v - 1, generator=generator) + 1
     return torch.cat([images[:, :1], images[:, perm]], dim=1)
+
+
+def vflip(images: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Flip each creative (all views together) upside down with probability ``p``."""
+    flip = torch.rand(images.shape[0], generator=generator, device=images.device) < p
+    if not flip.any():
+        return images
+    out = images.clone()
+    out[flip] = images[flip].flip(2)  # height axis of (N, V, H, W, C)
+    return out
+
+
+def rot90(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Rotate each creative's square views by a random multiple of 90 degrees (a pixel permutation)."""
+    k = torch.randint(0, 4, (images.shape[0],), generator=generator)
+    out = images.clone()
+    for r in (1, 2, 3):
+        pick = (k == r).to(images.device)
+        if pick.any():
+            out[pick] = images[pick].rot90(r, dims=(2, 3))
+    return out
+
+
+def strong(images: torch.Tensor) -> torch.Tensor:
+    """The strong, still label-preserving view used by the semi-supervised methods."""
+    return view_shuffle_crops(rot90(vflip(hflip(images))))
 
 
 def weak(images: torch.Tensor) -> torch.Tensor:

@@ -55,6 +55,20 @@ def cmd_export(a: argparse.Namespace) -> None:
     )
 
 
+def cmd_label_issues(a: argparse.Namespace) -> None:
+    from training.label_issues import find_label_issues, precision_at_k  # noqa: PLC0415
+
+    cfg = load_config(a.recipe, [f"data.labeled={a.labeled}", *a.overrides])
+    issues = find_label_issues(cfg, folds=a.folds, baseline=a.self_confidence)
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    issues.to_csv(out, index=False)
+    summary = {"labels_judged": len(issues), "output": str(out), "top": issues.head(5).to_dict("records")}
+    if a.clean:
+        summary |= precision_at_k(issues, a.clean)
+    print(json.dumps(summary, indent=2))
+
+
 def _synth_demo_data(out: Path, n_labeled: int, n_test: int) -> dict[str, Path]:
     from creative_qa.synth import generate_dataset  # noqa: PLC0415
 
@@ -130,9 +144,8 @@ def cmd_demo(a: argparse.Namespace) -> None:
         )
     print()
     print("per-tag AP (test, ONNX): " + ", ".join(f"{t} {v:.2f}" for t, v in ap.items()))
-    print(
-        f"test macro mAP (ONNX scorer): {macro_map(ap):.3f}   (torch, in training: {result.metrics.get('test_mAP', float('nan')):.3f})"
-    )
+    torch_map = result.metrics.get("test_mAP", float("nan"))
+    print(f"test macro mAP (ONNX scorer): {macro_map(ap):.3f}   (torch, in training: {torch_map:.3f})")
     print(f"quality: clean original outscores its degraded copy in {won}/{total} pairs")
     print(f"ONNX parity: max |torch - onnx| = {exp.parity_max_abs_diff:.2e} on {exp.parity_images} creatives")
     print(f"registered: {exp.model_uri} (version {exp.registered_version}), MLflow run {result.run_id}")

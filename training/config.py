@@ -54,7 +54,7 @@ class OptimConfig:
     warmup_steps: int = 20
     grad_clip: float = 2.0
     quality_weight: float = 1.0  # weight of the quality loss next to the tag loss
-    max_steps_per_epoch: int | None = None  # cap, for smoke tests
+    steps_per_epoch: int | None = None  # None = one pass over the labeled set; N = exactly N steps
 
 
 @dataclass
@@ -100,7 +100,7 @@ class ConfigError(ValueError):
     pass
 
 
-def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+def build_config(cls: type, data: dict[str, Any], where: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -109,7 +109,7 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         if k not in fields:
             raise ConfigError(f"{where}.{k}: unknown field (allowed: {', '.join(fields)})")
         sub = _SECTIONS.get((cls, k))
-        kwargs[k] = _build(sub, v or {}, f"{where}.{k}") if sub else v
+        kwargs[k] = build_config(sub, v or {}, f"{where}.{k}") if sub else v
     return cls(**kwargs)
 
 
@@ -165,4 +165,4 @@ def load_config(recipe: str | None = "default", overrides: list[str] | None = No
     else:
         where = "<config>"
     data = apply_overrides(data, overrides or [])
-    return _build(TrainConfig, data, where)
+    return build_config(TrainConfig, data, where)

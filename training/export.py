@@ -17,22 +17,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow.onnx
 import numpy as np
 import onnx
 import torch
 from mlflow.tracking import MlflowClient
 
 import mlflow
-import mlflow.onnx
 from creative_qa.manifest import read_manifest
 from creative_qa.media import MediaError, load_frame
 from creative_qa.preprocess import PreprocessSpec, preprocess
 from creative_qa.scorer import META_KEYS, OnnxModel
 from creative_qa.taxonomy import taxonomy_from_dict
 from training import tracking
-from training.config import TrainConfig, _build
 from training.loop import load_checkpoint
-from training.model import ProbabilityModel, build_model
+from training.model import ProbabilityModel, config_of, model_from_checkpoint
 
 log = logging.getLogger(__name__)
 ALIAS = "champion"
@@ -48,14 +47,6 @@ class ExportResult:
     model_uri: str | None = None
 
 
-def model_from_checkpoint(ckpt: dict) -> tuple[torch.nn.Module, TrainConfig]:
-    cfg = _build(TrainConfig, ckpt["config"], "<checkpoint>")
-    cfg.model.pretrained, cfg.model.weights = False, None  # the checkpoint has the weights
-    model = build_model(cfg.model, len(ckpt["taxonomy"]["tags"]))
-    model.load_state_dict(ckpt["eval_model"] or ckpt["model"])
-    return model.eval(), cfg
-
-
 def next_version(name: str) -> str:
     """The version the registry will give the next registration of ``name``."""
     client = MlflowClient()
@@ -67,7 +58,8 @@ def next_version(name: str) -> str:
 
 
 def export_onnx(ckpt: dict, out_path: Path, version: str, name: str) -> Path:
-    model, cfg = model_from_checkpoint(ckpt)
+    model = model_from_checkpoint(ckpt)
+    cfg = config_of(ckpt)
     spec = PreprocessSpec.from_dict(ckpt["preprocess"])
     wrapped = ProbabilityModel(model).eval()
     dummy = torch.zeros((2, spec.views, spec.input_size, spec.input_size, 3), dtype=torch.uint8)
@@ -76,16 +68,16 @@ def export_onnx(ckpt: dict, out_path: Path, version: str, name: str) -> Path:
     # NOTE: the exporter reports progress on stdout, where our CLI prints its JSON.
     with contextlib.redirect_stdout(sys.stderr):
         torch.onnx.export(
-        wrapped,
-        (dummy,),
-        str(out_path),
-        input_names=["images"],
-        output_names=["quality", "tags"],
-        dynamic_shapes={"images": {0: batch}},
-        dynamo=True,
-        external_data=False,
-        optimize=True,
-    )
+            wrapped,
+            (dummy,),
+            str(out_path),
+            input_names=["images"],
+            output_names=["quality", "tags"],
+            dynamic_shapes={"images": {0: batch}},
+            dynamo=True,
+            external_data=False,
+            optimize=True,
+        )
     proto = onnx.load(str(out_path))
     taxonomy = taxonomy_from_dict(ckpt["taxonomy"], "<checkpoint>")
     thresholds = ckpt.get("thresholds") or taxonomy.thresholds
@@ -111,8 +103,7 @@ def export_onnx(ckpt: dict, out_path: Path, version: str, name: str) -> Path:
 
 def parity_check(ckpt: dict, onnx_path: Path, image_paths: list[str]) -> tuple[float, int]:
     """Max |torch - onnxruntime| over both outputs' probabilities on real creatives."""
-    model, _ = model_from_checkpoint(ckpt)
-    wrapped = ProbabilityModel(model).eval()
+    wrapped = ProbabilityModel(model_from_checkpoint(ckpt)).eval()
     spec = PreprocessSpec.from_dict(ckpt["preprocess"])
     views = []
     for p in image_paths:
@@ -144,7 +135,7 @@ def export_checkpoint(
 ) -> ExportResult:
     """Checkpoint -> ONNX (+ parity check) -> logged to its run -> registered -> alias set."""
     ckpt = load_checkpoint(checkpoint)
-    cfg = _build(TrainConfig, ckpt["config"], "<checkpoint>")
+    cfg = config_of(ckpt)
     name = name or cfg.register_as
     run_id = ckpt.get("run_id")
     tracking.setup(cfg.experiment)
@@ -165,8 +156,12 @@ def export_checkpoint(
 
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({"onnx_parity_max_abs_diff": diff, "onnx_parity_images": n})
-        info = mlflow.onnx.log_model(onnx.load(str(out)), name="onnx", save_as_external_data=False,
-                                     pip_requirements=["onnxruntime", "creative-qa"])
+        info = mlflow.onnx.log_model(
+            onnx.load(str(out)),
+            name="onnx",
+            save_as_external_data=False,
+            pip_requirements=["onnxruntime", "creative-qa"],
+        )
     mv = mlflow.register_model(info.model_uri, name, tags={"backbone": cfg.model.backbone, "method": cfg.method.name})
     if str(mv.version) != version:
         log.warning(

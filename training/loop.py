@@ -15,7 +15,7 @@ import random
 import tempfile
 import time
 from dataclasses import dataclass, field
-from itertools import cycle
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +118,12 @@ def _loader(ds: CreativeDataset, batch_size: int, shuffle: bool, seed: int, drop
     )
 
 
+def _forever(loader: DataLoader):
+    """Endless batches, reshuffled on every pass (unlike itertools.cycle, which replays and hoards)."""
+    while True:
+        yield from loader
+
+
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -178,9 +184,9 @@ class Trainer:
         method = self.method_cls(model, quality_weight=cfg.optim.quality_weight, **cfg.method.params)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
 
-        steps_per_epoch = len(_loader(self.train_ds, cfg.optim.batch_size, True, 0, True))
-        if cfg.optim.max_steps_per_epoch:
-            steps_per_epoch = min(steps_per_epoch, cfg.optim.max_steps_per_epoch)
+        # An epoch is one pass over the labeled set, or exactly `steps_per_epoch` steps (cycling the
+        # data) when set: that is how arms with different amounts of labeled data get the same budget.
+        steps_per_epoch = cfg.optim.steps_per_epoch or len(_loader(self.train_ds, cfg.optim.batch_size, True, 0, True))
         total = steps_per_epoch * cfg.optim.epochs
         start_epoch, step, run_id, best = 0, 0, None, -1.0
         if resume:
@@ -193,7 +199,10 @@ class Trainer:
             log.info("resuming run %s from epoch %d (step %d)", run_id, start_epoch, step)
 
         exp_id = tracking.setup(cfg.experiment)
-        with mlflow.start_run(run_id=run_id, experiment_id=None if run_id else exp_id, run_name=cfg.run_name) as run:
+        nested = mlflow.active_run() is not None  # e.g. a Noisy Student round under its parent run
+        with mlflow.start_run(
+            run_id=run_id, experiment_id=None if run_id else exp_id, run_name=cfg.run_name, nested=nested
+        ) as run:
             run_id = run.info.run_id
             out_dir = Path(cfg.output_dir) if cfg.output_dir else home() / "runs" / run_id
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -204,22 +213,21 @@ class Trainer:
             unl_iter = None
             if self.unlabeled_ds is not None and len(self.unlabeled_ds):
                 unl_batch = cfg.optim.batch_size * getattr(method, "unlabeled_ratio", 1)
-                unl_iter = cycle(_loader(self.unlabeled_ds, unl_batch, True, cfg.seed + 1, True))
+                unl_iter = _forever(_loader(self.unlabeled_ds, unl_batch, True, cfg.seed + 1, True))
             for epoch in range(start_epoch, cfg.optim.epochs):
                 model.train()
                 t0 = time.time()
+                _log_metrics(method.on_epoch_start(epoch, self.train_ds, self.device), step)
                 loader = _loader(self.train_ds, cfg.optim.batch_size, True, cfg.seed * 1000 + epoch, True)
                 bar = tqdm(
-                    loader,
+                    islice(_forever(loader), steps_per_epoch),
                     total=steps_per_epoch,
                     desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
                     unit="batch",
                     leave=False,
                 )
                 running: dict[str, float] = {}
-                for i, batch in enumerate(bar):
-                    if i >= steps_per_epoch:
-                        break
+                for batch in bar:
                     for g in opt.param_groups:
                         g["lr"] = lr_at(step, total, cfg.optim.warmup_steps, cfg.optim.lr)
                     unl = _to(next(unl_iter), self.device) if unl_iter is not None else None
@@ -327,7 +335,15 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
-    """Train with ``cfg`` (see ``training/configs/``); returns the run id, checkpoint and metrics."""
+    """Train with ``cfg`` (see ``training/configs/``); returns the run id, checkpoint and metrics.
+
+    A ``noisy_student`` recipe without a ``teacher`` runs its rounds (``training.rounds``).
+    """
+    if cfg.method.name == "noisy_student" and "teacher" not in cfg.method.params and not resume:
+        if "rounds" in cfg.method.params and mlflow.active_run() is None:
+            from training.rounds import noisy_student  # noqa: PLC0415
+
+            return noisy_student(cfg)
     return Trainer(cfg).fit(resume)
 
 

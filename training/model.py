@@ -80,3 +80,21 @@ def build_model(model_cfg, num_tags: int) -> CreativeModel:
         drop_rate=model_cfg.drop_rate,
         drop_path_rate=model_cfg.drop_path_rate,
     )
+
+
+def config_of(ckpt: dict):
+    """The ``TrainConfig`` a checkpoint was trained with."""
+    from training.config import TrainConfig, build_config  # noqa: PLC0415
+
+    return build_config(TrainConfig, ckpt["config"], "<checkpoint>")
+
+
+def model_from_checkpoint(ckpt: dict | str) -> CreativeModel:
+    """The evaluated network of a checkpoint (the teacher, for methods that keep one), in eval mode."""
+    if not isinstance(ckpt, dict):
+        ckpt = torch.load(ckpt, map_location="cpu", weights_only=False)
+    cfg = config_of(ckpt)
+    cfg.model.pretrained, cfg.model.weights = False, None  # the checkpoint has the weights
+    model = build_model(cfg.model, len(ckpt["taxonomy"]["tags"]))
+    model.load_state_dict(ckpt.get("eval_model") or ckpt["model"])
+    return model.eval()

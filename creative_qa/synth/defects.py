@@ -178,7 +178,7 @@ def watermark(x: np.ndarray, alpha: float, rng: np.random.Generator, opts: dict)
     s = _short(x)
     if rng.random() < 0.5:
         f = font(rng, int(s * rng.uniform(0.22, 0.32)), opts.get("fonts"))
-        d.text((w * 0.6, h), word, fill=255, font=f, anchor="mm")
+        d.text((w, h), word, fill=255, font=f, anchor="mm")  # the centre, once rotated and cropped
     else:
         f = font(rng, int(s * rng.uniform(0.09, 0.13)), opts.get("fonts"))
         step = int(s * 0.35)
@@ -189,7 +189,9 @@ def watermark(x: np.ndarray, alpha: float, rng: np.random.Generator, opts: dict)
         (w // 2, h // 2, w // 2 + w, h // 2 + h)
     )
     m = np.asarray(mask, dtype=np.float32)[..., None] / 255.0 * alpha
-    colour = np.float32(1.0 if rng.random() < 0.7 else 0.0)
+    # Usually the tone that stands out from the design (white on dark, dark grey on light).
+    dark_design = float(luma(x).mean()) < 0.55
+    colour = np.float32(1.0 if dark_design == (rng.random() < 0.8) else 0.15)
     return x * (1 - m) + colour * m, alpha
 
 
@@ -205,16 +207,16 @@ def pixelate(x: np.ndarray, b: float, rng: np.random.Generator, opts: dict) -> t
 DEFECTS: dict[str, Defect] = {
     d.name: d
     for d in [
-        Defect("blurry", 0.006, True, (0.0065, 0.02), (0.0015, 0.0045), 0.0, blur),
+        Defect("blurry", 0.006, True, (0.0066, 0.02), (0.001, 0.004), 0.0, blur),
         Defect("low_resolution", 3.0, True, (3.1, 6.0), (1.25, 2.2), 1.0, low_resolution),
-        Defect("jpeg_artifacts", 20.0, False, (4, 20), (35, 70), 95.0, jpeg),
+        Defect("jpeg_artifacts", 20.0, False, (4, 20), (40, 85), 95.0, jpeg),
         Defect("noisy", 12 / 255, True, (13 / 255, 40 / 255), (2 / 255, 7 / 255), 0.0, noise),
         Defect("overexposed", 0.25, True, (0.3, 0.7), (0.03, 0.15), 0.0, overexpose),
         Defect("underexposed", 60.0, False, (18.0, 56.0), (72.0, 105.0), 128.0, underexpose),
         Defect("low_contrast", 0.35, False, (0.12, 0.33), (0.5, 0.8), 1.0, low_contrast),
         Defect("letterboxed", 0.12, True, (0.13, 0.35), (0.02, 0.07), 0.0, letterbox),
-        Defect("watermark", 0.15, True, (0.16, 0.5), (0.03, 0.07), 0.0, watermark),
-        Defect("pixelated", 0.02, True, (0.022, 0.05), (0.005, 0.012), 0.0, pixelate),
+        Defect("watermark", 0.15, True, (0.18, 0.5), (0.02, 0.06), 0.0, watermark),
+        Defect("pixelated", 0.02, True, (0.022, 0.05), (0.004, 0.011), 0.0, pixelate),
     ]
 }
 # text_heavy is decided when the design is rendered (it is a layout property):

@@ -191,7 +191,7 @@ def render_design(
     has_text = bool(text_mask.any())
     has_logo = rng.random() < p_logo
     if has_logo:
-        r = s * rng.uniform(0.05, 0.08)
+        r = s * rng.uniform(0.07, 0.11)
         cx, cy = (w - r * 1.6) if rng.random() < 0.5 else r * 1.6, h - r * 1.6 if rng.random() < 0.5 else r * 1.6
         lc = tuple(int(v) for v in rng.integers(0, 200, 3))
         if rng.random() < 0.5:

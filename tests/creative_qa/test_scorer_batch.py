@@ -40,7 +40,8 @@ def test_batch_score_reports_and_skips_corrupt_files(tiny_onnx, tiny_data, tmp_p
     manifest = tmp_path / "m.csv"
     rows = [str(tiny_data["test"].parent / p) for p in df["path"].iloc[:5]]
     pd.DataFrame({"path": rows + [str(tiny_data["test"].parent / "corrupt.png"), "/no/such/file.png"]}).to_csv(
-        manifest, index=False)
+        manifest, index=False
+    )
     out = tmp_path / "scores.parquet"
     table = batch_score(manifest, out, tiny_onnx, batch_size=3, progress=False)
     back = pd.read_parquet(out)

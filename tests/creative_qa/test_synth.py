@@ -47,8 +47,11 @@ def test_defect_changes_the_pixels_as_described(design):
     assert frac >= 0.12
     # the bars are uniform
     h, w = bars.shape[:2]
-    edge = np.concatenate([bars[:2].reshape(-1, 3), bars[-2:].reshape(-1, 3)]) if bars[0].std() < 1e-6 else \
-        np.concatenate([bars[:, :2].reshape(-1, 3), bars[:, -2:].reshape(-1, 3)])
+    edge = (
+        np.concatenate([bars[:2].reshape(-1, 3), bars[-2:].reshape(-1, 3)])
+        if bars[0].std() < 1e-6
+        else np.concatenate([bars[:, :2].reshape(-1, 3), bars[:, -2:].reshape(-1, 3)])
+    )
     assert edge.std(axis=0).max() < 1e-6
 
 
@@ -71,8 +74,7 @@ def test_quality_falls_with_defects():
 
 def test_dataset_is_deterministic_and_noisy_labels_differ(tmp_path):
     cfg = SynthConfig(size=96, video_frac=0.0)
-    kw = dict(n_labeled=40, n_unlabeled=5, n_test=10, seed=1, cfg=cfg, progress=False, miss_rate=0.5,
-              blank_rate=0.2)
+    kw = dict(n_labeled=40, n_unlabeled=5, n_test=10, seed=1, cfg=cfg, progress=False, miss_rate=0.5, blank_rate=0.2)
     a = generate_dataset(tmp_path / "a", workers=1, **kw)
     b = generate_dataset(tmp_path / "b", workers=2, **kw)
     for key in ("train_labeled", "test", "unlabeled"):

@@ -4,8 +4,19 @@ import pytest
 
 from creative_qa.taxonomy import Taxonomy, TaxonomyError, load_taxonomy
 
-V1_DEFECTS = ["blurry", "low_resolution", "jpeg_artifacts", "noisy", "overexposed", "underexposed", "low_contrast",
-              "letterboxed", "watermark", "text_heavy", "pixelated"]
+V1_DEFECTS = [
+    "blurry",
+    "low_resolution",
+    "jpeg_artifacts",
+    "noisy",
+    "overexposed",
+    "underexposed",
+    "low_contrast",
+    "letterboxed",
+    "watermark",
+    "text_heavy",
+    "pixelated",
+]
 
 
 def test_default_taxonomy_is_v1_of_the_design():

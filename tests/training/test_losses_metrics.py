@@ -56,6 +56,6 @@ def test_calibrated_thresholds_separate_a_separable_tag():
 
 def test_evaluate_reports_quality_correlation():
     q = np.linspace(0, 1, 10)
-    m = evaluate(np.random.rand(10, 1), q, np.zeros((10, 1)), q ** 2, ["a"])
+    m = evaluate(np.random.rand(10, 1), q, np.zeros((10, 1)), q**2, ["a"])
     assert m["quality_spearman"] == pytest.approx(1.0)
     assert 0.9 < m["quality_pearson"] < 1.0

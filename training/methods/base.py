@@ -44,6 +44,10 @@ class Method:
     def after_step(self, step: int) -> None:
         """Called after the optimiser step (EMA updates and the like)."""
 
+    def on_epoch_start(self, epoch: int, labeled: Any, device: torch.device) -> dict[str, float]:
+        """Called before each epoch with the labeled dataset (loss modelling and the like); returns scalars to log."""
+        return {}
+
     def eval_model(self) -> nn.Module:
         """The network to evaluate and export (a teacher, where the method keeps one)."""
         return self.model

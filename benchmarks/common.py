@@ -1,0 +1,68 @@
+"""Helpers shared by the learning benchmarks: data once, one training arm per call, a table and JSON out."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from creative_qa.paths import home
+
+DETAIL_TAGS = ("blurry", "low_resolution", "jpeg_artifacts", "noisy", "pixelated")
+
+
+def synth_once(out: Path, **kwargs: Any) -> dict[str, Path]:
+    """Generate a benchmark data set unless the same one is already there."""
+    from creative_qa.synth import generate_dataset
+
+    marker = out / "bench.json"
+    key = json.dumps(kwargs, sort_keys=True, default=str)
+    if marker.is_file() and marker.read_text() == key:
+        return {p.stem: p for p in out.glob("*.csv")}
+    paths = generate_dataset(out, **kwargs)
+    marker.write_text(key)
+    return paths
+
+
+def run_arm(name: str, recipe: str, overrides: list[str], experiment: str) -> dict[str, Any]:
+    """Train one arm; returns its test metrics and wall time."""
+    from training.config import load_config
+    from training.loop import train
+
+    cfg = load_config(recipe, [*overrides, f"experiment={experiment}", f"run_name={name}"])
+    t = time.time()
+    result = train(cfg)
+    m = result.metrics
+    detail = [m[f"test_AP_{t}"] for t in DETAIL_TAGS if f"test_AP_{t}" in m]
+    return {
+        "arm": name,
+        "run_id": result.run_id,
+        "test_mAP": m.get("test_mAP"),
+        "test_detail_mAP": sum(detail) / len(detail) if detail else None,
+        "test_quality_spearman": m.get("test_quality_spearman"),
+        "per_tag_AP": {k[len("test_AP_") :]: v for k, v in m.items() if k.startswith("test_AP_")},
+        "wall_s": time.time() - t,
+    }
+
+
+def print_table(rows: list[dict[str, Any]], cols: list[str]) -> None:
+    widths = [max(len(c), 10) for c in cols]
+    print("  ".join(f"{c:<{w}}" for c, w in zip(cols, widths, strict=True)))
+    for r in rows:
+        cells = []
+        for c, w in zip(cols, widths, strict=True):
+            v = r.get(c)
+            cells.append(f"{v:<{w}.3f}" if isinstance(v, float) else f"{v!s:<{w}}")
+        print("  ".join(cells))
+
+
+def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(payload, indent=2, default=str))
+    return p
+
+
+def default_bench_dir(name: str) -> Path:
+    return home() / "bench" / name

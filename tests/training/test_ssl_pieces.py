@@ -1,0 +1,98 @@
+"""Hand-checked pieces of the learning methods: robust losses, adaptive thresholds, the mixture split."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from training.losses import asymmetric_loss, consistency_loss, gce_loss, masked_bce, per_sample_bce
+from training.methods.dividemix import DivideMix, clean_probability
+from training.methods.fixmatch import adaptive_thresholds, pseudo_labels
+
+NAN = float("nan")
+
+
+def test_asl_by_hand_and_its_limits():
+    z = torch.tensor([[0.0, 0.0]])
+    y = torch.tensor([[1.0, 0.0]])
+    # p = 0.5. Positive (gamma_pos=0): -log 0.5. Negative: p_m = 0.45, -(0.45**4) log(0.55)
+    expected = (math.log(2) - 0.45**4 * math.log(0.55)) / 2
+    assert asymmetric_loss(z, y).item() == pytest.approx(expected, rel=1e-5)
+    # with no focusing and no clip, ASL is plain BCE
+    logits = torch.randn(3, 4)
+    targets = torch.tensor([[1, 0, NAN, 1], [0, 0, 1, NAN], [1, 1, 0, 0]], dtype=torch.float32)
+    assert asymmetric_loss(logits, targets, gamma_neg=0, clip=0).item() == pytest.approx(
+        masked_bce(logits, targets).item(), rel=1e-5
+    )
+    # easy negatives (p < clip) cost nothing: a missed positive the model is unsure of is not punished hard
+    assert asymmetric_loss(torch.tensor([[-4.0]]), torch.tensor([[0.0]])).item() == 0.0
+
+
+def test_gce_by_hand():
+    z = torch.tensor([[0.0, math.log(3)]])  # p = 0.5, 0.75
+    y = torch.tensor([[1.0, 0.0]])
+    q = 0.7
+    expected = ((1 - 0.5**q) / q + (1 - 0.25**q) / q) / 2
+    assert gce_loss(z, y, q=q).item() == pytest.approx(expected, rel=1e-5)
+    # bounded: a confidently "wrong" label costs at most 1/q
+    assert gce_loss(torch.tensor([[30.0]]), torch.tensor([[0.0]]), q=q).item() <= 1 / q + 1e-6
+
+
+def test_consistency_and_per_sample_loss():
+    s = torch.tensor([[0.0, 0.0]])
+    t = torch.tensor([[1.0, 0.5]])
+    assert consistency_loss(s, t).item() == pytest.approx((0.25 + 0.0) / 2)
+    assert consistency_loss(s, t, torch.tensor([[1.0, 0.0]])).item() == pytest.approx(0.25)
+    per = per_sample_bce(torch.zeros(1, 2), torch.tensor([[1.0, NAN]]))
+    assert per[0, 0].item() == pytest.approx(math.log(2)) and math.isnan(per[0, 1].item())
+
+
+def test_adaptive_thresholds_relax_for_poorly_learned_tags():
+    status = torch.tensor([0.9, 0.45, 0.0])
+    tau_pos, tau_neg = adaptive_thresholds(status, tau_min=0.7, tau_max=0.95)
+    assert tau_pos[0].item() == pytest.approx(0.95)  # best-learned tag: the strict threshold
+    # beta = 0.5 -> warped 0.5 / 1.5 = 1/3 -> 0.7 + 0.25/3
+    assert tau_pos[1].item() == pytest.approx(0.7 + 0.25 / 3)
+    assert tau_pos[2].item() == pytest.approx(0.7)
+    assert torch.allclose(tau_neg, 1 - tau_pos)
+
+
+def test_pseudo_labels_are_positive_negative_or_ignored_per_tag():
+    probs = torch.tensor([[0.96, 0.5, 0.02], [0.75, 0.2, 0.31]])
+    tau_pos = torch.tensor([0.95, 0.7, 0.7])
+    pl = pseudo_labels(probs, tau_pos, 1 - tau_pos)
+    assert pl[0, 0] == 1 and math.isnan(pl[0, 1]) and pl[0, 2] == 0
+    assert math.isnan(pl[1, 0]) and pl[1, 1] == 0 and math.isnan(pl[1, 2])
+
+
+def test_mixture_split_finds_the_high_loss_mode():
+    rng = np.random.default_rng(0)
+    n_clean, n_noisy = 180, 20
+    # tag 0: labels given as 0, most with low loss, a few missed positives with high loss
+    losses = np.concatenate([rng.normal(0.1, 0.05, n_clean), rng.normal(2.0, 0.3, n_noisy)]).clip(0)
+    labels = np.zeros(n_clean + n_noisy)
+    prob = clean_probability(losses[:, None], labels[:, None])
+    assert (prob[:n_clean, 0] > 0.5).mean() > 0.95
+    assert (prob[n_clean:, 0] < 0.5).mean() > 0.95
+    # unknown labels stay unknown, small groups stay clean
+    labels2 = labels.copy()
+    labels2[:5] = np.nan
+    labels2[5:8] = 1
+    prob2 = clean_probability(losses[:, None], labels2[:, None])
+    assert np.isnan(prob2[:5, 0]).all() and (prob2[5:8, 0] == 1).all()
+
+
+def test_dividemix_drops_likely_wrong_labels_and_refines_the_rest():
+    from tests.conftest import TINY_OVERRIDES
+    from training.config import load_config
+    from training.model import build_model
+
+    m = DivideMix(build_model(load_config("default", TINY_OVERRIDES).model, 2))
+    m.clean = torch.tensor([[0.9, 0.1], [NAN, 1.0]])
+    labels = torch.tensor([[1.0, 0.0], [NAN, 1.0]])
+    teacher = torch.tensor([[0.5, 0.9], [0.3, 0.2]])
+    y = m.targets(labels, torch.tensor([0, 1]), teacher)
+    assert y[0, 0].item() == pytest.approx(0.9 * 1 + 0.1 * 0.5)  # refined
+    assert math.isnan(y[0, 1].item())  # likely wrong -> blank -> SSL
+    assert math.isnan(y[1, 0].item()) and y[1, 1].item() == pytest.approx(1.0)

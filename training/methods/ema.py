@@ -1,0 +1,38 @@
+"""An exponential-moving-average copy of a network (the Mean Teacher), shared by the SSL methods."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class EMA:
+    def __init__(self, model: nn.Module, decay: float = 0.99):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        # NOTE: a short warm-up (decay grows with the step) so the teacher is not stuck at init.
+        d = min(self.decay, (1 + step) / (10 + step))
+        for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            e.mul_(d).add_(p.detach(), alpha=1 - d)
+        for e, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            e.copy_(b)
+
+    @torch.no_grad()
+    def probs(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        tags, q = self.model(images)
+        return torch.sigmoid(tags), torch.sigmoid(q)
+
+
+def sigmoid_rampup(step: int, length: int) -> float:
+    """exp(-5 (1 - t)^2), the usual consistency ramp-up (Laine & Aila 2017)."""
+    if length <= 0:
+        return 1.0
+    t = min(1.0, step / length)
+    return float(torch.exp(torch.tensor(-5.0 * (1.0 - t) ** 2)))

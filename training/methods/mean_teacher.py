@@ -1,0 +1,66 @@
+"""Mean Teacher, multi-label: an EMA teacher's probabilities supervise the student wherever labels are missing.
+
+Consistency (MSE between sigmoid outputs) is applied on every tag of unlabeled
+creatives and on the *blank* tags of labeled ones, with a ramped-up weight; the
+teacher is what gets evaluated and exported.
+"""
+
+from __future__ import annotations
+
+from training.augment import strong, weak
+from training.losses import consistency_loss, known_mask, quality_loss, tag_loss
+from training.methods.base import Method, register
+from training.methods.ema import EMA, sigmoid_rampup
+
+
+@register("mean_teacher")
+class MeanTeacher(Method):
+    uses_unlabeled = True
+
+    def __init__(
+        self,
+        model,
+        quality_weight: float = 1.0,
+        ema_decay: float = 0.99,
+        consistency: float = 10.0,
+        rampup_steps: int = 200,
+        loss: str = "bce",
+        unlabeled_ratio: int = 1,
+    ):
+        super().__init__(model, quality_weight)
+        self.ema = EMA(model, ema_decay)
+        self.consistency, self.rampup_steps, self.loss = consistency, rampup_steps, loss
+        self.unlabeled_ratio = unlabeled_ratio
+
+    def train_step(self, batch, unlabeled, step):
+        x = batch["images"]
+        t_probs, t_q = self.ema.probs(weak(x))
+        tags, q = self.model(strong(x))
+        sup = tag_loss(self.loss, tags, batch["labels"]) + self.quality_weight * quality_loss(q, batch["quality"])
+        cons = consistency_loss(tags, t_probs, 1 - known_mask(batch["labels"]))  # blank tags only
+        if unlabeled is not None:
+            u = unlabeled["images"]
+            tu_probs, _ = self.ema.probs(weak(u))
+            u_tags, _ = self.model(strong(u))
+            cons = cons + consistency_loss(u_tags, tu_probs)
+        w = self.consistency * sigmoid_rampup(step, self.rampup_steps)
+        loss = sup + w * cons
+        return loss, {
+            "loss_sup": float(sup.detach()),
+            "loss_cons": float(cons.detach()),
+            "cons_weight": w,
+            "teacher_quality_mean": float(t_q.mean()),
+        }
+
+    def after_step(self, step):
+        self.ema.update(self.model, step)
+
+    def eval_model(self):
+        return self.ema.model
+
+    def state_dict(self):
+        return {"ema": self.ema.model.state_dict()}
+
+    def load_state_dict(self, state):
+        if "ema" in state:
+            self.ema.model.load_state_dict(state["ema"])
