@@ -38,6 +38,7 @@ def run_arm(name: str, recipe: str, overrides: list[str], experiment: str) -> di
     return {
         "arm": name,
         "run_id": result.run_id,
+        "checkpoint": str(result.checkpoint),
         "test_mAP": m.get("test_mAP"),
         "test_detail_mAP": sum(detail) / len(detail) if detail else None,
         "test_quality_spearman": m.get("test_quality_spearman"),

@@ -4,8 +4,8 @@
     python benchmarks/views.py --quick    # smoke size
 
 Arms: the whole creative at S px (no crops); the whole creative at a larger size with
-about the same pixel count as S px x 3 views; and the default, the whole creative plus
-two detail crops at S px. Prints macro mAP, the mAP of the fine-detail tags (blurry,
+about the same pixel count as the S px views together; the whole creative plus detail
+crops at fixed positions; and the default, detail crops placed where the edges are. Prints macro mAP, the mAP of the fine-detail tags (blurry,
 low_resolution, jpeg_artifacts, noisy, pixelated) and writes JSON.
 """
 
@@ -51,7 +51,8 @@ def main() -> None:
     arms = [
         (f"whole {s}px", [*base, "model.crops=0"]),
         (f"whole {big}px", [*base, "model.crops=0", f"model.input_size={big}", f"model.detail_side={max(big, 256)}"]),
-        (f"whole {s}px + {cfg.model.crops} crops", base),
+        (f"whole {s}px + {cfg.model.crops} fixed crops", [*base, "model.crop_policy=fixed"]),
+        (f"whole {s}px + {cfg.model.crops} edge crops", [*base, "model.crop_policy=detail"]),
     ]
     rows = [run_arm(name, a.recipe, ov, "bench-views") for name, ov in arms]
     print_table(rows, ["arm", "test_mAP", "test_detail_mAP", "test_quality_spearman", "wall_s"])

@@ -162,10 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="synthesise, train, export, register and score, end to end on CPU")
     d.add_argument("--out", default=None, help="data folder (default: <home>/demo)")
-    d.add_argument("--labeled", type=int, default=1500)
+    d.add_argument("--labeled", type=int, default=2000)
     d.add_argument("--test", type=int, default=300)
     d.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
-    d.add_argument("--recipe", default="default")
+    d.add_argument("--recipe", default="demo")
     d.add_argument("overrides", nargs="*", help="config overrides, as for train")
     d.set_defaults(fn=lambda a: _extra("training.cli", "train").cmd_demo(a))
     return p

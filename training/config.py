@@ -14,6 +14,7 @@ logged to MLflow in full.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 import yaml
 
+log = logging.getLogger(__name__)
 
 @dataclass
 class DataConfig:
@@ -41,6 +43,7 @@ class ModelConfig:
     input_size: int = 128  # side of each view
     crops: int = 2  # detail crops next to the whole view (see creative_qa.preprocess)
     detail_side: int = 256  # short side the creative is rescaled to before cropping
+    crop_policy: str = "detail"  # "detail": crops where the edges are; "fixed": fixed positions
     drop_rate: float = 0.1  # dropout before the heads
     drop_path_rate: float = 0.0  # stochastic depth, where the backbone supports it
 
@@ -100,16 +103,20 @@ class ConfigError(ValueError):
     pass
 
 
-def build_config(cls: type, data: dict[str, Any], where: str) -> Any:
+def build_config(cls: type, data: dict[str, Any], where: str, strict: bool = True) -> Any:
+    """Build a config dataclass from a dict. ``strict=False`` (old checkpoints) drops unknown fields."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for k, v in data.items():
         if k not in fields:
+            if not strict:
+                log.warning("%s.%s: ignoring a field this version does not know", where, k)
+                continue
             raise ConfigError(f"{where}.{k}: unknown field (allowed: {', '.join(fields)})")
         sub = _SECTIONS.get((cls, k))
-        kwargs[k] = build_config(sub, v or {}, f"{where}.{k}") if sub else v
+        kwargs[k] = build_config(sub, v or {}, f"{where}.{k}", strict) if sub else v
     return cls(**kwargs)
 
 

@@ -64,7 +64,7 @@ def seed_everything(seed: int) -> None:
 
 def spec_of(cfg: TrainConfig) -> PreprocessSpec:
     m = cfg.model
-    return PreprocessSpec(input_size=m.input_size, crops=m.crops, detail_side=m.detail_side)
+    return PreprocessSpec(input_size=m.input_size, crops=m.crops, detail_side=m.detail_side, crop_policy=m.crop_policy)
 
 
 @torch.no_grad()
@@ -339,11 +339,10 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
 
     A ``noisy_student`` recipe without a ``teacher`` runs its rounds (``training.rounds``).
     """
-    if cfg.method.name == "noisy_student" and "teacher" not in cfg.method.params and not resume:
-        if "rounds" in cfg.method.params and mlflow.active_run() is None:
-            from training.rounds import noisy_student  # noqa: PLC0415
+    if cfg.method.name == "noisy_student" and "rounds" in cfg.method.params and not resume:
+        from training.rounds import noisy_student  # noqa: PLC0415
 
-            return noisy_student(cfg)
+        return noisy_student(cfg)
     return Trainer(cfg).fit(resume)
 
 

@@ -86,7 +86,7 @@ def config_of(ckpt: dict):
     """The ``TrainConfig`` a checkpoint was trained with."""
     from training.config import TrainConfig, build_config  # noqa: PLC0415
 
-    return build_config(TrainConfig, ckpt["config"], "<checkpoint>")
+    return build_config(TrainConfig, ckpt["config"], "<checkpoint>", strict=False)
 
 
 def model_from_checkpoint(ckpt: dict | str) -> CreativeModel:
