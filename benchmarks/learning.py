@@ -42,12 +42,23 @@ def make_data(out: Path, pool: int, test: int, heldout: int, seed: int, rates: d
     train_cfg = SynthConfig(fonts=fonts, blur_kernels=("gaussian", "box"))
     held_cfg = SynthConfig(fonts=(HELDOUT_FONT,), blur_kernels=(HELDOUT_BLUR,))
     n_lab = max(8, pool // 10)
-    paths = synth_once(out, n_labeled=n_lab, n_unlabeled=pool - n_lab, n_test=test, seed=seed, cfg=train_cfg,
-                       heldout_cfg=held_cfg, n_heldout=heldout, progress=True, **rates)
+    paths = synth_once(
+        out,
+        n_labeled=n_lab,
+        n_unlabeled=pool - n_lab,
+        n_test=test,
+        seed=seed,
+        cfg=train_cfg,
+        heldout_cfg=held_cfg,
+        n_heldout=heldout,
+        progress=True,
+        **rates,
+    )
     # The oracle sees the whole pool with clean labels.
     oracle = out / "oracle_clean.csv"
     pd.concat([pd.read_csv(paths["train_labeled_clean"]), pd.read_csv(paths["unlabeled_clean"])]).to_csv(
-        oracle, index=False)
+        oracle, index=False
+    )
     paths["oracle"] = oracle
     return paths
 
@@ -77,13 +88,15 @@ def main() -> None:
     ap.add_argument("--pool", type=int, default=4000, help="creatives in the training pool (10 %% labeled)")
     ap.add_argument("--test", type=int, default=500)
     ap.add_argument("--heldout", type=int, default=300)
-    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--steps-per-epoch", type=int, default=25)
     ap.add_argument("--miss-rate", type=float, default=0.3)
     ap.add_argument("--fp-rate", type=float, default=0.05)
     ap.add_argument("--blank-rate", type=float, default=0.2)
     ap.add_argument("--arms", default="all", help="comma-separated subset of: " + ",".join(ARMS))
+    ap.add_argument("--rerun-default", action="store_true", help="train the default recipe even if an arm matches it")
     ap.add_argument("--label-issues", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--label-issue-epochs", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="tiny scale, minutes")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/learning.json")
@@ -100,10 +113,16 @@ def main() -> None:
     data = make_data(default_bench_dir(f"learning-{a.pool}-{a.seed}"), a.pool, a.test, a.heldout, a.seed, rates)
     print(f"data ready in {time.time() - t0:.0f}s: {data['train_labeled']}")
     base_model = load_config("default").model
-    common = [f"model.backbone={base_model.backbone}", f"model.input_size={base_model.input_size}",
-              f"model.crops={base_model.crops}", f"model.detail_side={base_model.detail_side}",
-              f"optim.epochs={a.epochs}", f"optim.steps_per_epoch={a.steps_per_epoch}", f"data.test={data['test']}",
-              f"seed={a.seed}"]
+    common = [
+        f"model.backbone={base_model.backbone}",
+        f"model.input_size={base_model.input_size}",
+        f"model.crops={base_model.crops}",
+        f"model.detail_side={base_model.detail_side}",
+        f"optim.epochs={a.epochs}",
+        f"optim.steps_per_epoch={a.steps_per_epoch}",
+        f"data.test={data['test']}",
+        f"seed={a.seed}",
+    ]
     if a.quick:
         common += ["model.backbone=test_resnet", "model.input_size=64", "model.detail_side=128"]
     labeled = [f"data.labeled={data['train_labeled']}"]
@@ -123,12 +142,23 @@ def main() -> None:
     }
     default_cfg = load_config("default")
     wanted = list(arms) if a.arms == "all" else a.arms.split(",")
+    # The default recipe is one of the method arms with the same settings: don't train it twice.
+    same_as = {"supervised": "floor"}.get(default_cfg.method.name, default_cfg.method.name)
+    if "default" in wanted and same_as in wanted and same_as in arms and not a.rerun_default:
+        wanted.remove("default")
 
     exp = "bench-learning"
     rows = []
     with mlflow.start_run(experiment_id=tracking.setup(exp), run_name=f"learning-{a.pool}") as parent:
-        mlflow.log_params({"pool": a.pool, "epochs": a.epochs, "steps_per_epoch": a.steps_per_epoch, **rates,
-                           "default_method": default_cfg.method.name})
+        mlflow.log_params(
+            {
+                "pool": a.pool,
+                "epochs": a.epochs,
+                "steps_per_epoch": a.steps_per_epoch,
+                **rates,
+                "default_method": default_cfg.method.name,
+            }
+        )
         for name in wanted:
             recipe, overrides = arms[name]
             print(f"--- arm {name} ({recipe})", flush=True)
@@ -137,6 +167,9 @@ def main() -> None:
             mlflow.log_metric(f"heldout_mAP_{name}", row["heldout_mAP"])
             rows.append(row)
         by = {r["arm"]: r for r in rows}
+        if "default" not in by and same_as in by:
+            rows.append(by[same_as] | {"arm": f"default (= {same_as})"})
+            by["default"] = rows[-1]
         gap = None
         if {"floor", "oracle", "default"} <= set(by):
             f, o, d = by["floor"]["test_mAP"], by["oracle"]["test_mAP"], by["default"]["test_mAP"]
@@ -148,12 +181,16 @@ def main() -> None:
             mlflow.log_metric("gap_closed", gap)
         li = None
         if a.label_issues:
-            li = label_issue_precision(data, common, a.quick)
+            li = label_issue_precision(
+                data, [*common, f"optim.epochs={a.label_issue_epochs if not a.quick else 1}"], a.quick
+            )
             print("label issues, precision@k vs clean labels:", li)
         for r in rows:
             mlflow.log_metric(f"test_mAP_{r['arm']}", r["test_mAP"])
-        out = write_json(a.out, {"args": vars(a), "rows": rows, "gap_closed": gap, "label_issues": li,
-                                 "parent_run_id": parent.info.run_id})
+        out = write_json(
+            a.out,
+            {"args": vars(a), "rows": rows, "gap_closed": gap, "label_issues": li, "parent_run_id": parent.info.run_id},
+        )
         mlflow.log_artifact(str(out))
         mlflow.log_artifact(str(chart(rows, out.with_suffix(".png"))))
         print(f"wrote {out} (and {out.with_suffix('.png')}); MLflow parent run {parent.info.run_id}")
@@ -180,8 +217,16 @@ def label_issue_precision(data: dict[str, Path], common: list[str], quick: bool)
     from training.label_issues import find_label_issues, precision_at_k
 
     ks = (10, 25) if quick else (50, 100, 200)
-    cfg = load_config("default", [*common, f"data.labeled={data['train_labeled']}", "method.name=supervised",
-                                  "method.params={}", "data.test=null"])
+    cfg = load_config(
+        "default",
+        [
+            *common,
+            f"data.labeled={data['train_labeled']}",
+            "method.name=supervised",
+            "method.params={}",
+            "data.test=null",
+        ],
+    )
     out = {}
     for name, kwargs in (("cross_validated", {"folds": 3}), ("self_confidence", {"baseline": True})):
         issues = find_label_issues(cfg, **kwargs)

@@ -5,8 +5,9 @@
 
 Arms: the whole creative at S px (no crops); the whole creative at a larger size with
 about the same pixel count as the S px views together; the whole creative plus detail
-crops at fixed positions; and the default, detail crops placed where the edges are. Prints macro mAP, the mAP of the fine-detail tags (blurry,
-low_resolution, jpeg_artifacts, noisy, pixelated) and writes JSON.
+crops at fixed positions; and the default, detail crops placed where the edges are.
+Prints macro mAP, the mAP of the fine-detail tags (blurry, low_resolution,
+jpeg_artifacts, noisy, pixelated) and writes JSON.
 """
 
 from __future__ import annotations

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
-    for noisy in ("mlflow", "alembic", "urllib3", "httpx", "onnxscript", "torch.onnx"):
+    for noisy in ("mlflow", "alembic", "urllib3", "httpx", "onnxscript", "onnx_ir", "torch.onnx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         args.fn(args)

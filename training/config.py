@@ -24,6 +24,7 @@ import yaml
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class DataConfig:
     labeled: str | None = None  # label manifest (CSV/Parquet) or None for the demo data

@@ -26,8 +26,9 @@ def noisy_student(cfg: TrainConfig) -> TrainResult:
     student_backbone = params.pop("student_backbone", None)
     teacher_epochs = params.pop("teacher_epochs", None)
     exp_id = tracking.setup(cfg.experiment)
-    with mlflow.start_run(experiment_id=exp_id, run_name=cfg.run_name or "noisy-student",
-                          nested=mlflow.active_run() is not None) as parent:
+    with mlflow.start_run(
+        experiment_id=exp_id, run_name=cfg.run_name or "noisy-student", nested=mlflow.active_run() is not None
+    ) as parent:
         mlflow.set_tags({"method": "noisy_student", "rounds": rounds})
         result: TrainResult | None = None
         for r in range(rounds + 1):

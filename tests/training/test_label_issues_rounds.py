@@ -19,7 +19,9 @@ def test_issue_table_ranks_known_labels_by_disagreement(tmp_path):
     assert list(zip(t["path"], t["tag"]))[:2] == [("a", "y"), ("c", "x")]
     assert t["score"].iloc[0] == 0.8 and t["given"].iloc[0] == 0
     clean = tmp_path / "clean.csv"
-    pd.DataFrame({"path": [str(tmp_path / p) for p in "abc"], "x": [1, 0, 0], "y": [1, 0, 1]}).to_csv(clean, index=False)
+    pd.DataFrame({"path": [str(tmp_path / p) for p in "abc"], "x": [1, 0, 0], "y": [1, 0, 1]}).to_csv(
+        clean, index=False
+    )
     t["path"] = [str(tmp_path / p) for p in t["path"]]
     p = precision_at_k(t, clean, ks=(1, 2, 5), tags=["x", "y"])
     assert p["precision@1"] == 1.0 and p["precision@2"] == 1.0 and p["precision@5"] == 0.4
@@ -27,8 +29,15 @@ def test_issue_table_ranks_known_labels_by_disagreement(tmp_path):
 
 
 def test_cross_validated_label_issues_cover_every_known_label(tiny_data, tmp_path):
-    cfg = load_config("default", [*TINY_OVERRIDES, "optim.steps_per_epoch=2",
-                                  f"data.labeled={tiny_data['train_labeled']}", f"output_dir={tmp_path}"])
+    cfg = load_config(
+        "default",
+        [
+            *TINY_OVERRIDES,
+            "optim.steps_per_epoch=2",
+            f"data.labeled={tiny_data['train_labeled']}",
+            f"output_dir={tmp_path}",
+        ],
+    )
     issues = find_label_issues(cfg, folds=2)
     noisy = pd.read_csv(tiny_data["train_labeled"])
     tags = [c for c in noisy.columns if c not in ("path", "quality", "defects", "media", "pair")]
@@ -38,10 +47,18 @@ def test_cross_validated_label_issues_cover_every_known_label(tiny_data, tmp_pat
 
 
 def test_noisy_student_rounds_are_nested_mlflow_runs(tiny_data, tmp_path):
-    cfg = load_config("noisy_student", [*TINY_OVERRIDES, "optim.steps_per_epoch=2",
-                                        f"data.labeled={tiny_data['train_labeled']}",
-                                        f"data.unlabeled={tiny_data['unlabeled']}", f"output_dir={tmp_path}",
-                                        "experiment=ns", "method.params={rounds: 1, confidence: 0.0}"])
+    cfg = load_config(
+        "noisy_student",
+        [
+            *TINY_OVERRIDES,
+            "optim.steps_per_epoch=2",
+            f"data.labeled={tiny_data['train_labeled']}",
+            f"data.unlabeled={tiny_data['unlabeled']}",
+            f"output_dir={tmp_path}",
+            "experiment=ns",
+            "method.params={rounds: 1, confidence: 0.0}",
+        ],
+    )
     result = train(cfg)
     exp = tracking.setup("ns")
     runs = MlflowClient().search_runs([exp])
