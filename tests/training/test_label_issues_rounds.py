@@ -16,7 +16,7 @@ def test_issue_table_ranks_known_labels_by_disagreement(tmp_path):
     probs = np.array([[0.9, 0.8], [0.1, 0.5], [0.2, 0.95]])
     t = issue_table(["a", "b", "c"], labels, probs, ["x", "y"])
     assert len(t) == 5  # the blank is not judged
-    assert list(zip(t["path"], t["tag"]))[:2] == [("a", "y"), ("c", "x")]
+    assert list(zip(t["path"], t["tag"], strict=True))[:2] == [("a", "y"), ("c", "x")]
     assert t["score"].iloc[0] == 0.8 and t["given"].iloc[0] == 0
     clean = tmp_path / "clean.csv"
     pd.DataFrame({"path": [str(tmp_path / p) for p in "abc"], "x": [1, 0, 0], "y": [1, 0, 1]}).to_csv(
