@@ -29,6 +29,7 @@ def tiny_data(tmp_path_factory) -> dict[str, Path]:
 TINY_OVERRIDES = [
     "model.backbone=test_resnet",
     "model.input_size=64",
+    "model.crops=2",
     "model.detail_side=128",
     "optim.batch_size=16",
     "optim.epochs=1",

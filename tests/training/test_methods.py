@@ -71,3 +71,18 @@ def test_unknown_method_and_unknown_parameter_are_errors(model):
         get_method("no-such-method")
     with pytest.raises(TypeError, match="bogus"):
         get_method("supervised")(model, bogus=1)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_blank_is_never_treated_as_negative(name, model):
+    """Filling the blanks with 0 must change the supervised loss: blanks are not negatives."""
+    b = _batch()
+    zeros = dict(b)
+    zeros["labels"] = torch.nan_to_num(b["labels"], nan=0.0)
+    unl = _batch() if get_method(name).uses_unlabeled else None
+    key = "loss_tags" if name == "supervised" else "loss_sup"
+    torch.manual_seed(3)
+    _, logs_blank = get_method(name)(model, quality_weight=0.0).train_step(b, unl, 0)
+    torch.manual_seed(3)
+    _, logs_zero = get_method(name)(model, quality_weight=0.0).train_step(zeros, unl, 0)
+    assert logs_blank[key] != pytest.approx(logs_zero[key], rel=1e-4)

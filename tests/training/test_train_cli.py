@@ -1,6 +1,7 @@
 """Training through the CLI: every recipe runs, corrupt rows are skipped, a killed run resumes."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -29,7 +30,8 @@ def test_every_recipe_trains_a_couple_of_steps(recipe, tiny_data, capsys, tmp_pa
         ]
     )
     out = json.loads(capsys.readouterr().out)
-    assert (tmp_path / "last.pt").is_file() and out["run_id"]
+    ckpt = Path(out["checkpoint"])
+    assert ckpt.is_file() and tmp_path in ckpt.parents and out["run_id"]
 
 
 def test_corrupt_and_missing_files_are_skipped_and_counted(tiny_data, tmp_path):
