@@ -163,7 +163,9 @@ def main() -> None:
             recipe, overrides = arms[name]
             print(f"--- arm {name} ({recipe})", flush=True)
             row = run_arm(name, recipe, [*common, *overrides], exp)
-            row["heldout_mAP"] = _heldout_map(row["checkpoint"], data["heldout"])
+            held = heldout_metrics(row["checkpoint"], data["heldout"])
+            row["heldout_mAP"] = held["heldout_mAP"]
+            row["heldout_per_tag_AP"] = {k[len("heldout_AP_") :]: v for k, v in held.items() if "_AP_" in k}
             mlflow.log_metric(f"heldout_mAP_{name}", row["heldout_mAP"])
             rows.append(row)
         by = {r["arm"]: r for r in rows}
@@ -196,8 +198,8 @@ def main() -> None:
         print(f"wrote {out} (and {out.with_suffix('.png')}); MLflow parent run {parent.info.run_id}")
 
 
-def _heldout_map(checkpoint: str, manifest: Path) -> float:
-    """Macro mAP of an arm's final model on the held-out split (unseen font and blur kernel)."""
+def heldout_metrics(checkpoint: str, manifest: Path) -> dict[str, float]:
+    """An arm's final model on the held-out split (unseen font and blur kernel): mAP and per-tag AP."""
     from creative_qa.preprocess import PreprocessSpec
     from creative_qa.taxonomy import load_taxonomy
     from training.data import load_manifest_dataset
@@ -209,7 +211,7 @@ def _heldout_map(checkpoint: str, manifest: Path) -> float:
     ds, _ = load_manifest_dataset(str(manifest), tags, PreprocessSpec.from_dict(ckpt["preprocess"]), desc="heldout")
     device = resolve_device("auto")
     metrics, _ = evaluate_dataset(model_from_checkpoint(ckpt).to(device), ds, tags, device, "heldout_")
-    return metrics["heldout_mAP"]
+    return metrics
 
 
 def label_issue_precision(data: dict[str, Path], common: list[str], quick: bool) -> dict[str, dict[str, float]]:

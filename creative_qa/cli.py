@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 
 DEFAULT_MODEL = os.environ.get("CREATIVE_QA_MODEL", "models:/creative-qa@champion")
 
@@ -190,4 +189,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["DEFAULT_MODEL", "Path", "build_parser", "main"]
+__all__ = ["DEFAULT_MODEL", "build_parser", "main"]

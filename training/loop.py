@@ -188,13 +188,13 @@ class Trainer:
         # data) when set: that is how arms with different amounts of labeled data get the same budget.
         steps_per_epoch = cfg.optim.steps_per_epoch or len(_loader(self.train_ds, cfg.optim.batch_size, True, 0, True))
         total = steps_per_epoch * cfg.optim.epochs
-        start_epoch, step, run_id, best = 0, 0, None, -1.0
+        start_epoch, step, run_id = 0, 0, None
         if resume:
             ckpt = torch.load(resume, map_location=self.device, weights_only=False)
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
             method.load_state_dict(ckpt.get("method", {}))
-            start_epoch, step, run_id, best = ckpt["epoch"] + 1, ckpt["step"], ckpt["run_id"], ckpt.get("best", -1.0)
+            start_epoch, step, run_id = ckpt["epoch"] + 1, ckpt["step"], ckpt["run_id"]
             torch.set_rng_state(ckpt["torch_rng"])
             log.info("resuming run %s from epoch %d (step %d)", run_id, start_epoch, step)
 
@@ -251,7 +251,6 @@ class Trainer:
                 metrics, val_probs = evaluate_dataset(method.eval_model(), self.val_ds, self.tags, self.device, "val_")
                 metrics["epoch_seconds"] = time.time() - t0
                 _log_metrics(metrics | {"epoch": epoch + 1}, step)
-                best = max(best, metrics.get("val_mAP", -1.0) if np.isfinite(metrics.get("val_mAP", np.nan)) else best)
                 log.info(
                     "epoch %d/%d: val mAP %.3f, quality spearman %.3f (%.0fs)",
                     epoch + 1,
@@ -260,7 +259,7 @@ class Trainer:
                     metrics.get("val_quality_spearman", float("nan")),
                     metrics["epoch_seconds"],
                 )
-                ckpt_path = self._save(out_dir, model, opt, method, epoch, step, run_id, best, thresholds=None)
+                ckpt_path = self._save(out_dir, model, opt, method, epoch, step, run_id, thresholds=None)
                 mlflow.log_artifact(str(ckpt_path), artifact_path="checkpoints")
 
             # Thresholds are calibrated on validation and travel with the model.
@@ -278,7 +277,7 @@ class Trainer:
             mlflow.log_metric("skipped_files", len(self.skipped))
             if self.skipped:
                 mlflow.log_text("\n".join(f"{p}\t{r}" for p, r in self.skipped), "skipped_files.tsv")
-            ckpt_path = self._save(out_dir, model, opt, method, cfg.optim.epochs - 1, step, run_id, best, thresholds)
+            ckpt_path = self._save(out_dir, model, opt, method, cfg.optim.epochs - 1, step, run_id, thresholds)
             mlflow.log_artifact(str(ckpt_path), artifact_path="checkpoints")
         return TrainResult(run_id, ckpt_path, metrics, thresholds, self.skipped)
 
@@ -307,7 +306,6 @@ class Trainer:
         epoch: int,
         step: int,
         run_id: str,
-        best: float,
         thresholds: dict[str, float] | None,
     ) -> Path:
         eval_model = method.eval_model()
@@ -319,7 +317,6 @@ class Trainer:
             "epoch": epoch,
             "step": step,
             "run_id": run_id,
-            "best": best,
             "torch_rng": torch.get_rng_state(),
             "config": self.cfg.to_dict(),
             "taxonomy": self.taxonomy.to_dict(),

@@ -350,12 +350,6 @@ def generate_dataset(
     return paths
 
 
-def save_png_bytes(image: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    to_pil(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 __all__ = [
     "Creative",
     "SynthConfig",
@@ -366,5 +360,4 @@ __all__ = [
     "make_creative",
     "make_video",
     "quality_from",
-    "save_png_bytes",
 ]
