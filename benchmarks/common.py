@@ -48,13 +48,18 @@ def run_arm(name: str, recipe: str, overrides: list[str], experiment: str) -> di
 
 
 def print_table(rows: list[dict[str, Any]], cols: list[str]) -> None:
-    widths = [max(len(c), 10) for c in cols]
+    widths = [
+        max(
+            [len(c), 8] + [len(f"{r.get(c):.3f}" if isinstance(r.get(c), float) else str(r.get(c) or "")) for r in rows]
+        )
+        for c in cols
+    ]
     print("  ".join(f"{c:<{w}}" for c, w in zip(cols, widths, strict=True)))
     for r in rows:
         cells = []
         for c, w in zip(cols, widths, strict=True):
             v = r.get(c)
-            cells.append(f"{v:<{w}.3f}" if isinstance(v, float) else f"{v!s:<{w}}")
+            cells.append(f"{v:<{w}.3f}" if isinstance(v, float) else f"{v or '':<{w}}")
         print("  ".join(cells))
 
 

@@ -170,14 +170,16 @@ def main() -> None:
             rows.append(row)
         by = {r["arm"]: r for r in rows}
         if "default" not in by and same_as in by:
-            rows.append(by[same_as] | {"arm": f"default (= {same_as})"})
+            rows.append(by[same_as] | {"arm": "default", "same_as": same_as})
             by["default"] = rows[-1]
         gap = None
         if {"floor", "oracle", "default"} <= set(by):
             f, o, d = by["floor"]["test_mAP"], by["oracle"]["test_mAP"], by["default"]["test_mAP"]
             gap = (d - f) / (o - f) if o - f > 1e-9 else None
         print()
-        print_table(rows, ["arm", "test_mAP", "heldout_mAP", "test_detail_mAP", "test_quality_spearman", "wall_s"])
+        print_table(
+            rows, ["arm", "same_as", "test_mAP", "heldout_mAP", "test_detail_mAP", "test_quality_spearman", "wall_s"]
+        )
         if gap is not None:
             print(f"gap closed by the default recipe ({default_cfg.method.name}): {gap:.3f}")
             mlflow.log_metric("gap_closed", gap)
