@@ -26,17 +26,21 @@ from __future__ import annotations
 import torch
 
 
+def _flip(images: torch.Tensor, axis: int, p: float, generator: torch.Generator | None) -> torch.Tensor:
+    flip = torch.rand(images.shape[0], generator=generator, device=images.device) < p
+    if not flip.any():
+        return images
+    out = images.clone()
+    out[flip] = images[flip].flip(axis)
+    return out
+
+
 def hflip(images: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
     """Flip each creative (all its views together) left-right with probability ``p``.
 
     ``images``: ``(N, V, S, S, 3)``.
     """
-    flip = torch.rand(images.shape[0], generator=generator, device=images.device) < p
-    if not flip.any():
-        return images
-    out = images.clone()
-    out[flip] = images[flip].flip(3)  # width axis of (N, V, H, W, C)
-    return out
+    return _flip(images, 3, p, generator)  # width axis of (N, V, H, W, C)
 
 
 def view_shuffle_crops(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -50,12 +54,7 @@ def view_shuffle_crops(images: torch.Tensor, generator: torch.Generator | None =
 
 def vflip(images: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
     """Flip each creative (all views together) upside down with probability ``p``."""
-    flip = torch.rand(images.shape[0], generator=generator, device=images.device) < p
-    if not flip.any():
-        return images
-    out = images.clone()
-    out[flip] = images[flip].flip(2)  # height axis of (N, V, H, W, C)
-    return out
+    return _flip(images, 2, p, generator)  # height axis of (N, V, H, W, C)
 
 
 def rot90(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:

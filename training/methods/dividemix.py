@@ -25,8 +25,8 @@ from sklearn.mixture import GaussianMixture
 
 from training.augment import strong, weak
 from training.losses import consistency_loss, known_mask, per_sample_bce, quality_loss, tag_loss
-from training.methods.base import Method, register
-from training.methods.ema import EMA, sigmoid_rampup
+from training.methods.base import register
+from training.methods.ema import TeacherMethod, sigmoid_rampup
 
 
 def clean_probability(losses: np.ndarray, labels: np.ndarray, min_group: int = 20, seed: int = 0) -> np.ndarray:
@@ -55,7 +55,7 @@ def clean_probability(losses: np.ndarray, labels: np.ndarray, min_group: int = 2
 
 
 @register("dividemix")
-class DivideMix(Method):
+class DivideMix(TeacherMethod):
     uses_unlabeled = True
 
     def __init__(
@@ -71,8 +71,7 @@ class DivideMix(Method):
         loss: str = "bce",
         unlabeled_ratio: int = 1,
     ):
-        super().__init__(model, quality_weight)
-        self.ema = EMA(model, ema_decay)
+        super().__init__(model, quality_weight, ema_decay)
         self.warmup_epochs, self.clean_threshold, self.refine = warmup_epochs, clean_threshold, refine
         self.consistency, self.rampup_steps, self.loss = consistency, rampup_steps, loss
         self.unlabeled_ratio = unlabeled_ratio
@@ -124,16 +123,9 @@ class DivideMix(Method):
             "dropped_labels": float((torch.isnan(y) & ~torch.isnan(batch["labels"])).float().mean()),
         }
 
-    def after_step(self, step):
-        self.ema.update(self.model, step)
-
-    def eval_model(self):
-        return self.ema.model
-
     def state_dict(self):
-        return {"ema": self.ema.model.state_dict(), "clean": self.clean}
+        return super().state_dict() | {"clean": self.clean}
 
     def load_state_dict(self, state):
-        if "ema" in state:
-            self.ema.model.load_state_dict(state["ema"])
+        super().load_state_dict(state)
         self.clean = state.get("clean")

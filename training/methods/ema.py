@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from training.methods.base import Method
+
 
 class EMA:
     def __init__(self, model: nn.Module, decay: float = 0.99):
@@ -36,3 +38,25 @@ def sigmoid_rampup(step: int, length: int) -> float:
         return 1.0
     t = min(1.0, step / length)
     return float(torch.exp(torch.tensor(-5.0 * (1.0 - t) ** 2)))
+
+
+class TeacherMethod(Method):
+    """A method that keeps an EMA teacher: updated after every step, evaluated and exported,
+    checkpointed with the method."""
+
+    def __init__(self, model: nn.Module, quality_weight: float = 1.0, ema_decay: float = 0.99):
+        super().__init__(model, quality_weight)
+        self.ema = EMA(model, ema_decay)
+
+    def after_step(self, step: int) -> None:
+        self.ema.update(self.model, step)
+
+    def eval_model(self) -> nn.Module:
+        return self.ema.model
+
+    def state_dict(self) -> dict:
+        return {"ema": self.ema.model.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if "ema" in state:
+            self.ema.model.load_state_dict(state["ema"])

@@ -20,8 +20,8 @@ import torch
 
 from training.augment import strong, weak
 from training.losses import known_mask, masked_bce, quality_loss, tag_loss
-from training.methods.base import Method, register
-from training.methods.ema import EMA
+from training.methods.base import register
+from training.methods.ema import TeacherMethod
 
 
 def adaptive_thresholds(status: torch.Tensor, tau_min: float, tau_max: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,7 +41,7 @@ def pseudo_labels(probs: torch.Tensor, tau_pos: torch.Tensor, tau_neg: torch.Ten
 
 
 @register("fixmatch")
-class FixMatch(Method):
+class FixMatch(TeacherMethod):
     uses_unlabeled = True
 
     def __init__(
@@ -57,12 +57,11 @@ class FixMatch(Method):
         unlabeled_ratio: int = 1,
         num_tags: int | None = None,
     ):
-        super().__init__(model, quality_weight)
+        super().__init__(model, quality_weight, ema_decay)  # the EMA is evaluated/exported: smoother
         self.tau_min, self.tau_max, self.m = tau_min, tau_max, status_momentum
         self.unlabeled_weight, self.loss, self.unlabeled_ratio = unlabeled_weight, loss, unlabeled_ratio
         n = num_tags or model.tag_head.out_features
         self.status = torch.zeros(n)  # per-tag learning status (EMA of confidence)
-        self.ema = EMA(model, ema_decay)  # evaluated/exported: smoother than the raw student
 
     @torch.no_grad()
     def _pseudo(self, images: torch.Tensor) -> torch.Tensor:
@@ -105,17 +104,10 @@ class FixMatch(Method):
             "tau_pos_mean": float(tau_pos.mean()),
         }
 
-    def after_step(self, step):
-        self.ema.update(self.model, step)
-
-    def eval_model(self):
-        return self.ema.model
-
     def state_dict(self):
-        return {"ema": self.ema.model.state_dict(), "status": self.status.cpu()}
+        return super().state_dict() | {"status": self.status.cpu()}
 
     def load_state_dict(self, state):
-        if "ema" in state:
-            self.ema.model.load_state_dict(state["ema"])
+        super().load_state_dict(state)
         if "status" in state:
             self.status = state["status"].clone()

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from training.augment import strong, weak
 from training.losses import consistency_loss, known_mask, quality_loss, tag_loss
-from training.methods.base import Method, register
-from training.methods.ema import EMA, sigmoid_rampup
+from training.methods.base import register
+from training.methods.ema import TeacherMethod, sigmoid_rampup
 
 
 @register("mean_teacher")
-class MeanTeacher(Method):
+class MeanTeacher(TeacherMethod):
     uses_unlabeled = True
 
     def __init__(
@@ -27,8 +27,7 @@ class MeanTeacher(Method):
         loss: str = "bce",
         unlabeled_ratio: int = 1,
     ):
-        super().__init__(model, quality_weight)
-        self.ema = EMA(model, ema_decay)
+        super().__init__(model, quality_weight, ema_decay)
         self.consistency, self.rampup_steps, self.loss = consistency, rampup_steps, loss
         self.unlabeled_ratio = unlabeled_ratio
 
@@ -51,16 +50,3 @@ class MeanTeacher(Method):
             "cons_weight": w,
             "teacher_quality_mean": float(t_q.mean()),
         }
-
-    def after_step(self, step):
-        self.ema.update(self.model, step)
-
-    def eval_model(self):
-        return self.ema.model
-
-    def state_dict(self):
-        return {"ema": self.ema.model.state_dict()}
-
-    def load_state_dict(self, state):
-        if "ema" in state:
-            self.ema.model.load_state_dict(state["ema"])
