@@ -112,10 +112,7 @@ class DivideMix(TeacherMethod):
         sup = tag_loss(self.loss, tags, y) + self.quality_weight * quality_loss(q, batch["quality"])
         cons = consistency_loss(tags, t_probs, 1 - known_mask(y))  # blank and dropped labels
         if unlabeled is not None:
-            u = unlabeled["images"]
-            tu, _ = self.ema.probs(weak(u))
-            u_tags, _ = self.model(strong(u))
-            cons = cons + consistency_loss(u_tags, tu)
+            cons = cons + self.unlabeled_consistency(unlabeled["images"])
         w = self.consistency * sigmoid_rampup(step, self.rampup_steps)
         return sup + w * cons, {
             "loss_sup": float(sup.detach()),

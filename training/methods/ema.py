@@ -7,6 +7,8 @@ import copy
 import torch
 from torch import nn
 
+from training.augment import strong, weak
+from training.losses import consistency_loss
 from training.methods.base import Method
 
 
@@ -47,6 +49,12 @@ class TeacherMethod(Method):
     def __init__(self, model: nn.Module, quality_weight: float = 1.0, ema_decay: float = 0.99):
         super().__init__(model, quality_weight)
         self.ema = EMA(model, ema_decay)
+
+    def unlabeled_consistency(self, images: torch.Tensor) -> torch.Tensor:
+        """Student on the strong view vs teacher on the weak view, every tag of unlabeled creatives."""
+        teacher, _ = self.ema.probs(weak(images))
+        student, _ = self.model(strong(images))
+        return consistency_loss(student, teacher)
 
     def after_step(self, step: int) -> None:
         self.ema.update(self.model, step)

@@ -38,10 +38,7 @@ class MeanTeacher(TeacherMethod):
         sup = tag_loss(self.loss, tags, batch["labels"]) + self.quality_weight * quality_loss(q, batch["quality"])
         cons = consistency_loss(tags, t_probs, 1 - known_mask(batch["labels"]))  # blank tags only
         if unlabeled is not None:
-            u = unlabeled["images"]
-            tu_probs, _ = self.ema.probs(weak(u))
-            u_tags, _ = self.model(strong(u))
-            cons = cons + consistency_loss(u_tags, tu_probs)
+            cons = cons + self.unlabeled_consistency(unlabeled["images"])
         w = self.consistency * sigmoid_rampup(step, self.rampup_steps)
         loss = sup + w * cons
         return loss, {
