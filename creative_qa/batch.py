@@ -61,7 +61,7 @@ def score_frame_table(
             try:
                 quality, tags = scorer.predict([f for _, f in pending])
                 for (i, _), q, t in zip(pending, quality, tags, strict=True):
-                    rows[i] = _flat(display[i], scorer._result(q, t), None, scorer.tags, 1)
+                    rows[i] = _flat(display[i], scorer.result(q, t), None, scorer.tags, 1)
             except ValueError as e:  # e.g. a degenerate frame that preprocess refuses
                 for i, _ in pending:
                     rows[i] = _flat(display[i], None, str(e), scorer.tags, 0)

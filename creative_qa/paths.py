@@ -11,3 +11,8 @@ def home() -> Path:
     p = Path(os.environ.get("CREATIVE_QA_HOME") or Path.home() / ".creative-qa").expanduser()
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+def tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, else the embedded SQLite store under :func:`home`."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"

@@ -24,6 +24,7 @@ import numpy as np
 import onnxruntime as ort
 
 from creative_qa.media import DEFAULT_MAX_FRAMES, Frame, MediaError, decode_bytes, decode_file
+from creative_qa.paths import tracking_uri
 from creative_qa.preprocess import PreprocessSpec, preprocess
 from creative_qa.taxonomy import Taxonomy
 
@@ -64,10 +65,7 @@ def resolve_model_uri(uri: str | Path) -> Path:
         import mlflow  # noqa: PLC0415  (only for registry URIs; mlflow-skinny is enough)
     except ImportError as e:  # pragma: no cover - depends on the install
         raise RuntimeError(f"{s} is an MLflow URI: install mlflow-skinny (pip install 'creative-qa[serve]')") from e
-    if os.environ.get("MLFLOW_TRACKING_URI") is None:
-        from creative_qa.paths import home  # noqa: PLC0415
-
-        mlflow.set_tracking_uri(f"sqlite:///{home() / 'mlflow.db'}")
+    mlflow.set_tracking_uri(tracking_uri())
     dst = Path(tempfile.mkdtemp(prefix="creative-qa-model-"))
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=s, dst_path=str(dst)))
     files = [local] if local.is_file() else sorted(local.rglob("*.onnx"))
@@ -151,7 +149,8 @@ class Scorer:
             return np.zeros(0, np.float32), np.zeros((0, len(self.tags)), np.float32)
         return np.concatenate(qs), np.concatenate(ts)
 
-    def _result(self, quality: float, tags: np.ndarray) -> dict[str, Any]:
+    def result(self, quality: float, tags: np.ndarray) -> dict[str, Any]:
+        """The Scores JSON for one creative from its quality and tag probabilities."""
         tag_scores = {t: round(float(p), 6) for t, p in zip(self.tags, tags, strict=True)}
         return {
             "quality": round(float(quality), 6),
@@ -171,8 +170,8 @@ class Scorer:
             raise MediaError("no frames to score")
         quality, tags = self.predict([f.pixels for f in frames])
         if len(frames) == 1 and not is_video:
-            return self._result(quality[0], tags[0])
-        out = self._result(float(quality.mean()), tags.max(axis=0))
+            return self.result(quality[0], tags[0])
+        out = self.result(float(quality.mean()), tags.max(axis=0))
         out["frames"] = [
             {
                 "time_s": round(f.time_s, 3),

@@ -57,11 +57,11 @@ def next_version(name: str) -> str:
     return str(max((int(v.version) for v in versions), default=0) + 1)
 
 
-def export_onnx(ckpt: dict, out_path: Path, version: str, name: str) -> Path:
-    model = model_from_checkpoint(ckpt)
+def export_onnx(ckpt: dict, out_path: Path, version: str, name: str, wrapped: torch.nn.Module | None = None) -> Path:
+    """Write the ONNX file for a checkpoint (``wrapped``: its ``ProbabilityModel``, if already built)."""
     cfg = config_of(ckpt)
     spec = PreprocessSpec.from_dict(ckpt["preprocess"])
-    wrapped = ProbabilityModel(model).eval()
+    wrapped = wrapped or ProbabilityModel(model_from_checkpoint(ckpt)).eval()
     dummy = torch.zeros((2, spec.views, spec.input_size, spec.input_size, 3), dtype=torch.uint8)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -101,9 +101,8 @@ def export_onnx(ckpt: dict, out_path: Path, version: str, name: str) -> Path:
     return out_path
 
 
-def parity_check(ckpt: dict, onnx_path: Path, image_paths: list[str]) -> tuple[float, int]:
+def parity_check(ckpt: dict, wrapped: torch.nn.Module, onnx_path: Path, image_paths: list[str]) -> tuple[float, int]:
     """Max |torch - onnxruntime| over both outputs' probabilities on real creatives."""
-    wrapped = ProbabilityModel(model_from_checkpoint(ckpt)).eval()
     spec = PreprocessSpec.from_dict(ckpt["preprocess"])
     views = []
     for p in image_paths:
@@ -141,12 +140,13 @@ def export_checkpoint(
     tracking.setup(cfg.experiment)
     version = next_version(name) if register else "0"
     out = Path(out_path) if out_path else Path(checkpoint).with_name("model.onnx")
-    export_onnx(ckpt, out, version, name)
+    wrapped = ProbabilityModel(model_from_checkpoint(ckpt)).eval()
+    export_onnx(ckpt, out, version, name, wrapped)
 
     images: list[str] = []
     if parity_source:
         images = read_manifest(parity_source)["abspath"].tolist()[:parity_n]
-    diff, n = parity_check(ckpt, out, images)
+    diff, n = parity_check(ckpt, wrapped, out, images)
     log.info("ONNX parity on %d creatives: max |torch - onnx| = %.2e", n, diff)
     if diff > tolerance:
         raise RuntimeError(f"ONNX parity check failed: max abs diff {diff:.2e} > {tolerance:.0e}")

@@ -19,16 +19,9 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 import mlflow  # noqa: E402
-from creative_qa.paths import home  # noqa: E402
+from creative_qa.paths import home, tracking_uri  # noqa: E402
 
 log = logging.getLogger(__name__)
-
-
-def tracking_uri() -> str:
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return uri
-    return f"sqlite:///{home() / 'mlflow.db'}"
 
 
 def is_local_default() -> bool:
