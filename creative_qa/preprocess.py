@@ -100,11 +100,15 @@ def detail_centres(img: Image.Image, size: int, n: int) -> list[tuple[float, flo
 
 
 def preprocess(
-    pixels: np.ndarray, spec: PreprocessSpec, centres: Sequence[tuple[float, float]] | None = None
+    pixels: np.ndarray, spec: PreprocessSpec, centres: Sequence[tuple[float, float]] | None = None, pool: int = 0
 ) -> np.ndarray:
     """One RGB frame ``(H, W, 3)`` uint8 -> model input ``(V, S, S, 3)`` uint8.
 
-    ``centres`` overrides the crop centres (training jitters them); serving uses the defaults.
+    ``centres`` overrides the crop centres; serving uses the defaults. ``pool > 0``
+    (training only) appends ``pool`` further detail windows, the next-best by the same
+    greedy edge-energy search, so a strong view can swap a crop for another window of
+    the same creative: the result is ``(V + pool, S, S, 3)`` and its first ``V`` views
+    are exactly what the scorer sees.
     """
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 frame, got {pixels.shape} {pixels.dtype}")
@@ -121,9 +125,14 @@ def preprocess(
             img = img.resize((max(s, round(w * scale)), max(s, round(h * scale))), Image.Resampling.BILINEAR)
         if centres is None:
             centres = detail_centres(img, s, spec.crops) if spec.crop_policy == "detail" else CROP_CENTRES
-        for c in centres[: spec.crops]:
+        centres = list(centres[: spec.crops])
+        if pool:
+            # NOTE: the greedy search is prefix-stable, so the extra windows come after the served ones.
+            extra = detail_centres(img, s, spec.crops + pool)[spec.crops :]
+            centres += [extra[i % len(extra)] for i in range(pool)] if extra else centres[:1] * pool
+        for c in centres:
             views.append(_crop(img, s, c))
-    return np.stack(views)  # (V, S, S, 3)
+    return np.stack(views)  # (V [+ pool], S, S, 3)
 
 
 def preprocess_batch(frames: Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray:

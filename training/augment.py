@@ -15,10 +15,20 @@ left out on purpose:
   channel is clipped at 255 the luma cannot be restored, and the share of near-white
   pixels (``overexposed``) drops (tests/training/test_augment.py caught this).
 
-The strong view (for SSL) is ``hflip`` + ``vflip`` + ``rot90`` + crop shuffling: pixel
-permutations only. They are unusual for ads but change no tag: bars stay on opposite
-sides, text stays text, and every pixel statistic is unchanged. The rest of the
-"strong" noise comes from the model (dropout, stochastic depth).
+* luma-preserving chroma rotations: exact in real numbers, but wherever a channel
+  clips at 0 or 255 the rotated pixel's luma moves, so near-white shares
+  (``overexposed``) and dark means drift across their thresholds.
+
+The strong view (for SSL) changes *which* evidence the model sees and *how it is laid
+out*, never what it says: the whole view stays, each detail crop is drawn at random
+from the creative's served crops plus its ``crop_pool`` of further high-edge-energy
+windows (another crop of the same creative, at the same scale, carries the same
+defects: they are defined over the whole creative), the crops come in random order,
+and every view is flipped and rotated by 90 degrees independently. Those are pixel
+permutations of windows of the same creative: bars stay on opposite sides, text stays
+text, every pixel statistic of a window is unchanged. The rest of the "strong" noise
+comes from the model (dropout, stochastic depth). ``tests/training/test_augment.py``
+checks each operation on generated creatives near every threshold.
 """
 
 from __future__ import annotations
@@ -68,9 +78,34 @@ def rot90(images: torch.Tensor, generator: torch.Generator | None = None) -> tor
     return out
 
 
-def strong(images: torch.Tensor) -> torch.Tensor:
-    """The strong, still label-preserving view used by the semi-supervised methods."""
-    return view_shuffle_crops(rot90(vflip(hflip(images))))
+def per_view(fn, images: torch.Tensor) -> torch.Tensor:
+    """Apply a per-creative augmentation to every view independently: ``(N, V, ...)`` as ``N*V`` creatives."""
+    n, v = images.shape[:2]
+    return fn(images.reshape(n * v, 1, *images.shape[2:])).reshape(images.shape)
+
+
+def resample_crops(images: torch.Tensor, pool: torch.Tensor | None, generator: torch.Generator | None = None):
+    """Draw each creative's detail crops at random from its served crops plus its ``pool`` of other windows.
+
+    ``images`` ``(N, V, S, S, 3)``, ``pool`` ``(N, P, S, S, 3)``; the whole view (view 0) stays first.
+    """
+    crops = images.shape[1] - 1
+    if crops <= 0:
+        return images
+    cands = images[:, 1:] if pool is None or pool.shape[1] == 0 else torch.cat([images[:, 1:], pool], dim=1)
+    order = torch.rand(cands.shape[:2], generator=generator).argsort(dim=1)[:, :crops].to(images.device)
+    picked = torch.gather(cands, 1, order.view(*order.shape, 1, 1, 1).expand(-1, -1, *cands.shape[2:]))
+    return torch.cat([images[:, :1], picked], dim=1)
+
+
+def strong(images: torch.Tensor, pool: torch.Tensor | None = None) -> torch.Tensor:
+    """The strong, still label-preserving view used by the semi-supervised methods.
+
+    Crops re-drawn from the creative's windows (``pool``), then every view flipped and
+    rotated independently.
+    """
+    x = resample_crops(images, pool)
+    return per_view(lambda v: rot90(vflip(hflip(v))), x)
 
 
 def weak(images: torch.Tensor) -> torch.Tensor:

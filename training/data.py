@@ -2,8 +2,10 @@
 
 Each creative is decoded once (a video contributes its middle frame) and run
 through ``creative_qa.preprocess``, the same function the ONNX scorer uses, so
-training sees exactly what serving will. The views are cached in memory as uint8
-(``3 x 128 x 128 x 3`` is 147 KB a creative), which keeps CPU epochs fast.
+training sees exactly what serving will. Next to the served views, ``pool`` further
+detail windows of each creative are kept for strong views (``training.augment.strong``).
+Everything is cached in memory as uint8 (``4 x 64 x 64 x 3`` is 48 KB a creative),
+which keeps CPU epochs fast.
 """
 
 from __future__ import annotations
@@ -33,29 +35,46 @@ class LoadReport:
         return f"{self.loaded}/{self.total} creatives loaded, {len(self.skipped)} skipped"
 
 
-def load_views(paths: list[str], spec: PreprocessSpec, desc: str = "load") -> tuple[np.ndarray, np.ndarray, LoadReport]:
-    """Decode and preprocess creatives -> ``(N_ok, V, S, S, 3)`` uint8 and the indices that loaded."""
+def load_views(
+    paths: list[str], spec: PreprocessSpec, desc: str = "load", pool: int = 0
+) -> tuple[np.ndarray, np.ndarray, LoadReport]:
+    """Decode and preprocess creatives -> ``(N_ok, V + pool, S, S, 3)`` uint8 and the indices that loaded."""
     report = LoadReport(total=len(paths))
+    pool = pool if spec.crops else 0
     views, ok = [], []
     for i, p in enumerate(tqdm(paths, desc=desc, unit="file", leave=False, disable=len(paths) < 200)):
         try:
-            views.append(preprocess(load_frame(p), spec))
+            views.append(preprocess(load_frame(p), spec, pool=pool))
             ok.append(i)
         except (MediaError, ValueError) as e:
             report.skipped.append((p, str(e)))
             log.warning("skipping %s: %s", p, e)
     report.loaded = len(ok)
-    shape = (0, spec.views, spec.input_size, spec.input_size, 3)
+    shape = (0, spec.views + pool, spec.input_size, spec.input_size, 3)
     arr = np.stack(views) if views else np.zeros(shape, dtype=np.uint8)
     return arr, np.asarray(ok, dtype=np.int64), report
 
 
 class CreativeDataset(Dataset):
-    """Cached views with labels ``(T,)`` (NaN = unknown) and quality (NaN = unknown)."""
+    """Cached views with labels ``(T,)`` (NaN = unknown) and quality (NaN = unknown).
 
-    def __init__(self, views: np.ndarray, labels: np.ndarray, quality: np.ndarray, paths: list[str]):
+    ``views`` are what the scorer sees ``(N, V, S, S, 3)``; ``pool`` holds further detail
+    windows ``(N, P, S, S, 3)`` (``P`` may be 0) that only strong views use.
+    """
+
+    def __init__(
+        self,
+        views: np.ndarray,
+        labels: np.ndarray,
+        quality: np.ndarray,
+        paths: list[str],
+        pool: np.ndarray | None = None,
+    ):
         assert len(views) == len(labels) == len(quality) == len(paths)
         self.views = torch.from_numpy(views)
+        if pool is None:
+            pool = np.zeros((len(views), 0, *views.shape[2:]), dtype=np.uint8)
+        self.pool = torch.from_numpy(pool)
         self.labels = torch.from_numpy(labels.astype(np.float32))
         self.quality = torch.from_numpy(quality.astype(np.float32))
         self.paths = paths
@@ -65,7 +84,13 @@ class CreativeDataset(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"images": self.views[i], "labels": self.labels[i], "quality": self.quality[i], "index": self.index[i]}
+        return {
+            "images": self.views[i],
+            "crop_pool": self.pool[i],
+            "labels": self.labels[i],
+            "quality": self.quality[i],
+            "index": self.index[i],
+        }
 
     def subset(self, idx: np.ndarray) -> CreativeDataset:
         idx_t = torch.as_tensor(idx, dtype=torch.long)
@@ -74,19 +99,26 @@ class CreativeDataset(Dataset):
             self.labels[idx_t].numpy(),
             self.quality[idx_t].numpy(),
             [self.paths[int(i)] for i in idx],
+            self.pool[idx_t].numpy(),
         )
 
 
 def load_manifest_dataset(
-    source: str, tags: list[str], spec: PreprocessSpec, limit: int | None = None, desc: str = "load"
+    source: str, tags: list[str], spec: PreprocessSpec, limit: int | None = None, desc: str = "load", pool: int = 0
 ) -> tuple[CreativeDataset, LoadReport]:
-    """A labeled (or unlabeled: all-NaN labels) manifest or folder as a cached dataset."""
+    """A labeled (or unlabeled: all-NaN labels) manifest or folder as a cached dataset.
+
+    ``pool``: further detail windows kept per creative for strong views (training sets only).
+    """
     df = read_manifest(source)
     if limit is not None:
         df = df.iloc[:limit]
     labels, quality = label_matrix(df, tags), quality_vector(df)
     paths = df["abspath"].tolist()
-    views, ok, report = load_views(paths, spec, desc=desc)
+    arr, ok, report = load_views(paths, spec, desc=desc, pool=pool)
     if report.skipped:
         log.warning("%s: %s", source, report.summary())
-    return CreativeDataset(views, labels[ok], quality[ok], [paths[i] for i in ok]), report
+    v = spec.views
+    views, pool_views = np.ascontiguousarray(arr[:, :v]), np.ascontiguousarray(arr[:, v:])
+    ds = CreativeDataset(views, labels[ok], quality[ok], [paths[i] for i in ok], pool_views)
+    return ds, report

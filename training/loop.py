@@ -153,7 +153,7 @@ class Trainer:
             raise ValueError(
                 "no labeled data: set data.labeled (a manifest), e.g. after `creative-qa synth --out data/`"
             )
-        labeled, rep = load_manifest_dataset(d.labeled, self.tags, self.spec, desc="labeled")
+        labeled, rep = load_manifest_dataset(d.labeled, self.tags, self.spec, desc="labeled", pool=d.crop_pool)
         self.skipped = list(rep.skipped)
         if d.val:
             self.train_ds = labeled
@@ -166,7 +166,7 @@ class Trainer:
         self.unlabeled_ds = None
         if d.unlabeled and self.method_cls.uses_unlabeled:
             self.unlabeled_ds, rep = load_manifest_dataset(
-                d.unlabeled, self.tags, self.spec, limit=d.max_unlabeled, desc="unlabeled"
+                d.unlabeled, self.tags, self.spec, limit=d.max_unlabeled, desc="unlabeled", pool=d.crop_pool
             )
             self.skipped += rep.skipped
         self.test_ds = None
@@ -212,7 +212,7 @@ class Trainer:
             val_probs: np.ndarray | None = None
             unl_iter = None
             if self.unlabeled_ds is not None and len(self.unlabeled_ds):
-                unl_batch = cfg.optim.batch_size * getattr(method, "unlabeled_ratio", 1)
+                unl_batch = cfg.optim.batch_size * method.unlabeled_ratio
                 unl_iter = _forever(_loader(self.unlabeled_ds, unl_batch, True, cfg.seed + 1, True))
             for epoch in range(start_epoch, cfg.optim.epochs):
                 model.train()
@@ -334,13 +334,9 @@ class Trainer:
 def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     """Train with ``cfg`` (see ``training/configs/``); returns the run id, checkpoint and metrics.
 
-    A ``noisy_student`` recipe without a ``teacher`` runs its rounds (``training.rounds``).
+    The method decides how: one run of the loop, or several (rounds, stages: ``Method.run``).
     """
-    if cfg.method.name == "noisy_student" and "rounds" in cfg.method.params and not resume:
-        from training.rounds import noisy_student  # noqa: PLC0415
-
-        return noisy_student(cfg)
-    return Trainer(cfg).fit(resume)
+    return get_method(cfg.method.name).run(cfg, resume)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

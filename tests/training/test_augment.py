@@ -1,4 +1,5 @@
-"""Every augmentation preserves every tag: measured on generated creatives with known labels."""
+"""Every augmentation preserves every tag: measured on generated creatives just above and just below
+each defect's threshold, where a label-changing operation would show."""
 
 import numpy as np
 import pytest
@@ -7,21 +8,24 @@ import torch
 from creative_qa.preprocess import PreprocessSpec, preprocess
 from creative_qa.synth import DEFECTS, SynthConfig, make_creative
 from creative_qa.synth.defects import to_pil
-from training.augment import hflip, rot90, strong, vflip, view_shuffle_crops, weak
+from training.augment import hflip, per_view, resample_crops, rot90, strong, vflip, view_shuffle_crops, weak
 
+POOL = 3
+SPEC = PreprocessSpec(input_size=64, crops=2, detail_side=128)
 AUGMENTATIONS = {
-    "hflip": lambda x: hflip(x, p=1.0),
-    "vflip": lambda x: vflip(x, p=1.0),
-    "rot90": rot90,
-    "view_shuffle_crops": view_shuffle_crops,
-    "weak": weak,
+    "hflip": lambda x, pool: hflip(x, p=1.0),
+    "vflip": lambda x, pool: vflip(x, p=1.0),
+    "rot90": lambda x, pool: rot90(x),
+    "view_shuffle_crops": lambda x, pool: view_shuffle_crops(x),
+    "per_view_flips_rot90": lambda x, pool: per_view(lambda v: rot90(vflip(hflip(v))), x),
+    "weak": lambda x, pool: weak(x),
     "strong": strong,
 }
 W = np.array([0.299, 0.587, 0.114])
 
 
 def _measures(views: np.ndarray) -> dict[str, float]:
-    """Label-relevant statistics of a creative's views (all invariant to where pixels sit)."""
+    """Label-relevant statistics of a set of windows (all invariant to where pixels sit inside a window)."""
     v = views.astype(np.float64)
     luma = v @ W  # (V, S, S)
     lap = np.abs(
@@ -38,36 +42,42 @@ def _measures(views: np.ndarray) -> dict[str, float]:
     }
 
 
+def _near_threshold_cases() -> list[dict[str, float]]:
+    """Each defect at 1.1x and 0.9x of its threshold (in the direction that crosses it), plus a clean one."""
+    cases: list[dict[str, float]] = [{}]
+    for name, d in DEFECTS.items():
+        above, below = (1.1, 0.9) if d.worse_above else (0.9, 1.1)
+        cases += [{name: d.threshold * above}, {name: d.threshold * below}]
+    return cases
+
+
 @pytest.fixture(scope="module")
 def creatives():
-    spec = PreprocessSpec(input_size=64, crops=2, detail_side=128)
+    """(chosen, labels, served views + crop pool) per creative."""
     out = []
-    for i, chosen in enumerate(
-        [
-            {},
-            {"letterboxed": 0.25},
-            {"blurry": 0.015},
-            {"noisy": 0.1},
-            {"underexposed": 40.0},
-            {"low_contrast": 0.2},
-            {"overexposed": 0.5},
-            {"jpeg_artifacts": 8},
-            {"pixelated": 0.04},
-            {"watermark": 0.4},
-        ]
-    ):
+    for i, chosen in enumerate(_near_threshold_cases()):
         c = make_creative(np.random.default_rng(i), SynthConfig(size=128), chosen=chosen)
-        views = preprocess(np.asarray(to_pil(c.image)), spec)
-        out.append((chosen, c.labels, views))
+        out.append((chosen, c.labels, preprocess(np.asarray(to_pil(c.image)), SPEC, pool=POOL)))
     return out
+
+
+def test_fixture_straddles_every_threshold(creatives):
+    """The cases really sit on both sides of each threshold, so a label-changing operation would show."""
+    for name in DEFECTS:
+        got = sorted(labels[name] for chosen, labels, _ in creatives if set(chosen) == {name})
+        assert got == [0, 1], name
 
 
 @pytest.mark.parametrize("name", sorted(AUGMENTATIONS))
 def test_augmentation_keeps_every_label_statistic(name, creatives):
+    """Operations on the served views: the statistics that decide each label stay where they were."""
     torch.manual_seed(0)
-    for chosen, labels, views in creatives:
+    v = SPEC.views
+    for chosen, _, allviews in creatives:
+        views = allviews[:v]
         before = _measures(views)
-        after_views = AUGMENTATIONS[name](torch.from_numpy(views[None]))[0].numpy()
+        x = torch.from_numpy(views[None])
+        after_views = AUGMENTATIONS[name](x, torch.zeros((1, 0, *x.shape[2:]), dtype=torch.uint8))[0].numpy()
         after = _measures(after_views)
         for k in ("mean_luma", "luma_std", "high_freq"):
             assert after[k] == pytest.approx(before[k], rel=0.02, abs=0.6), (name, chosen, k)
@@ -76,12 +86,63 @@ def test_augmentation_keeps_every_label_statistic(name, creatives):
         assert sorted([after["bar_rows"], after["bar_cols"]]) == pytest.approx(
             sorted([before["bar_rows"], before["bar_cols"]]), abs=1.0
         ), (name, chosen)
-        # and the creative really was what it claims
-        for d in chosen:
-            assert labels[d] == 1 and d in DEFECTS
 
 
-def test_strong_view_differs_from_the_input(creatives):
+def _signature(window: np.ndarray) -> bytes:
+    """What a flip or a 90-degree rotation cannot change: the window's sorted pixels."""
+    return np.sort(window.reshape(-1, 3), axis=0).tobytes()
+
+
+def test_strong_view_is_windows_of_the_same_creative(creatives):
+    """Every view of the strong view is one of the creative's own windows (same scale), flipped or rotated:
+    the whole view stays the whole creative, and each crop is a served crop or a pool window."""
+    torch.manual_seed(2)
+    v = SPEC.views
+    for chosen, _, allviews in creatives:
+        x = torch.from_numpy(allviews[None, :v])
+        pool = torch.from_numpy(allviews[None, v:])
+        out = strong(x, pool)[0].numpy()
+        assert out.shape == allviews[:v].shape
+        assert _signature(out[0]) == _signature(allviews[0]), chosen
+        windows = {_signature(w) for w in allviews[1:]}
+        assert all(_signature(w) in windows for w in out[1:]), chosen
+
+
+def test_pool_windows_follow_the_served_crops():
+    """The crop pool extends the served crops: the first V views are exactly what the scorer sees."""
+    c = make_creative(np.random.default_rng(7), SynthConfig(size=200), chosen={"noisy": 0.1})
+    pixels = np.asarray(to_pil(c.image))
+    served = preprocess(pixels, SPEC)
+    with_pool = preprocess(pixels, SPEC, pool=POOL)
+    assert with_pool.shape[0] == SPEC.views + POOL
+    np.testing.assert_array_equal(with_pool[: SPEC.views], served)
+    assert not any(np.array_equal(with_pool[SPEC.views], w) for w in served[1:])
+
+
+def test_resample_draws_from_the_pool_and_per_view_ops_are_independent():
+    n, s = 64, 8
+    images = torch.zeros((n, 3, s, s, 3), dtype=torch.uint8)
+    images[:, 1], images[:, 2] = 1, 2
+    pool = torch.full((n, 2, s, s, 3), 3, dtype=torch.uint8)
+    pool[:, 1] = 4
+    torch.manual_seed(0)
+    out = resample_crops(images, pool)
+    assert (out[:, 0] == 0).all()  # the whole view stays
+    picked = out[:, 1:, 0, 0, 0]
+    assert set(picked.unique().tolist()) == {1, 2, 3, 4}  # every candidate window gets drawn
+    assert (picked[:, 0] != picked[:, 1]).all()  # two different windows per creative
+    # per-view rotations: views of one creative are rotated independently
+    ramp = torch.arange(s * s, dtype=torch.uint8).view(1, 1, s, s, 1).expand(n, 3, s, s, 3).contiguous()
+    rotated = per_view(rot90, ramp)
+    same = [torch.equal(rotated[i, 0], rotated[i, 1]) and torch.equal(rotated[i, 1], rotated[i, 2]) for i in range(n)]
+    assert not all(same)
+
+
+def test_strong_view_differs_from_the_weak_one(creatives):
     torch.manual_seed(1)
-    views = torch.from_numpy(np.stack([c[2] for c in creatives]))
-    assert not torch.equal(strong(views), views)
+    v = SPEC.views
+    allviews = torch.from_numpy(np.stack([c[2] for c in creatives]))
+    views, pool = allviews[:, :v], allviews[:, v:]
+    out = strong(views, pool)
+    changed = (out[:, 1:] != views[:, 1:]).flatten(2).any(-1).float().mean()
+    assert changed > 0.5  # most detail crops are different windows or orientations

@@ -1,6 +1,11 @@
-"""Learning methods, one file each, all on the shared loop in ``training.loop``."""
+"""Learning methods, one file each, all on the shared loop in ``training.loop``.
 
-from training.methods import dividemix, fixmatch, mean_teacher, noisy_student, supervised  # noqa: F401  (register)
-from training.methods.base import METHODS, Method, get_method, register
+Every module in this package is imported by ``discover()``; each registers its method
+with ``@register``. Adding a method is adding a file.
+"""
 
-__all__ = ["METHODS", "Method", "get_method", "register"]
+from training.methods.base import METHODS, Method, discover, get_method, register
+
+discover()
+
+__all__ = ["METHODS", "Method", "discover", "get_method", "register"]

@@ -1,22 +1,56 @@
-"""The base every learning method extends: one method is one small class.
+"""The base every learning method extends: one method is one small class in one file.
 
-A method declares its own hyper-parameters (as keyword arguments, from
-``method.params`` in the recipe) and implements ``train_step``. The loop, the
-optimiser, evaluation, checkpoints and MLflow logging live once, in
-``training.loop``.
+A method declares its own hyper-parameters (keyword arguments, from ``method.params``
+in the recipe) and implements ``train_step``. The loop, the optimiser, evaluation,
+checkpoints and MLflow logging live once, in ``training.loop``, which never names a
+method: everything a method needs from it is declared here.
+
+What the loop gives a method (the contract):
+
+* ``train_step(batch, unlabeled, step)`` every step. ``batch`` holds ``images``
+  (uint8 ``(B, V, S, S, 3)``: the views the scorer sees), ``labels`` (``(B, T)``,
+  NaN = blank, never a negative), ``quality`` (``(B,)``, NaN = unknown), ``index``
+  (the row in the labeled dataset, for per-sample state) and ``crop_pool`` (uint8
+  ``(B, P, S, S, 3)``: further detail windows of the same creatives, for strong
+  views; ``P`` may be 0). ``unlabeled`` is a batch of the unlabeled pool (same keys,
+  labels all blank) of ``unlabeled_ratio`` x the labeled batch size, or ``None``
+  when the method does not set ``uses_unlabeled`` or no pool was given.
+* ``on_epoch_start(epoch, labeled, device)`` before each epoch, with the whole
+  labeled dataset (``training.data.CreativeDataset``), for per-epoch work such as
+  loss modelling; what it returns is logged.
+* ``after_step(step)`` after each optimiser step (EMA updates and the like).
+* ``eval_model()``: the network that is evaluated and exported.
+* ``state_dict()`` / ``load_state_dict()``: method state saved in checkpoints.
+* ``run(cfg, resume)``: a method with stages (rounds, pretraining) overrides this
+  classmethod to drive several ordinary runs; the default is one run.
+
+A new method is a new file in ``training/methods/`` (found by
+``discover()``, no list to edit), or any ``.py`` file named by path in the recipe
+(``method.name: path/to/my_method.py``).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import importlib
+import importlib.util
+import pkgutil
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
+    from training.loop import TrainResult
 
 METHODS: dict[str, type[Method]] = {}
 
 
 def register(name: str):
+    """Class decorator: make a method available to recipes as ``method.name: <name>``."""
+
     def deco(cls: type[Method]) -> type[Method]:
         cls.name = name
         METHODS[name] = cls
@@ -28,12 +62,20 @@ def register(name: str):
 class Method:
     name: ClassVar[str] = "base"
     uses_unlabeled: ClassVar[bool] = False  # the loop feeds an unlabeled batch to train_step
+    unlabeled_ratio: int = 1  # unlabeled batch = unlabeled_ratio x labeled batch size
 
     def __init__(self, model: nn.Module, quality_weight: float = 1.0, **params: Any):
         if params:
             raise TypeError(f"method {self.name!r} got unknown parameters: {', '.join(params)}")
         self.model = model
         self.quality_weight = quality_weight
+
+    @classmethod
+    def run(cls, cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
+        """Train with ``cfg``: one ordinary run of the loop. Staged methods override this."""
+        from training.loop import Trainer  # noqa: PLC0415  (the loop imports this module)
+
+        return Trainer(cfg).fit(resume)
 
     def train_step(
         self, batch: dict[str, torch.Tensor], unlabeled: dict[str, torch.Tensor] | None, step: int
@@ -59,7 +101,36 @@ class Method:
         del state
 
 
+def discover() -> None:
+    """Import every module of ``training.methods`` so each registers its methods."""
+    pkg = importlib.import_module("training.methods")
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_") and info.name != "base":
+            importlib.import_module(f"training.methods.{info.name}")
+
+
+def _load_file(path: Path) -> type[Method]:
+    """Import a method from a ``.py`` file; the file must register exactly one method."""
+    if not path.is_file():
+        raise ValueError(f"method file {path} not found")
+    before = dict(METHODS)
+    mod_name = f"creative_qa_user_method_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = module
+    spec.loader.exec_module(module)
+    new = [cls for n, cls in METHODS.items() if before.get(n) is not cls]
+    if len(new) != 1:
+        raise ValueError(f"{path}: a method file must register exactly one method with @register, found {len(new)}")
+    return new[0]
+
+
 def get_method(name: str) -> type[Method]:
+    """A method by registered name, or by the path of a ``.py`` file that registers one."""
+    if name.endswith(".py"):
+        return _load_file(Path(name).expanduser())
+    discover()
     try:
         return METHODS[name]
     except KeyError:

@@ -108,11 +108,11 @@ class DivideMix(TeacherMethod):
         x = batch["images"]
         t_probs, _ = self.ema.probs(weak(x))
         y = self.targets(batch["labels"], batch["index"], t_probs)
-        tags, q = self.model(strong(x))
+        tags, q = self.model(strong(x, batch.get("crop_pool")))
         sup = tag_loss(self.loss, tags, y) + self.quality_weight * quality_loss(q, batch["quality"])
         cons = consistency_loss(tags, t_probs, 1 - known_mask(y))  # blank and dropped labels
         if unlabeled is not None:
-            cons = cons + self.unlabeled_consistency(unlabeled["images"])
+            cons = cons + self.unlabeled_consistency(unlabeled)
         w = self.consistency * sigmoid_rampup(step, self.rampup_steps)
         return sup + w * cons, {
             "loss_sup": float(sup.detach()),

@@ -50,10 +50,10 @@ class TeacherMethod(Method):
         super().__init__(model, quality_weight)
         self.ema = EMA(model, ema_decay)
 
-    def unlabeled_consistency(self, images: torch.Tensor) -> torch.Tensor:
+    def unlabeled_consistency(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Student on the strong view vs teacher on the weak view, every tag of unlabeled creatives."""
-        teacher, _ = self.ema.probs(weak(images))
-        student, _ = self.model(strong(images))
+        teacher, _ = self.ema.probs(weak(batch["images"]))
+        student, _ = self.model(strong(batch["images"], batch.get("crop_pool")))
         return consistency_loss(student, teacher)
 
     def after_step(self, step: int) -> None:

@@ -82,7 +82,7 @@ class FixMatch(TeacherMethod):
         # Blank tags of labeled creatives are pseudo-labelled too.
         blank = 1 - known_mask(y)
         pl = self._pseudo(x)
-        s_tags, _ = self.model(strong(x))
+        s_tags, _ = self.model(strong(x, batch.get("crop_pool")))
         mask_l = known_mask(pl) * blank
         unsup_l = masked_bce(s_tags, pl, mask_l)
         unsup, used = unsup_l, float(mask_l.sum())
@@ -90,7 +90,7 @@ class FixMatch(TeacherMethod):
         if unlabeled is not None:
             u = unlabeled["images"]
             pu = self._pseudo(u)
-            u_tags, _ = self.model(strong(u))
+            u_tags, _ = self.model(strong(u, unlabeled.get("crop_pool")))
             unsup = unsup + masked_bce(u_tags, pu)
             used += float(known_mask(pu).sum())
             total += pu.numel()

@@ -34,11 +34,11 @@ class MeanTeacher(TeacherMethod):
     def train_step(self, batch, unlabeled, step):
         x = batch["images"]
         t_probs, t_q = self.ema.probs(weak(x))
-        tags, q = self.model(strong(x))
+        tags, q = self.model(strong(x, batch.get("crop_pool")))
         sup = tag_loss(self.loss, tags, batch["labels"]) + self.quality_weight * quality_loss(q, batch["quality"])
         cons = consistency_loss(tags, t_probs, 1 - known_mask(batch["labels"]))  # blank tags only
         if unlabeled is not None:
-            cons = cons + self.unlabeled_consistency(unlabeled["images"])
+            cons = cons + self.unlabeled_consistency(unlabeled)
         w = self.consistency * sigmoid_rampup(step, self.rampup_steps)
         loss = sup + w * cons
         return loss, {

@@ -7,18 +7,26 @@ where the teacher is confident (``|2p - 1| >= confidence``). The student sees th
 strong view and trains with dropout and stochastic depth (``model.drop_rate``,
 ``model.drop_path_rate``): the noise is what lets it outgrow its teacher.
 
-Rounds are run by ``training.rounds.noisy_student``: round 0 trains the first
-teacher on labels alone, and each later round's student becomes the next teacher;
-each round is its own MLflow run under one parent.
+A recipe with ``rounds`` runs them (``NoisyStudent.run``): round 0 trains the first
+teacher on labels alone, and each later round trains a student, at least as large as
+its teacher (``student_backbone`` can name a bigger timm model), whose result becomes
+the next teacher; each round is its own MLflow run, nested under one parent.
 """
 
 from __future__ import annotations
 
+import copy
+import logging
+
 import torch
 
+import mlflow
+from training import tracking
 from training.augment import strong, weak
 from training.losses import known_mask, masked_bce, quality_loss, tag_loss
 from training.methods.base import Method, register
+
+log = logging.getLogger(__name__)
 
 
 @register("noisy_student")
@@ -47,6 +55,41 @@ class NoisyStudent(Method):
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
 
+    @classmethod
+    def run(cls, cfg, resume=None):
+        """Rounds, when the recipe asks for them; one ordinary run otherwise (or when resuming a round)."""
+        if "rounds" not in cfg.method.params or resume:
+            return super().run(cfg, resume)
+        params = dict(cfg.method.params)
+        rounds = int(params.pop("rounds", 2))
+        student_backbone = params.pop("student_backbone", None)
+        teacher_epochs = params.pop("teacher_epochs", None)
+        exp_id = tracking.setup(cfg.experiment)
+        with mlflow.start_run(
+            experiment_id=exp_id, run_name=cfg.run_name or "noisy-student", nested=mlflow.active_run() is not None
+        ) as parent:
+            mlflow.set_tags({"method": cls.name, "rounds": rounds})
+            result = None
+            for r in range(rounds + 1):
+                round_cfg = copy.deepcopy(cfg)
+                round_cfg.run_name = f"round-{r}"
+                round_cfg.output_dir = f"{cfg.output_dir}/round-{r}" if cfg.output_dir else None
+                round_cfg.method.params = dict(params)
+                if r == 0:
+                    round_cfg.method.params.pop("teacher", None)
+                    if teacher_epochs:
+                        round_cfg.optim.epochs = int(teacher_epochs)
+                else:
+                    round_cfg.method.params["teacher"] = str(result.checkpoint)
+                    if student_backbone:
+                        round_cfg.model.backbone = student_backbone
+                log.info("noisy student round %d/%d (%s)", r, rounds, "teacher" if r == 0 else "student")
+                result = super().run(round_cfg)
+                mlflow.log_metrics({k: v for k, v in result.metrics.items() if k.endswith("mAP")}, step=r)
+            mlflow.set_tag("final_round_run_id", result.run_id)
+            log.info("noisy student done: parent run %s, final student %s", parent.info.run_id, result.run_id)
+            return result
+
     @torch.no_grad()
     def _targets(self, images: torch.Tensor) -> torch.Tensor:
         tags, _ = self.teacher(weak(images))
@@ -56,7 +99,7 @@ class NoisyStudent(Method):
 
     def train_step(self, batch, unlabeled, step):
         x, y = batch["images"], batch["labels"]
-        tags, q = self.model(strong(x))
+        tags, q = self.model(strong(x, batch.get("crop_pool")))
         sup = tag_loss(self.loss, tags, y) + self.quality_weight * quality_loss(q, batch["quality"])
         if self.teacher is None:  # round 0: the first teacher learns from labels alone
             return sup, {"loss_sup": float(sup.detach())}
@@ -67,7 +110,7 @@ class NoisyStudent(Method):
         if unlabeled is not None:
             u = unlabeled["images"]
             pu = self._targets(u)
-            u_tags, _ = self.model(strong(u))
+            u_tags, _ = self.model(strong(u, unlabeled.get("crop_pool")))
             unsup = unsup + masked_bce(u_tags, pu)
             used += float(known_mask(pu).sum())
         loss = sup + self.unlabeled_weight * unsup
