@@ -150,7 +150,7 @@ def make_video(rng: np.random.Generator, cfg: SynthConfig) -> tuple[list[np.ndar
 
     A video's label for a tag is positive when any part of it shows the defect.
     """
-    design = render_design(rng, cfg.size)
+    design = render_design(rng, cfg.size, fonts=cfg.fonts, backgrounds=cfg.backgrounds)
     chosen = choose_defects(rng, cfg)
     partial = {n for n in chosen if rng.random() < 0.5}
     n = max(4, int(cfg.video_seconds * cfg.video_fps))

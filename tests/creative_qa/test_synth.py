@@ -89,3 +89,20 @@ def test_dataset_is_deterministic_and_noisy_labels_differ(tmp_path):
     assert noisy[tags].to_numpy()[known].sum() < clean[tags].to_numpy()[known].sum()
     assert (tmp_path / "a" / noisy["path"].iloc[0]).is_file()
     assert list(pd.read_csv(a["unlabeled"]).columns) == ["path"]
+
+
+def test_videos_keep_the_split_fonts_and_backgrounds(monkeypatch):
+    """A held-out font must not leak into the training pool through its videos."""
+    from creative_qa.synth import generate
+
+    seen = []
+    real = generate.render_design
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs.get("fonts"), kwargs.get("backgrounds")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(generate, "render_design", spy)
+    cfg = SynthConfig(size=64, fonts=("cmr10.ttf",), backgrounds=("flat",), video_seconds=0.5, video_fps=8)
+    generate.make_video(np.random.default_rng(0), cfg)
+    assert seen == [(("cmr10.ttf",), ("flat",))]
