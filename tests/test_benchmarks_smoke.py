@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from creative_qa.taxonomy import load_taxonomy
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -32,6 +34,19 @@ def test_learning_quick_two_arms(tmp_path):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert [row["arm"] for row in result["rows"]][:2] == ["floor", "mean_teacher"]
-    assert all(0 <= row["test_mAP"] <= 1 and 0 <= row["heldout_mAP"] <= 1 for row in result["rows"][:2])
+    # floor runs every seed; mean_teacher is the default recipe, so it runs every seed too and is reported twice
+    assert [(row["arm"], row["seed"]) for row in result["rows"]] == [
+        ("floor", 0),
+        ("floor", 1),
+        ("mean_teacher", 0),
+        ("mean_teacher", 1),
+        ("default", 0),
+        ("default", 1),
+    ]
+    for row in result["summary"]:
+        assert all(0 <= row[f"{split}_mAP"] <= 1 for split in ("test", "heldout", "foreign")), row
+        assert row["train_views"] > 0 and row["seeds"] == 2
+    assert result["summary"][1]["forward_only_views"] > result["summary"][0]["forward_only_views"]  # the teacher
+    noise = {row["tag"]: row for row in result["label_noise"]}
+    assert set(noise) == set(load_taxonomy().tag_names)
     assert out.with_suffix(".png").is_file()

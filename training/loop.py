@@ -35,7 +35,7 @@ from training.config import TrainConfig
 from training.data import CreativeDataset, load_manifest_dataset
 from training.methods import get_method
 from training.metrics import calibrate_thresholds, evaluate
-from training.model import build_model
+from training.model import PASSES, build_model
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -178,6 +178,7 @@ class Trainer:
     def fit(self, resume: str | Path | None = None) -> TrainResult:
         cfg = self.cfg
         seed_everything(cfg.seed)
+        passes = PASSES.snapshot()
         self.method_cls = get_method(cfg.method.name)
         self.load_data()
         model = build_model(cfg.model, len(self.tags)).to(self.device)
@@ -273,6 +274,8 @@ class Trainer:
                 test_metrics, _ = evaluate_dataset(eval_model, self.test_ds, self.tags, self.device, "test_")
                 _log_metrics(test_metrics, step)
                 metrics |= test_metrics
+            metrics |= {f"passes_{k}": float(v) for k, v in PASSES.since(passes).items()}
+            _log_metrics({k: v for k, v in metrics.items() if k.startswith("passes_")}, step)
             mlflow.log_dict(thresholds, "thresholds.json")
             mlflow.log_metric("skipped_files", len(self.skipped))
             if self.skipped:

@@ -60,3 +60,64 @@ def evaluate(
     out |= {f"{prefix}AP_{t}": v for t, v in ap.items()}
     out |= {f"{prefix}{k}": v for k, v in quality_correlation(quality, q_target).items()}
     return out
+
+
+def flag_f1(probs: np.ndarray, labels: np.ndarray, tags: list[str], thresholds: dict[str, float]) -> dict[str, float]:
+    """F1 of the flags (probability >= the tag's threshold) per tag over known labels, and their macro mean."""
+    out: dict[str, float] = {}
+    for j, t in enumerate(tags):
+        known = ~np.isnan(labels[:, j])
+        y = labels[known, j].astype(bool)
+        if not y.any():
+            continue
+        flag = probs[known, j] >= thresholds.get(t, 0.5)
+        tp = float((flag & y).sum())
+        out[t] = 2 * tp / max(float(flag.sum() + y.sum()), 1.0)
+    return {"flag_F1": float(np.mean(list(out.values()))) if out else float("nan")} | {
+        f"flag_F1_{t}": v for t, v in out.items()
+    }
+
+
+def noise_corrected_prior(observed: float, miss_rate: float, fp_rate: float) -> float:
+    """The true positive rate behind an observed one, when annotators miss ``miss_rate`` of positives
+    and mark ``fp_rate`` of negatives: observed = prior (1 - miss) + (1 - prior) fp."""
+    denom = 1.0 - miss_rate - fp_rate
+    if denom <= 0:
+        raise ValueError(f"miss_rate + fp_rate must be < 1, got {miss_rate} + {fp_rate}")
+    return float(np.clip((observed - fp_rate) / denom, 1e-3, 1 - 1e-3))
+
+
+def prior_matched_thresholds(
+    pool_probs: np.ndarray, labels: np.ndarray, tags: list[str], miss_rate: float = 0.0, fp_rate: float = 0.0
+) -> dict[str, float]:
+    """Per-tag thresholds that flag the tag's estimated true share of the pool.
+
+    The share is the tag's positive rate among known labels, corrected for the annotators'
+    known miss and false-positive rates; the threshold is the pool's probability quantile
+    at one minus that share. It needs no labeled validation split, so no label is spent on it.
+    """
+    out: dict[str, float] = {}
+    for j, t in enumerate(tags):
+        known = ~np.isnan(labels[:, j])
+        if not known.any() or len(pool_probs) == 0:
+            out[t] = 0.5
+            continue
+        prior = noise_corrected_prior(float(labels[known, j].mean()), miss_rate, fp_rate)
+        out[t] = float(np.quantile(pool_probs[:, j], 1.0 - prior))
+    return out
+
+
+def label_quality(given: np.ndarray, truth: np.ndarray, tags: list[str]) -> dict[str, dict[str, float]]:
+    """Per tag, how good a label set is against the truth, over the labels it gives (blanks left out):
+    precision of its 1s, recall of the true 1s, and how many 0s are really 1s."""
+    out: dict[str, dict[str, float]] = {}
+    for j, t in enumerate(tags):
+        known = ~np.isnan(given[:, j]) & ~np.isnan(truth[:, j])
+        g, y = given[known, j] == 1, truth[known, j] == 1
+        out[t] = {
+            "given_pos": int(g.sum()),
+            "precision": float((g & y).sum() / g.sum()) if g.any() else float("nan"),
+            "recall": float((g & y).sum() / y.sum()) if y.any() else float("nan"),
+            "wrong_zeros": float((~g & y).sum() / (~g).sum()) if (~g).any() else float("nan"),
+        }
+    return out

@@ -16,6 +16,28 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 
+class PassCounter:
+    """Views through any ``CreativeModel`` in this process, with and without autograd.
+
+    A view forwarded with grad enabled is also backpropagated (forward + backward); one
+    without (a teacher, evaluation) is a forward pass only. Benchmarks compare arms'
+    budgets with it: a pretraining stage or a teacher counts in its arm.
+    """
+
+    def __init__(self) -> None:
+        self.grad_views = 0
+        self.nograd_views = 0
+
+    def snapshot(self) -> tuple[int, int]:
+        return self.grad_views, self.nograd_views
+
+    def since(self, snap: tuple[int, int]) -> dict[str, int]:
+        return {"train_views": self.grad_views - snap[0], "forward_only_views": self.nograd_views - snap[1]}
+
+
+PASSES = PassCounter()
+
+
 class CreativeModel(nn.Module):
     def __init__(
         self,
@@ -47,6 +69,10 @@ class CreativeModel(nn.Module):
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         n, v, h, w, c = images.shape  # (N, V, S, S, 3) uint8
+        if torch.is_grad_enabled():
+            PASSES.grad_views += n * v
+        else:
+            PASSES.nograd_views += n * v
         x = images.reshape(n * v, h, w, c).permute(0, 3, 1, 2).float()  # (N*V, 3, S, S)
         x = (x - self.mean) / self.std
         f = self.backbone(x)  # (N*V, D)

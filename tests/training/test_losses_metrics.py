@@ -59,3 +59,38 @@ def test_evaluate_reports_quality_correlation():
     m = evaluate(np.random.rand(10, 1), q, np.zeros((10, 1)), q**2, ["a"])
     assert m["quality_spearman"] == pytest.approx(1.0)
     assert 0.9 < m["quality_pearson"] < 1.0
+
+
+def test_flag_f1_by_hand():
+    from training.metrics import flag_f1
+
+    probs = np.array([[0.9, 0.2], [0.6, 0.7], [0.1, 0.8], [0.4, 0.1]])
+    labels = np.array([[1, 0], [0, 1], [1, np.nan], [1, 0]], dtype=float)
+    out = flag_f1(probs, labels, ["a", "b"], {"a": 0.5, "b": 0.5})
+    # a: flags rows 0,1; truth rows 0,2,3 -> tp 1, F1 = 2/(2+3) = 0.4. b: flags rows 1 (row 2 blank); truth row 1 -> 1.0
+    assert out["flag_F1_a"] == pytest.approx(0.4)
+    assert out["flag_F1_b"] == pytest.approx(1.0)
+    assert out["flag_F1"] == pytest.approx(0.7)
+
+
+def test_noise_corrected_prior_and_prior_matched_thresholds():
+    from training.metrics import noise_corrected_prior, prior_matched_thresholds
+
+    # prior 0.1, 30 % missed, 5 % false positives: observed 0.1 * 0.7 + 0.9 * 0.05 = 0.115
+    assert noise_corrected_prior(0.115, 0.3, 0.05) == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        noise_corrected_prior(0.2, 0.6, 0.5)
+    pool = np.linspace(0, 1, 1001)[:, None]
+    labels = np.array([[1.0]] * 115 + [[0.0]] * 885)
+    thr = prior_matched_thresholds(pool, labels, ["a"], miss_rate=0.3, fp_rate=0.05)
+    assert thr["a"] == pytest.approx(0.9, abs=2e-3)  # flags the top 10 % of the pool, not the observed 11.5 %
+    assert prior_matched_thresholds(pool, labels, ["a"])["a"] == pytest.approx(0.885, abs=2e-3)
+
+
+def test_label_quality_by_hand():
+    from training.metrics import label_quality
+
+    given = np.array([[1], [1], [0], [0], [np.nan]], dtype=float)
+    truth = np.array([[1], [0], [1], [0], [1]], dtype=float)
+    q = label_quality(given, truth, ["a"])["a"]
+    assert q == {"given_pos": 2, "precision": 0.5, "recall": 0.5, "wrong_zeros": 0.5}
