@@ -51,6 +51,7 @@ class ModelConfig:
     crop_policy: str = "detail"  # "detail": crops where the edges are; "fixed": fixed positions
     drop_rate: float = 0.1  # dropout before the heads
     drop_path_rate: float = 0.0  # stochastic depth, where the backbone supports it
+    prior_bias: bool = True  # start the tag head's bias at each tag's prior in the labeled set
 
 
 @dataclass

@@ -35,7 +35,7 @@ from training.config import TrainConfig
 from training.data import CreativeDataset, load_manifest_dataset
 from training.methods import get_method
 from training.metrics import calibrate_thresholds, evaluate
-from training.model import PASSES, build_model
+from training.model import PASSES, build_model, init_tag_prior
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -182,6 +182,8 @@ class Trainer:
         self.method_cls = get_method(cfg.method.name)
         self.load_data()
         model = build_model(cfg.model, len(self.tags)).to(self.device)
+        if cfg.model.prior_bias:
+            init_tag_prior(model, self.train_ds.labels)
         method = self.method_cls(model, quality_weight=cfg.optim.quality_weight, **cfg.method.params)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
 

@@ -96,6 +96,20 @@ class ProbabilityModel(nn.Module):
         return torch.sigmoid(quality), torch.sigmoid(tags)
 
 
+@torch.no_grad()
+def init_tag_prior(model: CreativeModel, labels: torch.Tensor, eps: float = 1e-2) -> torch.Tensor:
+    """Set the tag head's bias to the logit of each tag's positive rate among known labels.
+
+    A from-scratch head starts at p = 0.5 for every tag; rare defect tags then spend their first
+    hundreds of steps unlearning that, and the early teacher's pseudo-labels are noise. Returns the prior.
+    """
+    known = ~torch.isnan(labels)
+    pos = torch.nan_to_num(labels, nan=0.0).sum(0)
+    prior = ((pos + eps) / (known.sum(0) + 2 * eps)).clamp(eps, 1 - eps)
+    model.tag_head.bias.copy_(torch.logit(prior).to(model.tag_head.bias))
+    return prior
+
+
 def build_model(model_cfg, num_tags: int) -> CreativeModel:
     return CreativeModel(
         model_cfg.backbone,

@@ -96,3 +96,34 @@ def test_dividemix_drops_likely_wrong_labels_and_refines_the_rest():
     assert y[0, 0].item() == pytest.approx(0.9 * 1 + 0.1 * 0.5)  # refined
     assert math.isnan(y[0, 1].item())  # likely wrong -> blank -> SSL
     assert math.isnan(y[1, 0].item()) and y[1, 1].item() == pytest.approx(1.0)
+
+
+def test_ema_reaches_its_target_decay_within_a_short_run():
+    from torch import nn
+
+    from training.methods.ema import EMA
+
+    net = nn.Linear(2, 1, bias=False)
+    ema = EMA(net, decay=0.99)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+        ema.model.weight.fill_(0.0)
+    ema.update(net, step=200)  # past the warm-up: exactly the target decay
+    assert ema.model.weight[0, 0].item() == pytest.approx(0.01)
+    with torch.no_grad():
+        ema.model.weight.fill_(0.0)
+    ema.update(net, step=0)  # first step: mostly the student
+    assert ema.model.weight[0, 0].item() == pytest.approx(0.5)
+
+
+def test_tag_head_bias_starts_at_the_prior():
+    from tests.conftest import TINY_OVERRIDES
+    from training.config import load_config
+    from training.model import build_model, init_tag_prior
+
+    model = build_model(load_config("default", TINY_OVERRIDES).model, 3)
+    nan = float("nan")
+    labels = torch.tensor([[1.0, 0.0, nan], [0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [nan, 0.0, 0.0]])
+    prior = init_tag_prior(model, labels, eps=0.0 + 1e-6)
+    assert prior.tolist() == pytest.approx([1 / 3, 1 / 4, 2 / 3], abs=1e-4)
+    assert torch.sigmoid(model.tag_head.bias).tolist() == pytest.approx([1 / 3, 1 / 4, 2 / 3], abs=1e-4)

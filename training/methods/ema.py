@@ -13,16 +13,17 @@ from training.methods.base import Method
 
 
 class EMA:
-    def __init__(self, model: nn.Module, decay: float = 0.99):
-        self.decay = decay
+    def __init__(self, model: nn.Module, decay: float = 0.99, warmup: float = 1.0):
+        self.decay, self.warmup = decay, warmup
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
-        # NOTE: a short warm-up (decay grows with the step) so the teacher is not stuck at init.
-        d = min(self.decay, (1 + step) / (10 + step))
+        # NOTE: a short warm-up so the teacher is not stuck at init: (1 + t) / (1 + warmup + t) reaches
+        # 0.99 after 99 * warmup steps (the old 9-step constant needed ~890, longer than most CPU runs).
+        d = min(self.decay, (1 + step) / (1 + self.warmup + step))
         for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
             e.mul_(d).add_(p.detach(), alpha=1 - d)
         for e, b in zip(self.model.buffers(), model.buffers(), strict=True):
