@@ -185,6 +185,7 @@ class Trainer:
         if cfg.model.prior_bias:
             init_tag_prior(model, self.train_ds.labels)
         method = self.method_cls(model, quality_weight=cfg.optim.quality_weight, **cfg.method.params)
+        method.tags, method.spec = list(self.tags), self.spec
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
 
         # An epoch is one pass over the labeled set, or exactly `steps_per_epoch` steps (cycling the

@@ -23,6 +23,9 @@ What the loop gives a method (the contract):
 * ``state_dict()`` / ``load_state_dict()``: method state saved in checkpoints.
 * ``run(cfg, resume)``: a method with stages (rounds, pretraining) overrides this
   classmethod to drive several ordinary runs; the default is one run.
+* Before training, the loop sets ``self.tags`` (the taxonomy's tag names, in head order)
+  and ``self.spec`` (the ``PreprocessSpec`` of the views), for methods that need to know
+  what a tag or a view is.
 
 A new method is a new file in ``training/methods/`` (found by
 ``discover()``, no list to edit), or any ``.py`` file named by path in the recipe
@@ -63,6 +66,8 @@ class Method:
     name: ClassVar[str] = "base"
     uses_unlabeled: ClassVar[bool] = False  # the loop feeds an unlabeled batch to train_step
     unlabeled_ratio: int = 1  # unlabeled batch = unlabeled_ratio x labeled batch size
+    tags: list[str] = []  # set by the loop: tag names in head order
+    spec: Any = None  # set by the loop: the views' creative_qa.preprocess.PreprocessSpec
 
     def __init__(self, model: nn.Module, quality_weight: float = 1.0, **params: Any):
         if params:

@@ -1,0 +1,129 @@
+"""Defect synthesis claims a tag is 1: check each operation against the DESIGN.md threshold it claims,
+measured on its output (not read back from its parameter)."""
+
+import numpy as np
+import pytest
+import torch
+
+from creative_qa.preprocess import PreprocessSpec, preprocess
+from creative_qa.synth import SynthConfig, make_creative
+from creative_qa.synth.defects import to_pil
+from creative_qa.taxonomy import load_taxonomy
+from training.degrade import OPS, gaussian_blur, synthesize, view_scales
+
+SPEC = PreprocessSpec(input_size=64, crops=3, detail_side=256)
+TAGS = load_taxonomy().tag_names
+W = torch.tensor([0.299, 0.587, 0.114])
+
+
+@pytest.fixture(scope="module")
+def views() -> torch.Tensor:
+    """Clean generated creatives as the model sees them: (N, V, S, S, 3) in [0, 1]."""
+    out = []
+    for i in range(6):
+        c = make_creative(np.random.default_rng(i), SynthConfig(size=256), chosen={})
+        out.append(preprocess(np.asarray(to_pil(c.image)), SPEC))
+    return torch.from_numpy(np.stack(out)).float() / 255.0
+
+
+def _apply(name: str, x: torch.Tensor, at: float) -> torch.Tensor:
+    """The operation at the weakest setting it ever uses (``at`` = 0) or the strongest (1)."""
+    op = OPS[name]
+    g = torch.Generator().manual_seed(0)
+    return op.fn(x, op.low + at * (op.high - op.low), view_scales(x.shape[0], x.shape[1], SPEC.detail_side), g)
+
+
+@pytest.mark.parametrize("at", [0.0, 1.0])
+def test_photometric_defects_cross_their_thresholds(views, at):
+    for x in views:
+        luma0 = x[0] @ W
+        over = _apply("overexposed", x, at)[0] @ W
+        assert ((over >= 0.98) & (luma0 < 0.98)).float().mean() >= 0.25
+        under = _apply("underexposed", x, at)[0] @ W
+        assert under.mean() * 255 <= 60
+        flat = _apply("low_contrast", x, at)[0] @ W
+        assert flat.std() / luma0.std() <= 0.35
+
+
+@pytest.mark.parametrize("at", [0.0, 1.0])
+def test_noise_is_at_least_12_of_255_on_the_crops(views, at):
+    for x in views:
+        residual = _apply("noisy", x, at)[1:] - x[1:]
+        unclipped = (x[1:] > 0.2) & (x[1:] < 0.8)  # clipping at 0 or 1 shrinks noise; measure where it cannot
+        assert residual[unclipped].std() >= 12 / 255
+
+
+def test_blur_sigma_is_at_least_0_6_percent_of_the_short_side():
+    """The kernel's measured spread, on an impulse, at the weakest blur used, in crop pixels (short side 256)."""
+    size = 129
+    impulse = torch.zeros(1, 1, size, size)
+    impulse[0, 0, size // 2, size // 2] = 1.0
+    sigma = OPS["blurry"].low * SPEC.detail_side
+    out = gaussian_blur(impulse, sigma)[0, 0]
+    t = torch.arange(size, dtype=torch.float32) - size // 2
+    measured = float(((out.sum(0) * t**2).sum() / out.sum()).sqrt())
+    assert measured >= 0.006 * SPEC.detail_side
+    assert measured == pytest.approx(sigma, rel=0.05)
+
+
+def test_mosaic_blocks_are_at_least_2_percent_of_the_short_side():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 64, 64, 3, generator=g)
+    out = _apply("pixelated", x, 0.0)[1]
+    row = out[10, :, 0]
+    runs = torch.diff(torch.nonzero(torch.diff(row) != 0).flatten())
+    assert runs.float().median() >= 0.02 * SPEC.detail_side
+
+
+def test_upscaled_content_has_no_detail_above_its_source_resolution():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 64, 64, 3, generator=g)
+    out = _apply("low_resolution", x, 0.0)[1, :, :, 0]
+    spec = torch.fft.fft2(out - out.mean()).abs() ** 2
+    f = torch.fft.fftfreq(64).abs()
+    high = (f[:, None] > 0.5 / 3) | (f[None, :] > 0.5 / 3)  # above the Nyquist of a 3x smaller source
+    assert spec[high].sum() / spec.sum() < 0.1
+    spec0 = torch.fft.fft2(x[1, :, :, 0] - x[1, :, :, 0].mean()).abs() ** 2
+    assert spec0[high].sum() / spec0.sum() > 0.5  # the source had it
+
+
+def _dct_matrix(n: int = 8) -> torch.Tensor:
+    k = torch.arange(n, dtype=torch.float64)
+    m = torch.cos(torch.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n)) * (2 / n) ** 0.5
+    m[0] /= 2**0.5
+    return m
+
+
+def _ac01(luma: torch.Tensor) -> torch.Tensor:
+    """The first horizontal AC coefficient of every 8x8 block, in JPEG's 0-255 units."""
+    d = _dct_matrix()
+    blocks = (luma.double() * 255 - 128).unfold(0, 8, 8).unfold(1, 8, 8).reshape(-1, 8, 8)
+    return (d @ blocks @ d.T)[:, 0, 1]
+
+
+def test_jpeg_copies_are_quantised_at_quality_20_or_coarser(views):
+    """JPEG at quality q quantises the (0, 1) luma coefficient in steps of 11 * 50 / q (>= 27.5 at q <= 20):
+    the copies have almost no such coefficient between the zero bin and the first step, the source has many."""
+
+    def between(crops: list[torch.Tensor]) -> float:
+        c = torch.cat([_ac01(v @ W).abs() for v in crops])
+        return float(((c > 4) & (c < 22)).float().mean())
+
+    # NOTE: pooled over every crop: a few blocks of saturated colour move off the grid when RGB clips.
+    sources = [v for x in views for v in x[1:]]
+    for at in (0.0, 1.0):
+        copies = [v for x in views for v in _apply("jpeg_artifacts", x, at)[1:]]
+        assert between(copies) < 0.04, at
+    assert between(sources) > 0.08
+
+
+def test_synthesize_labels_one_known_tag_and_leaves_the_rest_unknown(views):
+    x = (views * 255).to(torch.uint8)
+    out, labels = synthesize(x, TAGS, SPEC.detail_side, torch.Generator().manual_seed(3))
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    known = ~torch.isnan(labels)
+    assert (known.sum(1) == 1).all()
+    assert (labels[known] == 1).all()
+    synthesised = {TAGS[j] for j in known.nonzero()[:, 1].tolist()}
+    assert synthesised <= set(OPS)
+    assert not (out == x).all(dim=(1, 2, 3, 4)).any()  # every copy changed

@@ -1,0 +1,203 @@
+"""Defect synthesis on the model's views: make a defect happen, and know its label.
+
+The platform knows what each defect tag means (DESIGN.md), so it can take an
+unlabeled creative, apply one defect clearly over its threshold, and know that this
+tag is 1 (its other tags stay unknown) and that the copy's quality must rank below its
+source's. This module does it on the cached uint8 views ``(N, V, S, S, 3)`` of
+``creative_qa.preprocess`` — the whole creative stretched to ``S`` and detail crops
+cut at ``detail_side`` pixels on the short side — in torch, on the batch's device, so
+every step draws new copies.
+
+It is written independently of ``creative_qa/synth`` (other kernels, other code):
+separable Gaussian convolution in torch rather than PIL's blur, torchvision's JPEG
+codec rather than PIL's, area-pooled mosaics and bicubic upscaling, photometric
+curves fitted on the whole view. A model that only learned the generator's
+fingerprints gains nothing from it; the foreign held-out split
+(``benchmarks/foreign.py``, a third implementation) is where that shows.
+
+Scale: relative defects (blur sigma, mosaic block, upscale factor) are defined on the
+creative's short side, so each view gets them at its own scale (``detail_side`` pixels
+for a crop, ``S`` for the whole view); pixel-level ones (noise, JPEG) are applied where
+the view is at native-like scale (the crops) and, for noise, attenuated on the whole
+view as a downscale would. Layout and content tags (letterbox, watermark, text) are
+not synthesised: they would need the whole creative, not its views.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+W_LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class Op:
+    fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]
+    low: float  # parameter range, all clearly over the DESIGN.md threshold
+    high: float
+
+
+def _luma(x: torch.Tensor) -> torch.Tensor:
+    w = torch.tensor(W_LUMA, dtype=x.dtype, device=x.device)
+    return x @ w  # (..., 3) -> (...)
+
+
+def _nchw(views: torch.Tensor) -> torch.Tensor:
+    return views.permute(0, 3, 1, 2)  # (V, S, S, 3) -> (V, 3, S, S)
+
+
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 2, 3, 1)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of ``(B, C, H, W)`` with reflect padding."""
+    if sigma < 0.3:
+        return x
+    r = max(1, math.ceil(3 * sigma))
+    t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(t**2) / (2 * sigma**2))
+    k = k / k.sum()
+    c = x.shape[1]
+    pad = min(r, x.shape[-1] - 1)
+    k = k[r - pad : r + pad + 1]
+    x = F.conv2d(F.pad(x, (pad, pad, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, pad, pad), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def blurry(views: torch.Tensor, k: float, scales: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Gaussian blur with sigma = ``k`` x the short side, at each view's scale (``scales``: short side in px)."""
+    out = [gaussian_blur(_nchw(v[None]), float(k * s)) for v, s in zip(views, scales, strict=True)]
+    return _nhwc(torch.cat(out))
+
+
+def noisy(views: torch.Tensor, std: float, scales: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Gaussian noise of ``std`` on the crops; on the whole view as much as its downscale leaves."""
+    atten = (scales / scales[1:].max()).clamp(max=1.0) if len(scales) > 1 else torch.ones_like(scales)
+    n = torch.randn(views.shape, generator=g, device="cpu").to(views) * std
+    return (views + n * atten.view(-1, 1, 1, 1).to(views)).clamp(0, 1)
+
+
+def jpeg_artifacts(views: torch.Tensor, q: float, scales: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """torchvision's JPEG codec at quality ``q`` on the crops (the whole view is too small to show blocks)."""
+    from torchvision.io import decode_jpeg, encode_jpeg  # noqa: PLC0415
+
+    out = views.clone()
+    for i in range(1, len(views)):
+        u8 = (views[i] * 255 + 0.5).clamp(0, 255).to(torch.uint8).permute(2, 0, 1).cpu().contiguous()
+        out[i] = decode_jpeg(encode_jpeg(u8, quality=int(round(q)))).permute(1, 2, 0).to(views) / 255.0
+    return out
+
+
+def pixelated(views: torch.Tensor, b: float, scales: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Mosaic of blocks ``b`` x the short side: area pooling, then nearest upscaling."""
+    out = []
+    for v, s in zip(views, scales, strict=True):
+        px = max(1, int(round(b * float(s))))
+        x = _nchw(v[None])
+        if px > 1:
+            size = x.shape[-1]
+            x = F.interpolate(F.adaptive_avg_pool2d(x, max(1, size // px)), size=size, mode="nearest")
+        out.append(x)
+    return _nhwc(torch.cat(out))
+
+
+def low_resolution(views: torch.Tensor, f: float, scales: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Content upscaled ``f`` times from a smaller source: area downscale, bicubic upscale (crops)."""
+    out = views.clone()
+    size = views.shape[1]
+    small = max(2, int(round(size / f)))
+    x = _nchw(views[1:])
+    if len(x):
+        x = F.interpolate(F.interpolate(x, size=small, mode="area"), size=size, mode="bicubic", align_corners=False)
+        out[1:] = _nhwc(x).clamp(0, 1)
+    return out
+
+
+def overexposed(views: torch.Tensor, share: float, scales: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """A gain (after a brightening curve) that clips ``share`` of the whole view's pixels to white."""
+    y = 1 - (1 - views) ** 1.3
+    lum0, lum = _luma(views[0]).flatten(), _luma(y[0]).flatten()
+    free = lum[lum0 < 0.98]  # the definition counts pixels the defect clipped, not those white already
+    if free.numel() == 0:
+        return y
+    need = min(0.99, share * lum.numel() / free.numel())
+    q = torch.quantile(free, 1 - need).clamp_min(1e-3)
+    # Highlights blow out to white: a gain, and pixels above the quantile washed to white (a saturated
+    # colour never reaches white by gain alone, its other channels stay low).
+    out = (y * (0.985 / q)).clamp(0, 1)
+    wash = ((_luma(y) - q) / (0.05 * q) + 1).clamp(0, 1)[..., None]
+    return out * (1 - wash) + wash
+
+
+def underexposed(views: torch.Tensor, target: float, scales: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """A darkening curve, then the gain that brings the whole view's mean luma to ``target`` (0-255)."""
+    y = views**1.4
+    gain = (target / 255.0) / _luma(y[0]).mean().clamp_min(1e-3)
+    return (y * gain.clamp(max=1.0)).clamp(0, 1)
+
+
+def low_contrast(views: torch.Tensor, a: float, scales: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Luma spread scaled by ``a`` around the whole view's mean luma."""
+    m = _luma(views[0]).mean()
+    return (m + a * (views - m)).clamp(0, 1)
+
+
+# name -> operation and its parameter range, each clearly over the DESIGN.md threshold:
+OPS: dict[str, Op] = {
+    "blurry": Op(blurry, 0.009, 0.02),  # sigma >= 0.6 % of the short side
+    "noisy": Op(noisy, 16 / 255, 40 / 255),  # std >= 12/255
+    "jpeg_artifacts": Op(jpeg_artifacts, 5, 16),  # quality <= 20
+    "pixelated": Op(pixelated, 0.03, 0.06),  # blocks >= 2 % of the short side
+    "low_resolution": Op(low_resolution, 3.5, 6.0),  # upscaled >= 3x
+    "overexposed": Op(overexposed, 0.32, 0.6),  # >= 25 % of pixels clipped near white
+    "underexposed": Op(underexposed, 20.0, 50.0),  # mean luma <= 60/255
+    "low_contrast": Op(low_contrast, 0.12, 0.28),  # luma std <= 35 % of the original
+}
+
+
+def view_scales(views: int, input_size: int, detail_side: int) -> torch.Tensor:
+    """The creative's short side in pixels as each view shows it: ``S`` (whole view), ``detail_side`` (crops)."""
+    return torch.tensor([float(input_size)] + [float(detail_side or input_size)] * (views - 1))
+
+
+def synthesize(
+    images: torch.Tensor,
+    tags: list[str],
+    detail_side: int,
+    generator: torch.Generator | None = None,
+    ops: tuple[str, ...] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One degraded copy of every creative: uint8 views ``(N, V, S, S, 3)`` in, the copies and their labels out.
+
+    Each copy gets one defect drawn from ``ops`` (default: every synthesisable tag in ``tags``); its label
+    row is 1 for that tag and NaN (unknown) everywhere else.
+    """
+    g = generator or torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
+    names = [t for t in (ops or tuple(OPS)) if t in OPS and t in tags]
+    if not names:
+        raise ValueError(f"no synthesisable defect among the tags {tags}")
+    n, v, s = images.shape[:3]
+    scales = view_scales(v, s, detail_side)
+    x = images.float() / 255.0
+    labels = torch.full((n, len(tags)), float("nan"), device=images.device)
+    out = torch.empty_like(x)
+    picks = torch.randint(0, len(names), (n,), generator=g)
+    params = torch.rand(n, generator=g)
+    for i in range(n):
+        name = names[int(picks[i])]
+        op = OPS[name]
+        value = op.low + float(params[i]) * (op.high - op.low)
+        out[i] = op.fn(x[i], value, scales, g)
+        labels[i, tags.index(name)] = 1.0
+    return (out * 255 + 0.5).clamp(0, 255).to(torch.uint8), labels
+
+
+def ranking_loss(q_source: torch.Tensor, q_degraded: torch.Tensor, margin: float = 0.5) -> torch.Tensor:
+    """RankNet-style: the source's quality logit should exceed its degraded copy's by ``margin``."""
+    return F.softplus(margin - (q_source - q_degraded)).mean()
