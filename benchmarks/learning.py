@@ -47,7 +47,7 @@ from common import DETAIL_TAGS, default_bench_dir, print_table, synth_once, writ
 
 HELDOUT_FONT = "cmss10.ttf"
 HELDOUT_BLUR = "motion"
-METHOD_ARMS = ("supervised_asl", "mean_teacher", "fixmatch", "dividemix", "noisy_student")
+METHOD_ARMS = ("supervised_asl", "mean_teacher", "fixmatch", "dividemix", "noisy_student", "full")
 BASE_ARMS = ("floor", "clean_labeled", "oracle")
 ARMS = (*BASE_ARMS, *METHOD_ARMS, "default")
 EVAL_SPLITS = ("test", "heldout", "foreign")
@@ -296,6 +296,7 @@ def main() -> None:
         "dividemix": ("dividemix", unl),
         # two rounds (teacher, student) share the budget: half the epochs each
         "noisy_student": ("noisy_student", [*unl, f"optim.epochs={max(1, a.epochs // 2)}"]),
+        "full": ("full", unl),  # Mean Teacher + defect synthesis on the pool
         "default": ("default", unl),
     }
     default_cfg = load_config("default")
