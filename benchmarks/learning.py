@@ -47,7 +47,16 @@ from common import DETAIL_TAGS, default_bench_dir, print_table, synth_once, writ
 
 HELDOUT_FONT = "cmss10.ttf"
 HELDOUT_BLUR = "motion"
-METHOD_ARMS = ("supervised_asl", "mean_teacher", "fixmatch", "dividemix", "noisy_student", "full")
+METHOD_ARMS = (
+    "supervised_asl",
+    "large_loss",
+    "mean_teacher",
+    "fixmatch",
+    "cap",
+    "dividemix",
+    "noisy_student",
+    "full",
+)
 BASE_ARMS = ("floor", "clean_labeled", "oracle")
 ARMS = (*BASE_ARMS, *METHOD_ARMS, "default")
 EVAL_SPLITS = ("test", "heldout", "foreign")
@@ -291,8 +300,10 @@ def main() -> None:
         "clean_labeled": ("default", [f"data.labeled={data['train_labeled_clean']}", *supervised]),
         "oracle": ("default", [f"data.labeled={data['oracle']}", *supervised]),
         "supervised_asl": ("supervised_asl", labeled),
+        "large_loss": ("large_loss", labeled),
         "mean_teacher": ("mean_teacher", unl),
         "fixmatch": ("fixmatch", unl),
+        "cap": ("cap", [*unl, f"method.params.miss_rate={a.miss_rate}", f"method.params.fp_rate={a.fp_rate}"]),
         "dividemix": ("dividemix", unl),
         # two rounds (teacher, student) share the budget: half the epochs each
         "noisy_student": ("noisy_student", [*unl, f"optim.epochs={max(1, a.epochs // 2)}"]),

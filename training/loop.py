@@ -221,7 +221,7 @@ class Trainer:
             for epoch in range(start_epoch, cfg.optim.epochs):
                 model.train()
                 t0 = time.time()
-                _log_metrics(method.on_epoch_start(epoch, self.train_ds, self.device), step)
+                _log_metrics(method.on_epoch_start(epoch, self.train_ds, self.device, self.unlabeled_ds), step)
                 loader = _loader(self.train_ds, cfg.optim.batch_size, True, cfg.seed * 1000 + epoch, True)
                 bar = tqdm(
                     islice(_forever(loader), steps_per_epoch),

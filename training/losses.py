@@ -71,17 +71,69 @@ def gce_loss(
     return per.sum() / mask.sum().clamp_min(1.0)
 
 
+def hill_loss(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    lam: float = 1.5,
+    gamma: float = 2.0,
+) -> torch.Tensor:
+    """Hill loss (Zhang et al. 2021) for missed positives: focal loss on 1s, ``-(lam - p) p^2`` on 0s.
+
+    The negative term's gradient is hill-shaped: largest for unsure predictions, vanishing as ``p``
+    nears 1, so a confident prediction against a given 0 — most often a missed positive — is barely
+    pushed down (BCE pushes it hardest).
+    """
+    if mask is None:
+        mask = known_mask(targets)
+    t = torch.nan_to_num(targets, nan=0.0)
+    p = torch.sigmoid(logits)
+    pos = -((1 - p) ** gamma) * F.logsigmoid(logits)
+    neg = (lam - p) * p**2
+    per = (t * pos + (1 - t) * neg) * mask
+    return per.sum() / mask.sum().clamp_min(1.0)
+
+
 def tag_loss(
     name: str, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None, **kwargs: float
 ) -> torch.Tensor:
-    """The tag loss a recipe names: ``bce``, ``asl`` or ``gce``."""
+    """The tag loss a recipe names: ``bce``, ``asl``, ``gce`` or ``hill``."""
     if name == "bce":
         return masked_bce(logits, targets, mask)
     if name == "asl":
         return asymmetric_loss(logits, targets, mask, **kwargs)
     if name == "gce":
         return gce_loss(logits, targets, mask, **kwargs)
-    raise ValueError(f"unknown tag loss {name!r} (bce, asl, gce)")
+    if name == "hill":
+        return hill_loss(logits, targets, mask, **kwargs)
+    raise ValueError(f"unknown tag loss {name!r} (bce, asl, gce, hill)")
+
+
+@torch.no_grad()
+def large_loss_targets(logits: torch.Tensor, targets: torch.Tensor, rate: float, correct: bool = False) -> torch.Tensor:
+    """Large-loss rejection / correction (LL-R / LL-Ct, Kim et al. CVPR 2022) on the given 0s of a batch.
+
+    The ``rate`` share of given 0s with the largest BCE (the model most sure they are 1: likely
+    missed positives) are rejected — made blank — or, with ``correct``, flipped to 1. Given 1s and
+    blanks are untouched. Returns the new targets.
+    """
+    out = targets.clone()
+    zeros = targets == 0
+    k = int(rate * int(zeros.sum()))
+    if k <= 0:
+        return out
+    loss = F.softplus(logits).masked_fill(~zeros, float("-inf"))  # BCE of a 0 target = softplus(logit)
+    idx = torch.topk(loss.flatten(), k).indices
+    out.view(-1)[idx] = 1.0 if correct else float("nan")
+    return out
+
+
+@torch.no_grad()
+def splc_targets(logits: torch.Tensor, targets: torch.Tensor, tau: float = 0.6) -> torch.Tensor:
+    """Self-paced label correction (SPLC, Zhang et al. 2021): a given 0 the model puts above ``tau`` becomes a 1."""
+    out = targets.clone()
+    out[(targets == 0) & (torch.sigmoid(logits) > tau)] = 1.0
+    return out
 
 
 def consistency_loss(

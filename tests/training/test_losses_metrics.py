@@ -94,3 +94,47 @@ def test_label_quality_by_hand():
     truth = np.array([[1], [0], [1], [0], [1]], dtype=float)
     q = label_quality(given, truth, ["a"])["a"]
     assert q == {"given_pos": 2, "precision": 0.5, "recall": 0.5, "wrong_zeros": 0.5}
+
+
+def test_hill_loss_by_hand():
+    from training.losses import hill_loss
+
+    logits = torch.tensor([[0.0, 2.0, -1.0]])
+    targets = torch.tensor([[1.0, 0.0, NAN]])
+    p0, p1 = 0.5, torch.sigmoid(torch.tensor(2.0)).item()
+    pos = (1 - p0) ** 2 * math.log(2)  # focal, gamma 2
+    neg = (1.5 - p1) * p1**2
+    assert hill_loss(logits, targets).item() == pytest.approx((pos + neg) / 2, rel=1e-5)
+
+    # hill-shaped gradient on a given 0: a confident "1" (likely a missed positive) is pushed less than an
+    # unsure one, while BCE pushes it hardest
+    def grad(fn, logit: float) -> float:
+        x = torch.tensor([[logit]], requires_grad=True)
+        fn(x, torch.tensor([[0.0]])).backward()
+        return x.grad.item()
+
+    assert grad(hill_loss, 6.0) < 0.1 * grad(hill_loss, 0.0)
+    assert grad(masked_bce, 6.0) > grad(masked_bce, 0.0)
+
+
+def test_large_loss_rejection_and_correction_by_hand():
+    from training.losses import large_loss_targets
+
+    logits = torch.tensor([[3.0, -2.0, 1.0], [0.5, 2.5, -1.0]])
+    targets = torch.tensor([[0.0, 0.0, 1.0], [0.0, NAN, 0.0]])
+    # given 0s: (0,0) logit 3, (0,1) -2, (1,0) 0.5, (1,2) -1 -> the largest losses are (0,0) then (1,0)
+    rejected = large_loss_targets(logits, targets, rate=0.5)
+    assert torch.isnan(rejected[0, 0]) and torch.isnan(rejected[1, 0])
+    assert rejected[0, 1] == 0 and rejected[1, 2] == 0 and rejected[0, 2] == 1 and torch.isnan(rejected[1, 1])
+    corrected = large_loss_targets(logits, targets, rate=0.25, correct=True)
+    assert corrected[0, 0] == 1 and corrected[1, 0] == 0  # only the top quarter (one label)
+    assert torch.equal(torch.nan_to_num(large_loss_targets(logits, targets, 0.0), 9), torch.nan_to_num(targets, 9))
+
+
+def test_splc_flips_confident_zeros_only():
+    from training.losses import splc_targets
+
+    logits = torch.tensor([[2.0, 0.1, 2.0, 2.0]])
+    targets = torch.tensor([[0.0, 0.0, 1.0, NAN]])
+    out = splc_targets(logits, targets, tau=0.6)
+    assert out[0, :3].tolist() == [1.0, 0.0, 1.0] and torch.isnan(out[0, 3])

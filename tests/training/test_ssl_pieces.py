@@ -127,3 +127,42 @@ def test_tag_head_bias_starts_at_the_prior():
     prior = init_tag_prior(model, labels, eps=0.0 + 1e-6)
     assert prior.tolist() == pytest.approx([1 / 3, 1 / 4, 2 / 3], abs=1e-4)
     assert torch.sigmoid(model.tag_head.bias).tolist() == pytest.approx([1 / 3, 1 / 4, 2 / 3], abs=1e-4)
+
+
+def test_class_aware_pseudo_labels_by_rank_and_prior():
+    from training.methods.cap import class_aware_pseudo_labels
+
+    probs = np.linspace(0, 1, 100, dtype=np.float32)[:, None].repeat(2, 1)
+    probs[:, 1] = probs[::-1, 1]  # the second tag ranks the pool the other way round
+    labels, tau_pos, tau_neg = class_aware_pseudo_labels(probs, np.array([0.1, 0.5]), keep_pos=0.8, keep_neg=0.9)
+    # tag 0: prior 0.1 -> the top 8 positive, the bottom 81 negative, 11 blank in between
+    assert np.flatnonzero(labels[:, 0] == 1).tolist() == list(range(92, 100))
+    assert np.flatnonzero(labels[:, 0] == 0).tolist() == list(range(0, 81))
+    assert np.isnan(labels[81:92, 0]).all()
+    assert tau_pos[0] == pytest.approx(probs[92, 0]) and tau_neg[0] == pytest.approx(probs[80, 0])
+    # tag 1: prior 0.5 -> 40 positives, 45 negatives, from the other end
+    assert (labels[:40, 1] == 1).all() and (labels[55:, 1] == 0).all() and np.isnan(labels[40:55, 1]).all()
+
+
+def test_cap_prior_is_noise_corrected():
+    from tests.conftest import TINY_OVERRIDES
+    from training.config import load_config
+    from training.methods.cap import ClassAwarePseudoLabels
+    from training.model import build_model
+
+    m = ClassAwarePseudoLabels(
+        build_model(load_config("default", TINY_OVERRIDES).model, 1), miss_rate=0.3, fp_rate=0.05
+    )
+    labels = np.array([[1.0]] * 23 + [[0.0]] * 177 + [[np.nan]] * 50)  # observed 11.5 % of known
+    assert m.priors(labels)[0] == pytest.approx(0.1)
+
+
+def test_doubtful_labels_from_a_label_issues_csv(tmp_path):
+    from training.methods.large_loss import doubtful_mask
+
+    csv = tmp_path / "issues.csv"
+    csv.write_text(
+        "path,tag,given,predicted,score\nb.png,noisy,0,0.9,0.9\na.png,blurry,1,0.2,0.8\nb.png,blurry,0,0.1,0.1\n"
+    )
+    mask = doubtful_mask(csv, ["/data/a.png", "/data/b.png"], ["blurry", "noisy"], top=2)
+    assert mask.tolist() == [[True, False], [False, True]]  # the two highest scores, by file name

@@ -15,9 +15,10 @@ What the loop gives a method (the contract):
   views; ``P`` may be 0). ``unlabeled`` is a batch of the unlabeled pool (same keys,
   labels all blank) of ``unlabeled_ratio`` x the labeled batch size, or ``None``
   when the method does not set ``uses_unlabeled`` or no pool was given.
-* ``on_epoch_start(epoch, labeled, device)`` before each epoch, with the whole
-  labeled dataset (``training.data.CreativeDataset``), for per-epoch work such as
-  loss modelling; what it returns is logged.
+* ``on_epoch_start(epoch, labeled, device, unlabeled)`` before each epoch, with the
+  whole labeled dataset and the unlabeled pool (``training.data.CreativeDataset``;
+  ``unlabeled`` is ``None`` without a pool), for per-epoch work such as loss modelling
+  or scoring the pool; what it returns is logged.
 * ``after_step(step)`` after each optimiser step (EMA updates and the like).
 * ``eval_model()``: the network that is evaluated and exported.
 * ``state_dict()`` / ``load_state_dict()``: method state saved in checkpoints.
@@ -91,8 +92,8 @@ class Method:
     def after_step(self, step: int) -> None:
         """Called after the optimiser step (EMA updates and the like)."""
 
-    def on_epoch_start(self, epoch: int, labeled: Any, device: torch.device) -> dict[str, float]:
-        """Called before each epoch with the labeled dataset (loss modelling and the like); returns scalars to log."""
+    def on_epoch_start(self, epoch: int, labeled: Any, device: torch.device, unlabeled: Any = None) -> dict[str, float]:
+        """Before each epoch, with the labeled set and the pool (loss modelling and such); returns scalars to log."""
         return {}
 
     def eval_model(self) -> nn.Module:

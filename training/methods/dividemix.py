@@ -78,7 +78,7 @@ class DivideMix(TeacherMethod):
         self.clean: torch.Tensor | None = None  # (N_train, T) clean probability, NaN = unknown
 
     @torch.no_grad()
-    def on_epoch_start(self, epoch, labeled, device):
+    def on_epoch_start(self, epoch, labeled, device, unlabeled=None):
         if epoch < self.warmup_epochs:
             return {}
         losses = []
