@@ -137,12 +137,26 @@ def splc_targets(logits: torch.Tensor, targets: torch.Tensor, tau: float = 0.6) 
 
 
 def consistency_loss(
-    student_logits: torch.Tensor, teacher_probs: torch.Tensor, mask: torch.Tensor | None = None
+    student_logits: torch.Tensor, teacher_probs: torch.Tensor, mask: torch.Tensor | None = None, kind: str = "mse"
 ) -> torch.Tensor:
-    """Mean squared error between student probabilities and (detached) teacher probabilities, masked."""
+    """Student vs (detached) teacher probabilities per tag, masked: ``mse`` or Bernoulli ``kl``.
+
+    MSE on probabilities pushes with ``2 (p_s - p_t) p_s (1 - p_s)`` on the logit: it fades out where
+    the student is confident, so a confident wrong negative is barely corrected. The KL pushes with
+    ``p_s - p_t`` everywhere (zero when they agree).
+    """
     if mask is None:
         mask = torch.ones_like(teacher_probs)
-    per = (torch.sigmoid(student_logits) - teacher_probs.detach()) ** 2 * mask
+    t = teacher_probs.detach()
+    if kind == "mse":
+        per = (torch.sigmoid(student_logits) - t) ** 2
+    elif kind == "kl":
+        tc = t.clamp(1e-6, 1 - 1e-6)
+        entropy = -(tc * tc.log() + (1 - tc) * (1 - tc).log())
+        per = F.binary_cross_entropy_with_logits(student_logits, t, reduction="none") - entropy
+    else:
+        raise ValueError(f"unknown consistency {kind!r} (mse, kl)")
+    per = per * mask
     return per.sum() / mask.sum().clamp_min(1.0)
 
 

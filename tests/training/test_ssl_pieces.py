@@ -166,3 +166,20 @@ def test_doubtful_labels_from_a_label_issues_csv(tmp_path):
     )
     mask = doubtful_mask(csv, ["/data/a.png", "/data/b.png"], ["blurry", "noisy"], top=2)
     assert mask.tolist() == [[True, False], [False, True]]  # the two highest scores, by file name
+
+
+def test_kl_consistency_keeps_pushing_a_confident_student():
+    teacher = torch.tensor([[0.5, 0.2]])
+    same = torch.logit(teacher)
+    assert consistency_loss(same, teacher, kind="kl").item() == pytest.approx(0.0, abs=1e-6)
+
+    def grad(kind: str) -> float:
+        x = torch.tensor([[-7.0, -1.3862944]], requires_grad=True)  # confident 0 vs teacher 0.5; agrees on tag 2
+        consistency_loss(x, teacher, kind=kind).backward()
+        return x.grad[0, 0].item()
+
+    # d/dlogit of the KL is (p_s - p_t) / 2 tags; the MSE's fades with p_s (1 - p_s)
+    assert grad("kl") == pytest.approx((torch.sigmoid(torch.tensor(-7.0)).item() - 0.5) / 2, rel=1e-4)
+    assert abs(grad("mse")) < 0.01 * abs(grad("kl"))
+    with pytest.raises(ValueError):
+        consistency_loss(same, teacher, kind="l1")

@@ -47,15 +47,27 @@ class TeacherMethod(Method):
     """A method that keeps an EMA teacher: updated after every step, evaluated and exported,
     checkpointed with the method."""
 
-    def __init__(self, model: nn.Module, quality_weight: float = 1.0, ema_decay: float = 0.99):
+    def __init__(
+        self,
+        model: nn.Module,
+        quality_weight: float = 1.0,
+        ema_decay: float = 0.99,
+        consistency_kind: str = "mse",
+        quality_consistency: float = 0.0,
+    ):
         super().__init__(model, quality_weight)
         self.ema = EMA(model, ema_decay)
+        self.consistency_kind, self.quality_consistency = consistency_kind, quality_consistency
 
     def unlabeled_consistency(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Student on the strong view vs teacher on the weak view, every tag of unlabeled creatives."""
-        teacher, _ = self.ema.probs(weak(batch["images"]))
-        student, _ = self.model(strong(batch["images"], batch.get("crop_pool")))
-        return consistency_loss(student, teacher)
+        """Student on the strong view vs teacher on the weak view, every tag of unlabeled creatives, and their
+        quality (weighted by ``quality_consistency``: the teacher's quality is a target too)."""
+        t_tags, t_q = self.ema.probs(weak(batch["images"]))
+        student, s_q = self.model(strong(batch["images"], batch.get("crop_pool")))
+        loss = consistency_loss(student, t_tags, kind=self.consistency_kind)
+        if self.quality_consistency:
+            loss = loss + self.quality_consistency * ((torch.sigmoid(s_q) - t_q.detach()) ** 2).mean()
+        return loss
 
     def after_step(self, step: int) -> None:
         self.ema.update(self.model, step)

@@ -26,8 +26,10 @@ class MeanTeacher(TeacherMethod):
         rampup_steps: int = 200,
         loss: str = "bce",
         unlabeled_ratio: int = 1,
+        consistency_kind: str = "mse",
+        quality_consistency: float = 0.0,
     ):
-        super().__init__(model, quality_weight, ema_decay)
+        super().__init__(model, quality_weight, ema_decay, consistency_kind, quality_consistency)
         self.consistency, self.rampup_steps, self.loss = consistency, rampup_steps, loss
         self.unlabeled_ratio = unlabeled_ratio
 
@@ -36,7 +38,7 @@ class MeanTeacher(TeacherMethod):
         t_probs, t_q = self.ema.probs(weak(x))
         tags, q = self.model(strong(x, batch.get("crop_pool")))
         sup = tag_loss(self.loss, tags, batch["labels"]) + self.quality_weight * quality_loss(q, batch["quality"])
-        cons = consistency_loss(tags, t_probs, 1 - known_mask(batch["labels"]))  # blank tags only
+        cons = consistency_loss(tags, t_probs, 1 - known_mask(batch["labels"]), self.consistency_kind)  # blanks
         if unlabeled is not None:
             cons = cons + self.unlabeled_consistency(unlabeled)
         w = self.consistency * sigmoid_rampup(step, self.rampup_steps)
