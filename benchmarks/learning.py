@@ -55,6 +55,13 @@ METHOD_ARMS = (
     "cap",
     "dividemix",
     "noisy_student",
+    "pi_model",
+    "temporal_ensembling",
+    "uda",
+    "vat",
+    "mixmatch",
+    "meta_pseudo_labels",
+    "comatch",
     "full",
 )
 BASE_ARMS = ("floor", "clean_labeled", "oracle")
@@ -307,6 +314,8 @@ def main() -> None:
         "dividemix": ("dividemix", unl),
         # two rounds (teacher, student) share the budget: half the epochs each
         "noisy_student": ("noisy_student", [*unl, f"optim.epochs={max(1, a.epochs // 2)}"]),
+        **{m: (m, unl) for m in ("pi_model", "temporal_ensembling", "uda", "vat", "mixmatch", "comatch")},
+        "meta_pseudo_labels": ("meta_pseudo_labels", unl),  # its teacher's passes count in its budget
         "full": ("full", unl),  # Mean Teacher + defect synthesis on the pool
         "default": ("default", unl),
     }

@@ -186,7 +186,8 @@ class Trainer:
             init_tag_prior(model, self.train_ds.labels)
         method = self.method_cls(model, quality_weight=cfg.optim.quality_weight, **cfg.method.params)
         method.tags, method.spec = list(self.tags), self.spec
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        params = [*model.parameters(), *method.extra_parameters()]
+        opt = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
 
         # An epoch is one pass over the labeled set, or exactly `steps_per_epoch` steps (cycling the
         # data) when set: that is how arms with different amounts of labeled data get the same budget.
@@ -240,7 +241,7 @@ class Trainer:
                         raise FloatingPointError(f"non-finite loss at step {step}: {logs}")
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
-                    grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                    grad_norm = nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
                     opt.step()
                     method.after_step(step)
                     step += 1

@@ -165,3 +165,19 @@ def per_sample_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     t = torch.nan_to_num(targets, nan=0.0)
     per = F.binary_cross_entropy_with_logits(logits, t, reduction="none")
     return per.masked_fill(torch.isnan(targets), float("nan"))
+
+
+def sharpen(probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Sharpen Bernoulli probabilities per tag: ``p^(1/T) / (p^(1/T) + (1 - p)^(1/T))`` (T < 1 sharpens)."""
+    a = probs.clamp(1e-6, 1 - 1e-6) ** (1.0 / temperature)
+    b = (1 - probs.clamp(1e-6, 1 - 1e-6)) ** (1.0 / temperature)
+    return a / (a + b)
+
+
+def bernoulli_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """KL(Ber(sigmoid p) || Ber(sigmoid q)) summed over tags, averaged over the batch."""
+    p = torch.sigmoid(p_logits)
+    kl = p * (F.logsigmoid(p_logits) - F.logsigmoid(q_logits)) + (1 - p) * (
+        F.logsigmoid(-p_logits) - F.logsigmoid(-q_logits)
+    )
+    return kl.sum(-1).mean()

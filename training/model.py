@@ -78,10 +78,15 @@ class CreativeModel(nn.Module):
         f = self.backbone(x)  # (N*V, D)
         return f.reshape(n, v * f.shape[-1])  # (N, V*D)
 
+    def heads(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features ``(N, V*D)`` -> tag logits ``(N, T)`` and quality logit ``(N,)`` (methods that work in
+        embedding space, such as VAT or mixup, perturb ``f`` and call this)."""
+        f = self.dropout(f)
+        return self.tag_head(f), self.quality_head(f).squeeze(-1)
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 ``(N, V, S, S, 3)`` -> tag logits ``(N, T)`` and quality logit ``(N,)``."""
-        f = self.dropout(self.features(images))
-        return self.tag_head(f), self.quality_head(f).squeeze(-1)
+        return self.heads(self.features(images))
 
 
 class ProbabilityModel(nn.Module):

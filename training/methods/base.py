@@ -21,6 +21,8 @@ What the loop gives a method (the contract):
   or scoring the pool; what it returns is logged.
 * ``after_step(step)`` after each optimiser step (EMA updates and the like).
 * ``eval_model()``: the network that is evaluated and exported.
+* ``extra_parameters()``: parameters the method owns beside the model's (a projection
+  head), which the loop's optimiser trains with the model.
 * ``state_dict()`` / ``load_state_dict()``: method state saved in checkpoints.
 * ``run(cfg, resume)``: a method with stages (rounds, pretraining) overrides this
   classmethod to drive several ordinary runs; the default is one run.
@@ -95,6 +97,10 @@ class Method:
     def on_epoch_start(self, epoch: int, labeled: Any, device: torch.device, unlabeled: Any = None) -> dict[str, float]:
         """Before each epoch, with the labeled set and the pool (loss modelling and such); returns scalars to log."""
         return {}
+
+    def extra_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters the method owns beside the model's (a projection head), optimised with it."""
+        return []
 
     def eval_model(self) -> nn.Module:
         """The network to evaluate and export (a teacher, where the method keeps one)."""
