@@ -65,7 +65,7 @@ async def _requested_model(request: Request) -> str | None:
     if not isinstance(payload, dict) or set(payload) - {"model"}:
         raise HTTPException(status_code=422, detail='body must be {"model": "<path or models:/ URI>"} or empty')
     model = payload.get("model")
-    if model is not None and not isinstance(model, str):
+    if "model" in payload and not isinstance(model, str):
         raise HTTPException(status_code=422, detail="'model' must be a string")
     return model
 
