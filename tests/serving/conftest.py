@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from fractions import Fraction
 import socket
 import threading
 import time
@@ -23,18 +24,23 @@ def png_bytes(seed: int = 0, size: tuple[int, int] = (90, 120)) -> bytes:
     return buf.getvalue()
 
 
-def video_bytes(seconds: float, fps: int = 10, w: int = 64, h: int = 48) -> bytes:
-    """A static-scene H.264 MP4 (tiny file, long video)."""
+def video_bytes(seconds: float, fps: int = 10, w: int = 64, h: int = 48, static: bool = False) -> bytes:
+    """An H.264 MP4 of a bar growing across the frame (``static``: one still scene, a tiny file)."""
     import av
 
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as c:
         s = c.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        s.codec_context.time_base = Fraction(1, fps)
         s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        still = None
         for i in range(int(seconds * fps)):
-            a = np.full((h, w, 3), 90, np.uint8)
-            a[: h // 2, : (i % w) + 1] = 220
-            for p in s.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
+            if still is None or not static:
+                a = np.full((h, w, 3), 90, np.uint8)
+                a[: h // 2, : (i % w) + 1] = 220
+                still = av.VideoFrame.from_ndarray(a, format="rgb24").reformat(format="yuv420p")
+            still.pts = i
+            for p in s.encode(still):
                 c.mux(p)
         for p in s.encode():
             c.mux(p)
