@@ -80,6 +80,9 @@ def resolve_model_uri(uri: str | Path) -> Path:
     except ImportError as e:  # pragma: no cover - depends on the install
         raise RuntimeError(f"{s} is an MLflow URI: install mlflow-skinny (pip install 'creative-qa[serve]')") from e
     store = tracking_uri()
+    if s.startswith("models:/") and store.startswith("sqlite:///") and not Path(store[len("sqlite:///") :]).is_file():
+        # NOTE: a fresh machine: say so instead of creating an empty store just to find nothing in it.
+        raise ModelNotFoundError(f"no model at {s}: nothing is registered yet (no MLflow store at {store}); {FIX_HINT}")
     mlflow.set_tracking_uri(store)
     dst = Path(tempfile.mkdtemp(prefix="creative-qa-model-"))
     try:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-from fractions import Fraction
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from fractions import Fraction
 from pathlib import Path
 
 import httpx
