@@ -1,8 +1,9 @@
 """Dynamic batching: concurrent requests' prepared frames gathered into one onnxruntime run.
 
 The first queued request opens a batch; more join until it holds ``max_batch`` frames
-or ``max_wait_s`` has passed; the batch runs on one model thread while the next one
-gathers. The queue itself is bounded by the engine's admission count (a full engine
+or ``max_wait_s`` has passed (no wait at all when ``more_coming`` says no other request
+is on its way: a lone request is not delayed); the batch runs on one model thread while
+the next one gathers. The queue itself is bounded by the engine's admission count (a full engine
 answers 503 before anything is queued). With ``buckets`` (GPU), the batch is padded
 to the smallest bucket that holds it, so the model only ever sees those few shapes.
 """
@@ -61,8 +62,10 @@ class Batcher:
         max_wait_s: float = 0.002,
         buckets: Sequence[int] | None = None,
         on_batch: Callable[[int], None] | None = None,
+        more_coming: Callable[[], bool] | None = None,
     ):
         self.run, self.max_batch, self.max_wait_s = run, max_batch, max_wait_s
+        self.more_coming = more_coming
         self.buckets = list(buckets) if buckets else None
         self.on_batch = on_batch
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
@@ -96,7 +99,7 @@ class Batcher:
                 nxt = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 left = deadline - loop.time()
-                if left <= 0:
+                if left <= 0 or (self.more_coming is not None and not self.more_coming()):
                     break
                 try:
                     nxt = await asyncio.wait_for(self._queue.get(), left)

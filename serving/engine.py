@@ -78,8 +78,10 @@ class Engine:
                 max_wait_s=settings.max_wait_ms / 1000,
                 buckets=self.buckets,
                 on_batch=metrics.batch_size.observe,
+                more_coming=lambda: self.preparing > 0,
             )
-        self.inflight = 0
+        self.inflight = 0  # admitted, not yet answered
+        self.preparing = 0  # being decoded and preprocessed: about to join a batch
 
     async def start(self) -> None:
         if self.batcher:
@@ -120,6 +122,7 @@ class Engine:
     async def score(self, data: bytes, filename: str | None = None) -> dict[str, Any]:
         """Scores for one admitted creative; ``MediaError`` for bad input."""
         loop = asyncio.get_running_loop()
+        self.preparing += 1
         try:
             frames, x = await loop.run_in_executor(self.pool, self._prepare, data, filename)
         except MediaLimitError:
@@ -128,6 +131,8 @@ class Engine:
         except (MediaError, ValueError):
             self.metrics.decode_failures.labels("undecodable").inc()
             raise
+        finally:
+            self.preparing -= 1
         if self.batcher:
             q, t = await self.batcher.submit(x)
         else:
