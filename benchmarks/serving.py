@@ -11,7 +11,8 @@ rounds, each row the median round, so a shared machine's load drift hits all ali
   (a) api-batching   `creative-qa serve` (uvicorn, one process), dynamic batching on
   (b) api-nobatch    the same server with CREATIVE_QA_BATCHING=false
   (c) in-process     `Scorer.score_bytes` driven from a thread pool at the same concurrency
-                     (no HTTP: the limit the API approaches)
+                     (no HTTP: the limit the API approaches), with the server's onnxruntime
+                     session settings
   (d) mlflow-serve   `mlflow models serve --env-manager local` on the same ONNX file, registered
                      (with a tensor signature) in a private MLflow store; its pyfunc takes
                      tensors, so the client decodes and preprocesses each creative (the
@@ -382,7 +383,10 @@ def main() -> None:
     # The same ONNX file, registered with a tensor signature in a private store for (d).
     uri = register(onnx_path, store) if "mlflow-serve" in modes else ""
     data = payloads(16, a.size)
-    scorer = Scorer(onnx_path)
+    # NOTE: (c) runs onnxruntime with the server's session settings (intra-op threads = cores, no
+    # spin-waiting): the default session's spinning threads fight the caller's threads for the cores.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    scorer = Scorer.load(onnx_path, intra_op_threads=cores)
     print(
         f"model {onnx_path.name}: {scorer.spec.views} views of {scorer.spec.input_size}px; "
         f"creatives {a.size}px JPEG (~{np.mean([len(d) for d in data]) / 1024:.0f} KB); "
