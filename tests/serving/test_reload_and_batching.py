@@ -129,3 +129,18 @@ def test_live_load_gets_only_200_or_503_with_retry_after(tiny_onnx, batching):
     codes = [r.status_code for r in responses]
     assert set(codes) == {200, 503}, codes
     assert all(r.headers["retry-after"] == "1" for r in responses if r.status_code == 503)
+
+
+def test_gpu_style_bucket_padding_shows_the_model_only_bucket_sizes(tiny_onnx):
+    from creative_qa.scorer import Scorer
+
+    scorer = Scorer(tiny_onnx)
+    seen: list[int] = []
+    run = scorer.onnx.run
+    scorer.onnx.run = lambda x: (seen.append(len(x)), run(x))[1]  # type: ignore[method-assign]
+    app = create_app(Settings(model=str(tiny_onnx), pad_to_buckets=True, batch_buckets="4,16"), scorer=scorer)
+    with TestClient(app) as c:
+        one = c.post("/v1/score", content=png_bytes(1), headers={"content-type": "image/png"})
+        assert one.status_code == 200
+        assert one.json() == Scorer(tiny_onnx).score_bytes(png_bytes(1))  # padding rows do not leak into results
+    assert seen == [4]
