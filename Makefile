@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint bench-smoke clean
+.PHONY: demo test install lint bench-smoke clean browser
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,7 +21,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/creative-qa demo
 
-test: $(STAMP)
+# The browser test of GET / drives the system's headless Chromium (never a downloaded one):
+# install Debian's package when it is missing.
+browser:
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends chromium; }
+
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 

@@ -60,9 +60,12 @@ def cmd_synth(a: argparse.Namespace) -> None:
 
 def cmd_score(a: argparse.Namespace) -> None:
     from creative_qa.media import MediaError  # noqa: PLC0415
-    from creative_qa.scorer import Scorer  # noqa: PLC0415
+    from creative_qa.scorer import ModelNotFoundError, Scorer  # noqa: PLC0415
 
-    scorer = Scorer(a.model)
+    try:
+        scorer = Scorer(a.model)
+    except ModelNotFoundError as e:  # say what is missing and how to fix it, not an MLflow traceback
+        sys.exit(f"creative-qa score: {e}")
     results = []
     for f in a.files:
         try:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from creative_qa.media import DEFAULT_MAX_FRAMES, Frame, MediaError, decode_bytes, decode_file
+from creative_qa.media import DEFAULT_MAX_FRAMES, DecodeLimits, Frame, MediaError, decode_bytes, decode_file
 from creative_qa.paths import tracking_uri
 from creative_qa.preprocess import PreprocessSpec, preprocess
 from creative_qa.taxonomy import Taxonomy
@@ -38,6 +38,15 @@ META_KEYS = {
     "version": "creative_qa.model_version",
 }
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+FIX_HINT = (
+    "run `creative-qa demo` (trains and registers a demo model), register yours with "
+    "`creative-qa export --checkpoint <run>/last.pt`, or pass `--model path/to/model.onnx` "
+    "(serving: CREATIVE_QA_MODEL=path/to/model.onnx)"
+)
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """No model where one was asked for: the message says what is missing and how to fix it."""
 
 
 def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
@@ -54,33 +63,52 @@ def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
 
 
 def resolve_model_uri(uri: str | Path) -> Path:
-    """A local path as is; ``models:/name@alias`` or ``runs:/...`` downloaded through MLflow."""
+    """A local path as is; ``models:/name@alias`` or ``runs:/...`` downloaded through MLflow.
+
+    Raises ``ModelNotFoundError`` naming what is missing and the command that fixes it.
+    """
     s = str(uri)
     if "://" not in s and ":/" not in s:
         p = Path(s)
         if not p.is_file():
-            raise FileNotFoundError(f"model file not found: {p}")
+            raise ModelNotFoundError(f"model file not found: {p}; {FIX_HINT}")
         return p
     try:
+        from mlflow.exceptions import MlflowException  # noqa: PLC0415
+
         import mlflow  # noqa: PLC0415  (only for registry URIs; mlflow-skinny is enough)
     except ImportError as e:  # pragma: no cover - depends on the install
         raise RuntimeError(f"{s} is an MLflow URI: install mlflow-skinny (pip install 'creative-qa[serve]')") from e
-    mlflow.set_tracking_uri(tracking_uri())
+    store = tracking_uri()
+    if s.startswith("models:/") and store.startswith("sqlite:///") and not Path(store[len("sqlite:///") :]).is_file():
+        # NOTE: a fresh machine: say so instead of creating an empty store just to find nothing in it.
+        raise ModelNotFoundError(f"no model at {s}: nothing is registered yet (no MLflow store at {store}); {FIX_HINT}")
+    mlflow.set_tracking_uri(store)
     dst = Path(tempfile.mkdtemp(prefix="creative-qa-model-"))
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=s, dst_path=str(dst)))
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=s, dst_path=str(dst)))
+    except MlflowException as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelNotFoundError(f"no model at {s} in the MLflow store {store} ({first}); {FIX_HINT}") from e
     files = [local] if local.is_file() else sorted(local.rglob("*.onnx"))
     if not files:
-        raise FileNotFoundError(f"{s} holds no .onnx file")
+        raise ModelNotFoundError(f"{s} holds no .onnx file; {FIX_HINT}")
     return files[0]
 
 
 class OnnxModel:
     """The bare session: uint8 views in, ``(quality, tags)`` probabilities out."""
 
-    def __init__(self, path: str | Path, providers: Sequence[str] | None = None):
+    def __init__(self, path: str | Path, providers: Sequence[str] | None = None, intra_op_threads: int | None = None):
         self.path = Path(path)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if intra_op_threads:
+            # NOTE: a server shares the cores with its decode pool: a fixed thread count, one
+            # inter-op thread and no spin-waiting keep onnxruntime from oversubscribing them.
+            opts.intra_op_num_threads = intra_op_threads
+            opts.inter_op_num_threads = 1
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=choose_providers(providers))
         self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
 
@@ -103,8 +131,27 @@ class Scorer:
         batch_size: int = 32,
         max_frames: int = DEFAULT_MAX_FRAMES,
     ):
-        self.source = str(model)
-        self.onnx = OnnxModel(resolve_model_uri(model), providers)
+        self._setup(str(model), OnnxModel(resolve_model_uri(model), providers), batch_size, max_frames)
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path,
+        providers: Sequence[str] | None = None,
+        batch_size: int = 32,
+        max_frames: int = DEFAULT_MAX_FRAMES,
+        intra_op_threads: int | None = None,
+        limits: DecodeLimits | None = None,
+    ) -> Scorer:
+        """Like ``Scorer(...)``, with onnxruntime's thread count and the decoding limits set (serving uses it)."""
+        obj = cls.__new__(cls)
+        obj._setup(str(model), OnnxModel(resolve_model_uri(model), providers, intra_op_threads), batch_size, max_frames)
+        obj.limits = limits
+        return obj
+
+    def _setup(self, source: str, onnx: OnnxModel, batch_size: int, max_frames: int) -> None:
+        self.source = source
+        self.onnx = onnx
         meta = self.onnx.metadata
         missing = [k for k in (META_KEYS["taxonomy"], META_KEYS["preprocess"]) if k not in meta]
         if missing:
@@ -119,6 +166,7 @@ class Scorer:
         self.version = meta.get(META_KEYS["version"], "0")
         self.batch_size = batch_size
         self.max_frames = max_frames
+        self.limits: DecodeLimits | None = None  # None: DecodeLimits.from_env()
 
     # --- description ------------------------------------------------------------------
     @property
@@ -159,16 +207,43 @@ class Scorer:
             "model": self.model_info,
         }
 
-    def score_frames(self, frames: Sequence[Frame], is_video: bool | None = None) -> dict[str, Any]:
-        """Scores for one creative given its decoded frames.
+    @property
+    def decode_min_side(self) -> int | None:
+        """The smallest short side decoding may reduce a creative to without changing what the model sees.
 
-        A video (more than one frame) gets per-frame scores under ``frames``; its
-        top level takes the mean quality and, per tag, the highest probability over
-        frames (a defect anywhere in the video flags it).
+        Detail crops are cut after rescaling the short side to ``detail_side`` (the whole view
+        needs only ``input_size``); twice that leaves the final resize its anti-aliasing margin.
+        Native-size crops (``detail_side=0``) need the full resolution: ``None``.
         """
+        if self.spec.crops and not self.spec.detail_side:
+            return None
+        return 2 * (self.spec.detail_side if self.spec.crops else self.spec.input_size)
+
+    def decode(self, data: bytes, filename: str | None = None) -> list[Frame]:
+        """Bounded decoding of one creative, reduced to what the model needs."""
+        return decode_bytes(data, filename, self.max_frames, self.limits, self.decode_min_side)
+
+    def prepare(self, frames: Sequence[Frame]) -> np.ndarray:
+        """Decoded frames -> model input ``(N, V, S, S, 3)`` uint8 (the CPU-heavy half of scoring)."""
         if not frames:
             raise MediaError("no frames to score")
-        quality, tags = self.predict([f.pixels for f in frames])
+        return np.stack([preprocess(f.pixels, self.spec) for f in frames])
+
+    def run_prepared(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Model input ``(N, V, S, S, 3)`` -> quality ``(N,)`` and tags ``(N, T)``, in ``batch_size`` chunks."""
+        qs, ts = [], []
+        for i in range(0, len(x), self.batch_size):
+            q, t = self.onnx.run(x[i : i + self.batch_size])
+            qs.append(q)
+            ts.append(t)
+        if not qs:
+            return np.zeros(0, np.float32), np.zeros((0, len(self.tags)), np.float32)
+        return np.concatenate(qs), np.concatenate(ts)
+
+    def scores(
+        self, frames: Sequence[Frame], quality: np.ndarray, tags: np.ndarray, is_video: bool | None = None
+    ) -> dict[str, Any]:
+        """The Scores JSON for one creative from its frames' model outputs (see ``score_frames``)."""
         if len(frames) == 1 and not is_video:
             return self.result(quality[0], tags[0])
         out = self.result(float(quality.mean()), tags.max(axis=0))
@@ -182,10 +257,22 @@ class Scorer:
         ]
         return out
 
+    def score_frames(self, frames: Sequence[Frame], is_video: bool | None = None) -> dict[str, Any]:
+        """Scores for one creative given its decoded frames.
+
+        A video (more than one frame) gets per-frame scores under ``frames``; its
+        top level takes the mean quality and, per tag, the highest probability over
+        frames (a defect anywhere in the video flags it).
+        """
+        if not frames:
+            raise MediaError("no frames to score")
+        quality, tags = self.predict([f.pixels for f in frames])
+        return self.scores(frames, quality, tags, is_video)
+
     def score_bytes(self, data: bytes, filename: str | None = None) -> dict[str, Any]:
-        frames = decode_bytes(data, filename, self.max_frames)
+        frames = self.decode(data, filename)
         return self.score_frames(frames, is_video=len(frames) > 1)
 
     def score_file(self, path: str | Path) -> dict[str, Any]:
-        frames = decode_file(path, self.max_frames)
+        frames = decode_file(path, self.max_frames, self.limits, self.decode_min_side)
         return self.score_frames(frames, is_video=len(frames) > 1)

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from creative_qa.media import DecodeLimits
+
+_LIMITS = DecodeLimits()
 
 
 class Settings(BaseSettings):
@@ -14,6 +20,50 @@ class Settings(BaseSettings):
     providers: str | None = None  # comma-separated onnxruntime providers; None = best available
     max_upload_mb: float = 25.0  # larger uploads get 413
     max_frames: int = 8  # frames sampled from a video or animated GIF
+
+    # Decoding limits (the same variables creative_qa.media reads for batch scoring and training).
+    max_frame_pixels: int = _LIMITS.max_frame_pixels  # a still, GIF canvas or video frame; over: 413
+    max_duration_s: float = _LIMITS.max_duration_s  # longer videos: 413
+    max_decoded_frames: int = _LIMITS.max_decoded_frames  # frames decoded to reach the samples; over: 413
+    max_decode_s: float = _LIMITS.max_decode_s  # wall time of one decode; over: 413
+
+    # Throughput and back-pressure.
+    batching: bool = True  # gather concurrent requests into one onnxruntime run
+    max_batch_size: int = 32  # frames per onnxruntime run
+    max_wait_ms: float = 2.0  # how long a batch waits for more requests once the first arrives
+    batch_buckets: str = "1,2,4,8,16,32"  # batch sizes the model sees when padding (GPU)
+    pad_to_buckets: bool | None = None  # None: pad when a GPU provider (CUDA, TensorRT) serves
+    max_queue: int = 64  # creatives being decoded, queued or run; one more gets 503 + Retry-After
+    retry_after_s: int = 1  # the Retry-After of a 503
+    decode_workers: int = 0  # threads decoding and preprocessing; 0 = the machine's cores
+    ort_threads: int = 0  # onnxruntime intra-op threads; 0 = cores (batching) or cores / decode_workers
+
+    # Batch route.
+    max_batch_files: int = 16  # files per POST /v1/score/batch
+    max_batch_upload_mb: float = 100.0  # whole batch request
+
+    admin_token: SecretStr | None = None  # bearer token for POST /v1/admin/reload; unset = route disabled
+
+    def decode_limits(self) -> DecodeLimits:
+        return DecodeLimits(self.max_frame_pixels, self.max_duration_s, self.max_decoded_frames, self.max_decode_s)
+
+    @property
+    def cores(self) -> int:
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+    @property
+    def workers(self) -> int:
+        return self.decode_workers or self.cores
+
+    @property
+    def threads(self) -> int:
+        if self.ort_threads:
+            return self.ort_threads
+        return self.cores if self.batching else max(1, self.cores // self.workers)
+
+    @property
+    def buckets(self) -> list[int]:
+        return sorted({int(b) for b in self.batch_buckets.split(",") if b.strip()})
 
 
 @lru_cache(maxsize=1)

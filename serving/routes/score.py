@@ -1,77 +1,100 @@
-"""Scoring routes: one creative per request, as a multipart ``file`` or a raw body."""
+"""Scoring routes: one creative (multipart ``file`` or raw body), or several (multipart ``files``)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from starlette.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
-from creative_qa.media import MediaError
-from serving.deps import ScorerDep, SettingsDep
+from creative_qa.media import MediaError, MediaLimitError
+from serving.deps import EngineDep, SettingsDep
+from serving.engine import Engine, QueueFull
+from serving.schemas import ERRORS, BatchItem, BatchScores, ItemError, Scores, upload_body
+from serving.settings import Settings
+from serving.uploads import ItemRejected, batch_uploads, read_upload, single_payload
 
 router = APIRouter(prefix="/v1", tags=["score"])
 
-ACCEPTED_PREFIXES = ("image/", "video/")
-ACCEPTED_TYPES = {"application/octet-stream", ""}
+SCORE_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {**ERRORS, "description": "malformed multipart body"},
+    413: {**ERRORS, "description": "upload too large, or the creative is over a decoding limit"},
+    415: {**ERRORS, "description": "not an image or a video"},
+    422: {**ERRORS, "description": "empty or undecodable"},
+    503: {**ERRORS, "description": "queue full (retry after `Retry-After` seconds) or no model loaded"},
+}
 
 
-def _check_type(content_type: str | None) -> None:
-    ct = (content_type or "").split(";")[0].strip().lower()
-    if ct.startswith(ACCEPTED_PREFIXES) or ct in ACCEPTED_TYPES:
-        return
-    raise HTTPException(status_code=415, detail=f"unsupported media type {ct!r}: send an image or a video")
+def _busy(settings: Settings, e: QueueFull) -> HTTPException:
+    return HTTPException(
+        status_code=503, detail=f"server busy: {e}", headers={"Retry-After": str(settings.retry_after_s)}
+    )
 
 
-async def _read_limited(stream, limit: int) -> bytes:
-    chunks, size = [], 0
-    async for chunk in stream:
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(status_code=413, detail=f"upload is larger than {limit // (1 << 20)} MiB")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _payload(request: Request, limit: int) -> tuple[bytes, str | None]:
-    """The uploaded bytes and file name, from multipart ``file`` or the raw body."""
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit + 64 * 1024:
-        raise HTTPException(status_code=413, detail=f"upload is larger than {limit // (1 << 20)} MiB")
-    ctype = request.headers.get("content-type", "")
-    if ctype.startswith("multipart/form-data"):
-        try:
-            form = await request.form(max_files=1, max_part_size=limit)
-        except Exception as e:  # malformed multipart: the client's fault
-            raise HTTPException(status_code=400, detail=f"malformed multipart body: {e}") from e
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise HTTPException(status_code=422, detail="multipart body has no 'file' field")
-        _check_type(upload.content_type)
-        data = await upload.read()
-        if len(data) > limit:
-            raise HTTPException(status_code=413, detail=f"upload is larger than {limit // (1 << 20)} MiB")
-        return data, upload.filename
-    _check_type(ctype)
-    return await _read_limited(request.stream(), limit), request.headers.get("x-filename")
+async def _score_one(engine: Engine, data: bytes, filename: str | None) -> dict[str, Any]:
+    try:
+        return await engine.score(data, filename)
+    except MediaLimitError as e:
+        raise ItemRejected(413, str(e)) from e
+    except (MediaError, ValueError) as e:
+        raise ItemRejected(422, str(e)) from e
 
 
 @router.post(
     "/score",
-    responses={
-        413: {"description": "too large"},
-        415: {"description": "not an image or video"},
-        422: {"description": "undecodable"},
-    },
+    response_model=Scores,
+    response_model_exclude_none=True,
+    responses=SCORE_ERRORS,
+    openapi_extra={"requestBody": upload_body("file")},
 )
-async def score(request: Request, scorer: ScorerDep, settings: SettingsDep) -> dict[str, Any]:
-    """Score one creative: ``quality``, ``tags``, ``flags``, ``model`` (and ``frames`` for a video)."""
+async def score(request: Request, engine: EngineDep, settings: SettingsDep) -> Any:
+    """Score one creative, sent as a multipart `file` or as the raw image/video body.
+
+    Returns `quality`, `tags`, `flags`, `model` (and `frames` for a video).
+    """
     limit = int(settings.max_upload_mb * (1 << 20))
-    data, filename = await _payload(request, limit)
-    if not data:
-        raise HTTPException(status_code=422, detail="empty upload")
     try:
-        return await run_in_threadpool(scorer.score_bytes, data, filename)
-    except (MediaError, ValueError) as e:
-        raise HTTPException(status_code=422, detail=str(e)) from e
+        with engine.admit():
+            data, filename = await single_payload(request, limit)
+            return await _score_one(engine, data, filename)
+    except QueueFull as e:
+        raise _busy(settings, e) from e
+    except ItemRejected as e:
+        raise HTTPException(status_code=e.status, detail=e.detail) from e
+
+
+async def _batch_item(engine: Engine, i: int, upload: UploadFile, limit: int) -> BatchItem:
+    try:
+        data = await read_upload(upload, limit)
+        return BatchItem(
+            index=i, filename=upload.filename, result=Scores(**await _score_one(engine, data, upload.filename))
+        )
+    except ItemRejected as e:
+        return BatchItem(index=i, filename=upload.filename, error=ItemError(status=e.status, detail=e.detail))
+
+
+@router.post(
+    "/score/batch",
+    response_model=BatchScores,
+    response_model_exclude_none=True,
+    responses=SCORE_ERRORS,
+    openapi_extra={"requestBody": upload_body("files", many=True)},
+)
+async def score_batch(request: Request, engine: EngineDep, settings: SettingsDep) -> Any:
+    """Score several creatives sent as multipart `files` fields: a result or an error per file.
+
+    The request succeeds when it is itself well-formed; a bad file gets its own `error`
+    (with the status it would have had alone) and the others are scored.
+    """
+    file_limit = int(settings.max_upload_mb * (1 << 20))
+    total_limit = int(settings.max_batch_upload_mb * (1 << 20))
+    try:
+        # NOTE: admit the most a batch can hold before reading it, so a full server reads nothing.
+        with engine.admit(min(settings.max_batch_files, settings.max_queue)):
+            uploads = await batch_uploads(request, settings.max_batch_files, file_limit, total_limit)
+            items = await asyncio.gather(*(_batch_item(engine, i, u, file_limit) for i, u in enumerate(uploads)))
+    except QueueFull as e:
+        raise _busy(settings, e) from e
+    return JSONResponse(BatchScores(results=list(items)).model_dump(exclude_none=True))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from creative_qa.media import MediaError, decode_bytes, decode_file
+from creative_qa.media import DecodeLimits, MediaError, MediaLimitError, decode_bytes, decode_file
 from creative_qa.preprocess import PreprocessSpec, preprocess, preprocess_batch
 
 
@@ -75,3 +75,124 @@ def test_bad_spec_and_bad_frame_are_errors():
         PreprocessSpec(input_size=128, detail_side=64)
     with pytest.raises(ValueError):
         preprocess(np.zeros((10, 10), np.uint8), PreprocessSpec())
+
+
+# --- bounded decoding --------------------------------------------------------------------
+
+
+def _video(seconds: float, fps: int = 30, w: int = 64, h: int = 48) -> bytes:
+    """A tiny H.264 MP4: a bar whose length encodes the frame index (so samples can be told apart)."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as c:
+        s = c.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        for i in range(int(seconds * fps)):
+            a = np.full((h, w, 3), 60, np.uint8)
+            a[: h // 2, : 1 + (i * w) // int(seconds * fps)] = 230
+            for p in s.encode(av.VideoFrame.from_ndarray(a, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return buf.getvalue()
+
+
+def _decode_peak(data: bytes, **kwargs) -> tuple[list, int]:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        frames = decode_bytes(data, "v.mp4", **kwargs)
+        return frames, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_video_decoder_memory_does_not_grow_with_the_video_length():
+    short, long = _video(4), _video(180)  # 120 vs 5,400 frames of 64x48
+    frames_s, peak_s = _decode_peak(short)
+    frames_l, peak_l = _decode_peak(long)
+    assert len(frames_s) == len(frames_l) == 8
+    # Decoding every frame to RGB first would hold 5,400 x 9 KB = 50 MB here.
+    assert peak_l < peak_s + 512 * 1024, (peak_s, peak_l)
+    # The samples spread over the whole video, in order; the bar shows which frame each is.
+    times = [f.time_s for f in frames_l]
+    assert times == sorted(times) and times[0] < 15 and times[-1] > 165
+    bars = [int((f.pixels[5] > 150).all(axis=-1).sum()) for f in frames_l]
+    assert bars == sorted(bars) and bars[-1] - bars[0] > 40
+
+
+def test_short_video_gives_each_frame_once():
+    frames = decode_bytes(_video(1, fps=4), "v.mp4", max_frames=8)
+    assert len(frames) == 4 and len({f.time_s for f in frames}) == 4
+
+
+@pytest.mark.parametrize(
+    ("limits", "reason"),
+    [
+        (DecodeLimits(max_duration_s=10), "over the 10 s limit"),
+        (DecodeLimits(max_frame_pixels=1000), "over the 1000 pixel limit"),
+        (DecodeLimits(max_decoded_frames=20), "more than 20 decoded frames"),
+        (DecodeLimits(max_decode_s=0), "longer than 0 s"),
+    ],
+)
+def test_video_over_a_limit_is_refused_with_the_reason(limits, reason):
+    with pytest.raises(MediaLimitError, match=reason):
+        decode_bytes(_video(12, fps=10), "v.mp4", limits=limits)
+
+
+def test_limits_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CREATIVE_QA_MAX_DURATION_S", "5")
+    with pytest.raises(MediaLimitError, match="over the 5 s limit"):
+        decode_bytes(_video(8, fps=5), "v.mp4")
+    monkeypatch.setenv("CREATIVE_QA_MAX_FRAME_PIXELS", "100")
+    with pytest.raises(MediaLimitError, match="100 pixel limit"):
+        decode_bytes(_png(np.zeros((20, 20, 3), np.uint8)))
+
+
+def test_animation_over_the_frame_limit_is_refused():
+    gif = io.BytesIO()
+    imgs = [Image.fromarray(np.full((8, 8, 3), v, np.uint8)) for v in range(0, 250, 10)]
+    imgs[0].save(gif, format="GIF", save_all=True, append_images=imgs[1:], duration=50)
+    assert len(decode_bytes(gif.getvalue(), max_frames=4)) == 4
+    with pytest.raises(MediaLimitError, match="frame limit"):
+        decode_bytes(gif.getvalue(), limits=DecodeLimits(max_decoded_frames=10))
+
+
+def _big_jpeg(w: int, h: int) -> bytes:
+    yy, xx = np.mgrid[0:h, 0:w]
+    arr = np.stack([(xx * 255 // w), (yy * 255 // h), ((xx // 97 + yy // 89) % 2) * 200], -1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def test_large_jpeg_is_decoded_reduced_but_the_model_sees_the_same_views():
+    data = _big_jpeg(3000, 2000)
+    full = decode_bytes(data)[0].pixels
+    reduced = decode_bytes(data, min_side=512)[0].pixels
+    assert full.shape == (2000, 3000, 3)
+    assert reduced.shape[0] >= 512 and reduced.shape[0] <= 1024 and reduced.shape[1] >= 768  # DCT 1/2 or 1/4
+    spec = PreprocessSpec(input_size=128, crops=2, detail_side=256)
+    diff = np.abs(preprocess(full, spec).astype(float) - preprocess(reduced, spec).astype(float)).mean()
+    assert diff < 2.0  # of 255: the same views to the model
+
+
+def test_png_is_reduced_by_an_integer_factor_never_below_min_side():
+    frames = decode_bytes(_png(np.zeros((900, 1300, 3), np.uint8)), min_side=256)
+    assert frames[0].pixels.shape == (300, 434, 3)  # factor 3 (rounded up): 900 // 3 = 300 >= 256
+    assert decode_bytes(_png(np.zeros((300, 400, 3), np.uint8)), min_side=256)[0].pixels.shape == (300, 400, 3)
+
+
+def test_scorer_decodes_no_smaller_than_its_preprocessing_needs(tiny_onnx):
+    from creative_qa.scorer import Scorer
+
+    scorer = Scorer(tiny_onnx)
+    assert scorer.spec.detail_side == 128 and scorer.decode_min_side == 256
+    data = _big_jpeg(2400, 1600)
+    assert min(scorer.decode(data)[0].pixels.shape[:2]) >= 256
+    full = scorer.score_frames(decode_bytes(data))
+    reduced = scorer.score_bytes(data)
+    assert abs(full["quality"] - reduced["quality"]) < 0.02
+    assert max(abs(full["tags"][t] - reduced["tags"][t]) for t in scorer.tags) < 0.05

@@ -1,0 +1,103 @@
+"""Reading uploads: a multipart ``file`` (or several), or a raw image/video body, within size limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import HTTPException, Request
+from starlette.datastructures import UploadFile
+
+ACCEPTED_PREFIXES = ("image/", "video/")
+ACCEPTED_TYPES = {"application/octet-stream", ""}
+
+
+class ItemRejected(Exception):
+    """One file of a batch refused (status and reason), while the others go on."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status, self.detail = status, detail
+
+
+def _mib(limit: int) -> str:
+    return f"{limit / (1 << 20):g} MiB"
+
+
+def type_error(content_type: str | None) -> str | None:
+    """Why this content type is refused, or None when it is an image, a video or unnamed bytes."""
+    ct = (content_type or "").split(";")[0].strip().lower()
+    if ct.startswith(ACCEPTED_PREFIXES) or ct in ACCEPTED_TYPES:
+        return None
+    return f"unsupported media type {ct!r}: send an image or a video"
+
+
+def check_length(request: Request, limit: int) -> None:
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit + 64 * 1024:
+        raise HTTPException(status_code=413, detail=f"upload is larger than {_mib(limit)}")
+
+
+async def read_limited(stream: AsyncIterator[bytes], limit: int) -> bytes:
+    chunks, size = [], 0
+    async for chunk in stream:
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(status_code=413, detail=f"upload is larger than {_mib(limit)}")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _form(request: Request, max_files: int, limit: int):
+    try:
+        return await request.form(max_files=max_files, max_fields=16, max_part_size=limit)
+    except HTTPException:
+        raise
+    except Exception as e:  # malformed multipart: the client's fault
+        raise HTTPException(status_code=400, detail=f"malformed multipart body: {e}") from e
+
+
+async def read_upload(upload: UploadFile, limit: int) -> bytes:
+    """One uploaded file's bytes; ``ItemRejected`` when it is the wrong type, too large or empty."""
+    reason = type_error(upload.content_type)
+    if reason:
+        raise ItemRejected(415, reason)
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise ItemRejected(413, f"upload is larger than {_mib(limit)}")
+    if not data:
+        raise ItemRejected(422, "empty upload")
+    return data
+
+
+async def single_payload(request: Request, limit: int) -> tuple[bytes, str | None]:
+    """The uploaded bytes and file name, from multipart ``file`` or the raw body."""
+    check_length(request, limit)
+    ctype = request.headers.get("content-type", "")
+    if ctype.startswith("multipart/form-data"):
+        form = await _form(request, 1, limit)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise HTTPException(status_code=422, detail="multipart body has no 'file' field")
+        try:
+            return await read_upload(upload, limit), upload.filename
+        except ItemRejected as e:
+            raise HTTPException(status_code=e.status, detail=e.detail) from e
+    reason = type_error(ctype)
+    if reason:
+        raise HTTPException(status_code=415, detail=reason)
+    data = await read_limited(request.stream(), limit)
+    if not data:
+        raise HTTPException(status_code=422, detail="empty upload: send the creative as a multipart 'file' or the body")
+    return data, request.headers.get("x-filename")
+
+
+async def batch_uploads(request: Request, max_files: int, file_limit: int, total_limit: int) -> list[UploadFile]:
+    """The multipart ``files`` of a batch request (at least one, at most ``max_files``)."""
+    check_length(request, total_limit)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise HTTPException(status_code=415, detail="send the creatives as multipart/form-data 'files' fields")
+    form = await _form(request, max_files, file_limit)
+    uploads = [u for u in form.getlist("files") if isinstance(u, UploadFile)]
+    if not uploads:
+        raise HTTPException(status_code=422, detail="multipart body has no 'files' field")
+    return uploads

@@ -1,0 +1,26 @@
+"""Tiny smoke run of benchmarks/serving.py, so it cannot rot (the real figures come from full runs)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_serving_benchmark_quick_runs_every_mode(tmp_path):
+    out = tmp_path / "serving.json"
+    env = {**os.environ, "CREATIVE_QA_HOME": str(tmp_path), "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "benchmarks/serving.py", "--quick", "--concurrency", "1,4", "--out", str(out)]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["errors"] == {}
+    modes = {(row["mode"], row["concurrency"]) for row in result["rows"]}
+    assert modes == {(m, c) for m in ("api-batching", "api-nobatch", "in-process", "mlflow-serve") for c in (1, 4)}
+    assert all(row["n_non_200"] == 0 and row["req_per_s"] > 0 for row in result["rows"])
+    assert result["ratios"]["4"]["a/c"] > 0 and result["ratios"]["4"]["a/d"] > 0
+    assert 0 < result["memory"]["api-batching"]["vmhwm_mb"] < 1024
+    assert "a/c" in r.stdout and "server peak memory" in r.stdout
