@@ -106,6 +106,16 @@ def reduce_factor(width: int, height: int, min_side: int | None) -> int:
     return max(1, min(width, height) // min_side)
 
 
+def _reduce(img: Image.Image, r: int) -> Image.Image:
+    """``img`` shrunk by the integer factor ``r`` (box filter); palette, 1-bit and 16-bit modes, which
+    ``Image.reduce`` refuses, go to RGB(A) first."""
+    if r < 2:
+        return img
+    if img.mode not in ("L", "LA", "RGB", "RGBA", "CMYK", "I", "F", "RGBa", "La"):
+        img = img.convert("RGBA" if img.mode in ("P", "PA") or "transparency" in img.info else "RGB")
+    return img.reduce(r)
+
+
 def _check_pixels(width: int, height: int, limits: DecodeLimits, what: str) -> None:
     if width * height > limits.max_frame_pixels:
         raise MediaLimitError(
@@ -124,10 +134,7 @@ def _decode_image(data: bytes, max_frames: int, limits: DecodeLimits, min_side: 
                 # NOTE: DCT scaling (1/2, 1/4, 1/8): never below the requested size.
                 img.draft(img.mode, _draft_size(img, min_side))
             img.load()
-            r = reduce_factor(img.width, img.height, min_side)
-            if r >= 2:
-                img = img.reduce(r)
-            return [Frame(_to_rgb(img), 0.0)]
+            return [Frame(_to_rgb(_reduce(img, reduce_factor(img.width, img.height, min_side))), 0.0)]
         if n > limits.max_decoded_frames:
             raise MediaLimitError(
                 f"animation has {n} frames, over the {limits.max_decoded_frames} frame limit "
@@ -145,8 +152,7 @@ def _decode_image(data: bytes, max_frames: int, limits: DecodeLimits, min_side: 
             if time.monotonic() > deadline:
                 raise MediaLimitError(f"decoding took longer than {limits.max_decode_s:g} s (CREATIVE_QA_MAX_DECODE_S)")
             if i in wanted:
-                r = reduce_factor(f.width, f.height, min_side)
-                frames.append(Frame(_to_rgb(f.reduce(r) if r >= 2 else f), t))
+                frames.append(Frame(_to_rgb(_reduce(f, reduce_factor(f.width, f.height, min_side))), t))
             t += float(f.info.get("duration", 100)) / 1000.0
         return frames
     except MediaError:

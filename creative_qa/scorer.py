@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,6 +97,18 @@ def resolve_model_uri(uri: str | Path) -> Path:
     return files[0]
 
 
+def _load_onnx(model: str | Path, providers, intra_op_threads: int | None = None) -> OnnxModel:
+    """The session for a path or an MLflow URI; a downloaded copy is deleted once the session holds it
+    (the export is one self-contained file), so reloads from the registry leave nothing behind."""
+    path = resolve_model_uri(model)
+    try:
+        return OnnxModel(path, providers, intra_op_threads)
+    finally:
+        tmp = next((p for p in path.parents if p.name.startswith("creative-qa-model-")), None)
+        if tmp is not None and Path(tempfile.gettempdir()) in tmp.parents:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 class OnnxModel:
     """The bare session: uint8 views in, ``(quality, tags)`` probabilities out."""
 
@@ -131,7 +144,7 @@ class Scorer:
         batch_size: int = 32,
         max_frames: int = DEFAULT_MAX_FRAMES,
     ):
-        self._setup(str(model), OnnxModel(resolve_model_uri(model), providers), batch_size, max_frames)
+        self._setup(str(model), _load_onnx(model, providers), batch_size, max_frames)
 
     @classmethod
     def load(
@@ -145,7 +158,7 @@ class Scorer:
     ) -> Scorer:
         """Like ``Scorer(...)``, with onnxruntime's thread count and the decoding limits set (serving uses it)."""
         obj = cls.__new__(cls)
-        obj._setup(str(model), OnnxModel(resolve_model_uri(model), providers, intra_op_threads), batch_size, max_frames)
+        obj._setup(str(model), _load_onnx(model, providers, intra_op_threads), batch_size, max_frames)
         obj.limits = limits
         return obj
 

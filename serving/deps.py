@@ -12,7 +12,8 @@ from serving.metrics import Metrics
 from serving.settings import Settings
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
+    # NOTE: async, so the request reaches admission without a thread hop in which a reload could close it.
     engine = getattr(request.app.state, "engine", None)
     if engine is None:
         reason = getattr(request.app.state, "load_error", None) or "no model is loaded"

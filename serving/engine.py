@@ -56,7 +56,7 @@ def smoke_test(scorer: Scorer) -> None:
         raise ValueError(
             f"smoke inference gave shapes {q.shape} and {t.shape}, expected (1,) and (1, {len(scorer.tags)})"
         )
-    if not (np.isfinite(q).all() and np.isfinite(t).all() and 0 <= q.min() and q.max() <= 1 and 0 <= t.min() <= 1):
+    if not (np.isfinite(q).all() and np.isfinite(t).all() and 0 <= q.min() and q.max() <= 1 and 0 <= t.min() and t.max() <= 1):
         raise ValueError("smoke inference gave values outside [0, 1]")
 
 
@@ -80,6 +80,7 @@ class Engine:
                 on_batch=metrics.batch_size.observe,
                 more_coming=lambda: self.preparing > 0,
             )
+        self.closing = False  # set by close(): admit nothing more
         self.inflight = 0  # admitted, not yet answered
         self.preparing = 0  # being decoded and preprocessed: about to join a batch
 
@@ -89,6 +90,7 @@ class Engine:
 
     async def close(self, timeout_s: float = 120.0) -> None:
         """Let admitted requests finish (bounded), then stop the batcher and the pool."""
+        self.closing = True
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout_s
         while self.inflight and loop.time() < end:
@@ -99,7 +101,10 @@ class Engine:
 
     @contextmanager
     def admit(self, n: int = 1):
-        """Reserve ``n`` places in the queue or raise ``QueueFull``."""
+        """Reserve ``n`` places in the queue or raise ``QueueFull`` (also while this engine is being replaced)."""
+        if self.closing:
+            self.metrics.rejected.inc(n)
+            raise QueueFull("the model is being replaced, retry")
         if self.inflight + n > self.settings.max_queue:
             self.metrics.rejected.inc(n)
             raise QueueFull(f"{self.inflight} creatives in flight (CREATIVE_QA_MAX_QUEUE={self.settings.max_queue})")
@@ -125,6 +130,10 @@ class Engine:
         self.preparing += 1
         try:
             frames, x = await loop.run_in_executor(self.pool, self._prepare, data, filename)
+        except RuntimeError as e:
+            if self.closing:
+                raise QueueFull("the model was replaced while this request waited, retry") from e
+            raise
         except MediaLimitError:
             self.metrics.decode_failures.labels("limit").inc()
             raise
@@ -133,9 +142,14 @@ class Engine:
             raise
         finally:
             self.preparing -= 1
-        if self.batcher:
-            q, t = await self.batcher.submit(x)
-        else:
-            self.metrics.batch_size.observe(len(x))
-            q, t = await loop.run_in_executor(self.pool, self._run, x)
+        try:
+            if self.batcher:
+                q, t = await self.batcher.submit(x)
+            else:
+                self.metrics.batch_size.observe(len(x))
+                q, t = await loop.run_in_executor(self.pool, self._run, x)
+        except RuntimeError as e:  # closed under a request that outlived close()'s grace period
+            if self.closing:
+                raise QueueFull("the model was replaced while this request waited, retry") from e
+            raise
         return self.scorer.scores(frames, q, t, is_video=len(frames) > 1)

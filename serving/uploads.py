@@ -47,9 +47,29 @@ async def read_limited(stream: AsyncIterator[bytes], limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _form(request: Request, max_files: int, limit: int):
+def _body_capped(request: Request, limit: int) -> Request:
+    """The request with its body cut off at ``limit`` (+ multipart overhead) as it streams in.
+
+    Content-Length is checked up front, but a chunked body has none, and Starlette spools file
+    parts to disk without a cap: without this a client could fill the disk before any check.
+    """
+    receive, seen = request.receive, 0
+
+    async def capped():
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit + 64 * 1024:
+                raise HTTPException(status_code=413, detail=f"upload is larger than {_mib(limit)}")
+        return message
+
+    return Request(request.scope, capped)
+
+
+async def _form(request: Request, max_files: int, limit: int, total: int):
     try:
-        return await request.form(max_files=max_files, max_fields=16, max_part_size=limit)
+        return await _body_capped(request, total).form(max_files=max_files, max_fields=16, max_part_size=limit)
     except HTTPException:
         raise
     except Exception as e:  # malformed multipart: the client's fault
@@ -74,7 +94,7 @@ async def single_payload(request: Request, limit: int) -> tuple[bytes, str | Non
     check_length(request, limit)
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
-        form = await _form(request, 1, limit)
+        form = await _form(request, 1, limit, limit)
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
             raise HTTPException(status_code=422, detail="multipart body has no 'file' field")
@@ -96,7 +116,7 @@ async def batch_uploads(request: Request, max_files: int, file_limit: int, total
     check_length(request, total_limit)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise HTTPException(status_code=415, detail="send the creatives as multipart/form-data 'files' fields")
-    form = await _form(request, max_files, file_limit)
+    form = await _form(request, max_files, file_limit, total_limit)
     uploads = [u for u in form.getlist("files") if isinstance(u, UploadFile)]
     if not uploads:
         raise HTTPException(status_code=422, detail="multipart body has no 'files' field")

@@ -185,6 +185,24 @@ def test_png_is_reduced_by_an_integer_factor_never_below_min_side():
     assert decode_bytes(_png(np.zeros((300, 400, 3), np.uint8)), min_side=256)[0].pixels.shape == (300, 400, 3)
 
 
+@pytest.mark.parametrize("mode", ["P", "1", "I;16", "LA"])
+def test_large_images_of_every_mode_are_reduced_not_refused(mode):
+    """Palette PNGs, 1-bit and 16-bit images (which Image.reduce refuses) decode reduced to RGB."""
+    img = Image.new("RGB", (1300, 1100), (30, 200, 90)).convert(mode)
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    frames = decode_bytes(buf.getvalue(), min_side=256)
+    assert frames[0].pixels.shape == (275, 325, 3)  # factor 4
+
+
+def test_large_gif_animation_is_reduced_not_refused():
+    frames = [Image.new("P", (1200, 1000), i * 40) for i in range(3)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100)
+    out = decode_bytes(buf.getvalue(), min_side=448)
+    assert len(out) == 3 and out[0].pixels.shape == (500, 600, 3)
+
+
 def test_scorer_decodes_no_smaller_than_its_preprocessing_needs(tiny_onnx):
     from creative_qa.scorer import Scorer
 
