@@ -56,7 +56,8 @@ def smoke_test(scorer: Scorer) -> None:
         raise ValueError(
             f"smoke inference gave shapes {q.shape} and {t.shape}, expected (1,) and (1, {len(scorer.tags)})"
         )
-    if not (np.isfinite(q).all() and np.isfinite(t).all() and 0 <= q.min() and q.max() <= 1 and 0 <= t.min() and t.max() <= 1):
+    finite = np.isfinite(q).all() and np.isfinite(t).all()
+    if not (finite and 0 <= q.min() and q.max() <= 1 and 0 <= t.min() and t.max() <= 1):
         raise ValueError("smoke inference gave values outside [0, 1]")
 
 
