@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -177,6 +178,12 @@ class Prepared:
     error: str | None = None
 
 
+def _stable(message: str) -> str:
+    # NOTE: decoders name their buffer objects ("<_io.BytesIO object at 0x7f...>"); drop the address so the
+    # same file gives the same row on every run and engine.
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", message)
+
+
 def prepare(item: dict[str, Any], spec: PreprocessSpec, max_frames: int) -> Prepared:
     """Decode one creative (bounded, as in serving) and preprocess every frame; errors become ``Prepared.error``."""
     try:
@@ -185,12 +192,12 @@ def prepare(item: dict[str, Any], spec: PreprocessSpec, max_frames: int) -> Prep
             raise MediaError("no frames to score")
         views = np.stack([preprocess(f.pixels, spec) for f in frames])
     except MediaError as e:
-        return Prepared(item, None, str(e))
+        return Prepared(item, None, _stable(str(e)))
     except ValueError as e:  # preprocess refuses a degenerate frame
-        return Prepared(item, None, f"cannot preprocess: {e}")
+        return Prepared(item, None, _stable(f"cannot preprocess: {e}"))
     except Exception as e:  # NOTE: one odd file must not end a run of a million; it gets its row.
         log.exception("unexpected error on %s", item["abspath"])
-        return Prepared(item, None, f"unexpected {type(e).__name__}: {e}")
+        return Prepared(item, None, _stable(f"unexpected {type(e).__name__}: {e}"))
     return Prepared(item, views)
 
 

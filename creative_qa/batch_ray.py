@@ -1,0 +1,125 @@
+"""The Ray Data engine of ``batch-score``: the same rows as the local engine, from as many machines as Ray has.
+
+The listing becomes a Ray Dataset; ``map_batches`` runs it through a fixed actor pool
+(``ActorPoolStrategy(size=n)``), each actor holding one ``Scorer`` (and one GPU when the
+cluster has GPUs: then one actor per GPU). An actor decodes, preprocesses and runs
+onnxruntime on its batch with the local engine's own functions (``prepare``,
+``score_prepared``), so the table is the same. Rows stream back to the driver, which writes
+them as the same atomic parts as the local engine: resuming, combining and the report work
+unchanged. The model travels to the actors through the object store, so cluster nodes need
+no copy of it; the creatives' paths must be readable from every node (a shared filesystem).
+
+With ``RAY_ADDRESS`` unset a small local Ray is started in-process (no dashboard, a small
+object store, ``workers`` CPUs) and stopped at the end; with it set, that cluster is used.
+Ray is an optional extra: ``pip install 'creative-qa[scale]'``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from creative_qa.batch import RowBuffer, output_schema, prepare, score_prepared, tune_cpu_session
+from creative_qa.scorer import Scorer
+
+log = logging.getLogger(__name__)
+
+LOCAL_OBJECT_STORE_BYTES = 128 * 1024**2
+INPUT_COLUMNS = ["path", "abspath", "size", "mtime_ns", "key"]
+
+
+class RayScorer:
+    """One actor's model: input rows (a pandas batch) in, output rows out."""
+
+    def __init__(self, model: list, max_frames: int, batch_size: int, gpu: bool):
+        import ray  # noqa: PLC0415
+
+        data = ray.get(model[0])  # NOTE: wrapped in a list so Ray Data hands us the reference, not a copy per call
+        fd, path = tempfile.mkstemp(suffix=".onnx", prefix="creative-qa-actor-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        self.scorer = Scorer(path, providers=None if gpu else ["CPUExecutionProvider"], max_frames=max_frames)
+        if not gpu:
+            tune_cpu_session(self.scorer, 1)  # one CPU per actor
+        self.batch_size = batch_size
+        self.columns = output_schema(self.scorer.tags).names
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        prepared = [prepare(item, self.scorer.spec, self.scorer.max_frames) for item in batch.to_dict("records")]
+        return pd.DataFrame(score_prepared(self.scorer, prepared, self.batch_size), columns=self.columns)
+
+
+def _init_ray(workers: int) -> bool:
+    """Connect to ``RAY_ADDRESS`` or start a small local Ray; True when this call started it."""
+    import ray  # noqa: PLC0415
+
+    if ray.is_initialized():
+        return False
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        log.info("connecting to the Ray cluster at %s", address)
+        ray.init(address=address, log_to_driver=False)
+    else:
+        ray.init(
+            address="local",
+            num_cpus=max(1, workers),
+            object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    return True
+
+
+def run_ray(
+    scorer: Scorer, todo: pd.DataFrame, out: RowBuffer, workers: int, batch_size: int, chunk_size: int = 16
+) -> dict[str, Any]:
+    """Score ``todo`` into ``out`` with Ray Data; returns facts about the run for the record."""
+    try:
+        import ray  # noqa: PLC0415
+        from ray.data import ActorPoolStrategy, DataContext  # noqa: PLC0415
+    except ImportError as e:
+        raise RuntimeError("--engine ray needs Ray: pip install 'creative-qa[scale]'") from e
+
+    started = _init_ray(workers)
+    try:
+        ctx = DataContext.get_current()
+        ctx.enable_progress_bars = False  # our own bar counts creatives
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        actors = gpus if gpus else max(1, workers)
+        model_ref = ray.put(Path(scorer.onnx.path).read_bytes())
+        # NOTE: a block goes to one actor: at least one block per actor, a few more to balance the load.
+        chunk_size = max(1, min(chunk_size, -(-len(todo) // actors)))
+        blocks = max(min(actors, len(todo)), min(-(-len(todo) // chunk_size), actors * 8))
+        step = -(-len(todo) // blocks)
+        ds = ray.data.from_pandas([todo.iloc[i : i + step][INPUT_COLUMNS].copy() for i in range(0, len(todo), step)])
+        ds = ds.map_batches(
+            RayScorer,
+            fn_constructor_kwargs={
+                "model": [model_ref],
+                "max_frames": scorer.max_frames,
+                "batch_size": batch_size,
+                "gpu": bool(gpus),
+            },
+            batch_size=chunk_size,
+            batch_format="pandas",
+            compute=ActorPoolStrategy(size=actors),
+            num_gpus=1 if gpus else None,
+            num_cpus=None if gpus else 1,
+        )
+        log.info("Ray Data: %d actors (%s), %d blocks", actors, f"{gpus} GPUs" if gpus else "CPU", blocks)
+        for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
+            batch["error"] = batch["error"].astype(object).where(batch["error"].notna(), None)
+            out.add(batch.to_dict("records"))
+    finally:
+        if started:
+            ray.shutdown()
+    return {"ray_actors": actors, "ray_gpus": gpus, "ray_address": os.environ.get("RAY_ADDRESS") or "local"}
+
+
+__all__ = ["RayScorer", "run_ray"]
