@@ -31,9 +31,7 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
-import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -53,9 +51,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from creative_qa.batch_worker import Prepared, init_worker, prepare, prepare_chunk, ready
 from creative_qa.manifest import ManifestError, read_manifest
 from creative_qa.media import MediaError, decode_file
-from creative_qa.preprocess import PreprocessSpec, preprocess
 from creative_qa.scorer import Scorer
 
 log = logging.getLogger(__name__)
@@ -167,38 +165,6 @@ def _flat(path: str, scores: dict[str, Any] | None, error: str | None, tags: lis
         row |= scores["tags"]
         row["flags"] = ",".join(scores["flags"])
     return row
-
-
-@dataclass
-class Prepared:
-    """One creative after decoding and preprocessing: its views, or why it has none."""
-
-    item: dict[str, Any]  # the input row: path, abspath, size, mtime_ns, key
-    views: np.ndarray | None  # (F, V, S, S, 3) uint8, one entry per frame
-    error: str | None = None
-
-
-def _stable(message: str) -> str:
-    # NOTE: decoders name their buffer objects ("<_io.BytesIO object at 0x7f...>"); drop the address so the
-    # same file gives the same row on every run and engine.
-    return re.sub(r" at 0x[0-9a-fA-F]+", "", message)
-
-
-def prepare(item: dict[str, Any], spec: PreprocessSpec, max_frames: int) -> Prepared:
-    """Decode one creative (bounded, as in serving) and preprocess every frame; errors become ``Prepared.error``."""
-    try:
-        frames = decode_file(item["abspath"], max_frames)
-        if not frames:
-            raise MediaError("no frames to score")
-        views = np.stack([preprocess(f.pixels, spec) for f in frames])
-    except MediaError as e:
-        return Prepared(item, None, _stable(str(e)))
-    except ValueError as e:  # preprocess refuses a degenerate frame
-        return Prepared(item, None, _stable(f"cannot preprocess: {e}"))
-    except Exception as e:  # NOTE: one odd file must not end a run of a million; it gets its row.
-        log.exception("unexpected error on %s", item["abspath"])
-        return Prepared(item, None, _stable(f"unexpected {type(e).__name__}: {e}"))
-    return Prepared(item, views)
 
 
 def score_prepared(scorer: Scorer, prepared: Sequence[Prepared], batch_size: int) -> list[dict[str, Any]]:
@@ -382,27 +348,6 @@ class RowBuffer:
 
 
 # --- the local engine: worker processes + onnxruntime here ---------------------------------------
-_WORKER: dict[str, Any] = {}
-
-
-def _watch_parent(parent: int) -> None:
-    # NOTE: a SIGKILLed parent cannot tell its workers to stop; they notice and leave on their own.
-    while True:
-        time.sleep(1.0)
-        if os.getppid() != parent:
-            os._exit(0)
-
-
-def _init_worker(spec: dict[str, Any], max_frames: int, parent: int) -> None:
-    _WORKER["spec"] = PreprocessSpec.from_dict(spec)
-    _WORKER["max_frames"] = max_frames
-    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-
-
-def _prepare_chunk(items: list[dict[str, Any]]) -> list[Prepared]:
-    return [prepare(it, _WORKER["spec"], _WORKER["max_frames"]) for it in items]
-
-
 def cpu_count() -> int:
     """Cores this process may run on."""
     try:
@@ -435,16 +380,27 @@ def _chunks(todo: pd.DataFrame, size: int) -> Iterator[list[dict[str, Any]]]:
         yield todo.iloc[start : start + size][cols].to_dict("records")
 
 
+def start_pool(workers: int) -> ProcessPoolExecutor:
+    """``workers`` decode processes, started now (they need no model, so they start while it loads)."""
+    # NOTE: spawn, never fork: forking a process that holds onnxruntime's threads is unsafe.
+    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init_worker,
+                               initargs=(os.getpid(),))  # fmt: skip
+    for _ in range(workers):
+        pool.submit(ready)
+    return pool
+
+
 def run_local(
     scorer: Scorer,
     todo: pd.DataFrame,
     out: RowBuffer,
+    pool: ProcessPoolExecutor | None,
     workers: int,
     batch_size: int,
     chunk_size: int = 8,
     prefetch: int = 4,
 ) -> None:
-    """Score ``todo`` into ``out``: ``workers`` processes prepare chunks (0: in this process), ORT runs here.
+    """Score ``todo`` into ``out``: the pool's processes prepare chunks (no pool: this process), ORT runs here.
 
     At most ``prefetch * workers`` chunks are in flight; results are consumed in input order.
     """
@@ -460,35 +416,33 @@ def run_local(
             pending, frames = [], 0
 
     chunks = _chunks(todo, chunk_size)
-    if workers <= 0:
+    if pool is None:
         for items in chunks:
             consume([prepare(it, scorer.spec, scorer.max_frames) for it in items])
     else:
-        ctx = get_context("spawn")  # NOTE: never fork a process that holds an onnxruntime session
-        init = (scorer.spec.to_dict(), scorer.max_frames, os.getpid())
-        with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=init) as pool:
-            window: deque[tuple[list[dict[str, Any]], Future]] = deque()
+        spec = scorer.spec.to_dict()
+        window: deque[tuple[list[dict[str, Any]], Future]] = deque()
 
-            def submit() -> None:
-                items = next(chunks, None)
-                if items is not None:
-                    window.append((items, pool.submit(_prepare_chunk, items)))
+        def submit() -> None:
+            items = next(chunks, None)
+            if items is not None:
+                window.append((items, pool.submit(prepare_chunk, items, spec, scorer.max_frames)))
 
-            for _ in range(max(1, prefetch * workers)):
-                submit()
-            while window:
-                items, fut = window.popleft()
-                try:
-                    prepared = fut.result()
-                except BrokenProcessPool as e:
-                    # A decoder crashed its worker (a segfault, the OOM killer): the rows not yet written are
-                    # rescored by the next run; say which chunk it was.
-                    raise RuntimeError(
-                        f"a decode worker died while preparing {[it['path'] for it in items]}; "
-                        "rerun the same command to resume"
-                    ) from e
-                submit()
-                consume(prepared)
+        for _ in range(max(1, prefetch * workers)):
+            submit()
+        while window:
+            items, fut = window.popleft()
+            try:
+                prepared = fut.result()
+            except BrokenProcessPool as e:
+                # A decoder crashed its worker (a segfault, the OOM killer): what is in parts is kept, the next
+                # run scores the rest; say which chunk it was.
+                raise RuntimeError(
+                    f"a decode worker died while preparing {[it['path'] for it in items]}; "
+                    "rerun the same command to resume"
+                ) from e
+            submit()
+            consume(prepared)
     if pending:
         out.add(score_prepared(scorer, pending, batch_size))
 
@@ -566,12 +520,37 @@ def batch_score(
     if out.suffix.lower() not in (".parquet", ".pq", ".csv"):
         raise ValueError(f"{out}: the output must end in .parquet or .csv")
     t0 = time.perf_counter()
+    n_workers = cpu_count() if workers is None else workers
+    pool = start_pool(n_workers) if engine == "local" and n_workers > 0 else None
+    try:
+        return _batch_score(input_path, out, model, pool, t0, n_workers, batch_size, engine, content_hash, overwrite,
+                            report, part_size, ort_threads, progress)  # fmt: skip
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _batch_score(
+    input_path: str | Path,
+    out: Path,
+    model: str | Path | Scorer,
+    pool: ProcessPoolExecutor | None,
+    t0: float,
+    n_workers: int,
+    batch_size: int,
+    engine: str,
+    content_hash: bool,
+    overwrite: bool,
+    report: str | Path | None | bool,
+    part_size: int,
+    ort_threads: int | None,
+    progress: bool,
+) -> BatchSummary:
     try:
         todo_all = list_inputs(input_path, content_hash)
     except ManifestError as e:
         raise ValueError(str(e)) from e
     scorer = model if isinstance(model, Scorer) else Scorer(model)
-    n_workers = cpu_count() if workers is None else workers
     run_meta = {
         "model_name": scorer.name,
         "model_version": scorer.version,
@@ -602,7 +581,7 @@ def batch_score(
                 threads = ort_threads or max(1, cpu_count() - n_workers)
                 tune_cpu_session(scorer, threads)
                 extra = {"ort_threads": threads}
-                run_local(scorer, todo, buf, n_workers, batch_size)
+                run_local(scorer, todo, buf, pool, n_workers, batch_size)
         buf.flush()
         bar.close()
         seconds = time.perf_counter() - t_score
