@@ -34,8 +34,8 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -46,14 +46,13 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from creative_qa.batch_worker import Prepared, init_worker, prepare, prepare_chunk, ready
-from creative_qa.manifest import ManifestError, read_manifest
-from creative_qa.media import MediaError, decode_file
+from creative_qa.manifest import ManifestError
+from creative_qa.media import MEDIA_EXTS, MediaError, decode_file
 from creative_qa.scorer import Scorer
 
 log = logging.getLogger(__name__)
@@ -66,19 +65,6 @@ META_COLUMNS = ("flags", "n_frames", "error", "model_name", "model_version", "si
 
 
 # --- inputs and keys --------------------------------------------------------------------------
-def _read_path_list(src: Path) -> pd.DataFrame:
-    """A .txt file of paths, one a line (blank lines and ``#`` comments skipped), relative to the file."""
-    paths = []
-    with src.open(encoding="utf-8") as f:
-        for line in f:
-            s = line.strip()
-            if s and not s.startswith("#"):
-                paths.append(s)
-    return pd.DataFrame(
-        {"path": paths, "abspath": [p if Path(p).is_absolute() else str(src.parent / p) for p in paths]}
-    )
-
-
 def _content_hash(path: str) -> str | None:
     h = hashlib.blake2b(digest_size=16)
     try:
@@ -90,45 +76,173 @@ def _content_hash(path: str) -> str | None:
     return h.hexdigest()
 
 
-def list_inputs(source: str | Path, content_hash: bool = False) -> pd.DataFrame:
-    """The creatives to score: ``path`` (as given), ``abspath``, ``size``, ``mtime_ns`` and the resume ``key``.
+def _iter_paths(source: str | Path, chunk_rows: int) -> Iterator[list[str]]:
+    """The paths a source lists, relative to it or absolute, in chunks (never the whole listing at once)."""
+    src = Path(source)
+    if src.is_dir():
+        buf: list[str] = []
+        for root, dirs, files in os.walk(src):
+            dirs.sort()
+            rel = os.path.relpath(root, src)
+            for f in sorted(files):
+                if Path(f).suffix.lower() in MEDIA_EXTS:
+                    buf.append(f if rel == "." else os.path.join(rel, f))
+                    if len(buf) >= chunk_rows:
+                        yield buf
+                        buf = []
+        if buf:
+            yield buf
+        return
+    if not src.is_file():
+        raise ManifestError(f"{src}: no such manifest or folder")
+    suffix = src.suffix.lower()
+    if suffix == ".txt":  # one path a line; blank lines and # comments skipped
+        with src.open(encoding="utf-8") as f:
+            buf = []
+            for line in f:
+                if (p := line.strip()) and not p.startswith("#"):
+                    buf.append(p)
+                    if len(buf) >= chunk_rows:
+                        yield buf
+                        buf = []
+            if buf:
+                yield buf
+    elif suffix in (".parquet", ".pq"):
+        pf = pq.ParquetFile(src)
+        if "path" not in pf.schema_arrow.names:
+            raise ManifestError(
+                f"{src}: the manifest has no 'path' column (columns: {', '.join(pf.schema_arrow.names)})"
+            )
+        for batch in pf.iter_batches(batch_size=chunk_rows, columns=["path"]):
+            yield [str(p) for p in batch.column("path").to_pylist() if p is not None]
+    elif suffix in (".csv", ".tsv"):
+        sep = "\t" if suffix == ".tsv" else ","
+        cols = list(pd.read_csv(src, sep=sep, nrows=0).columns)
+        if "path" not in cols:
+            raise ManifestError(f"{src}: the manifest has no 'path' column (columns: {', '.join(map(str, cols))})")
+        for chunk in pd.read_csv(src, sep=sep, usecols=["path"], dtype={"path": str}, chunksize=chunk_rows):
+            yield chunk["path"].dropna().tolist()
+    else:
+        raise ManifestError(f"{src}: the input must be a folder, a .csv/.tsv/.parquet manifest or a .txt list of paths")
 
-    ``source`` is a folder (every image and video under it), a CSV/TSV/Parquet manifest
-    with a ``path`` column, or a ``.txt`` file of paths. A missing file keeps its row
-    (size -1) and is reported as an error when scored. Duplicate keys are dropped.
+
+def iter_inputs(source: str | Path, content_hash: bool = False, chunk_rows: int = 8192) -> Iterator[pd.DataFrame]:
+    """The creatives to score, in chunks: ``path`` (as listed), ``abspath``, ``size``, ``mtime_ns`` and ``key``.
+
+    ``source`` is a folder (every image and video under it), a CSV/TSV/Parquet manifest with a
+    ``path`` column (relative to the manifest) or a ``.txt`` file of paths. The key is the absolute
+    path, size and modification time, or with ``content_hash`` the absolute path and a hash of the
+    bytes. A missing file keeps its row (size -1) and is reported when scored.
     """
     src = Path(source)
-    if src.is_file() and src.suffix.lower() == ".txt":
-        df = _read_path_list(src)
-    else:
-        df = read_manifest(src)[["path", "abspath"]]
-    df["path"] = df["path"].astype(str)
-    df["abspath"] = [os.path.abspath(p) for p in df["abspath"]]
-    sizes, mtimes = [], []
-    for p in df["abspath"]:
-        try:
-            st = os.stat(p)
-            sizes.append(st.st_size)
-            mtimes.append(st.st_mtime_ns)
-        except OSError:
-            sizes.append(-1)
-            mtimes.append(-1)
-    df["size"] = np.asarray(sizes, dtype=np.int64)
-    df["mtime_ns"] = np.asarray(mtimes, dtype=np.int64)
-    if content_hash:
-        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+    root = src if src.is_dir() else src.parent
+    for paths in _iter_paths(src, chunk_rows):
+        absp = [os.path.abspath(p if os.path.isabs(p) else os.path.join(root, p)) for p in paths]
+        sizes, mtimes = [], []
+        for p in absp:
+            try:
+                st = os.stat(p)
+                sizes.append(st.st_size)
+                mtimes.append(st.st_mtime_ns)
+            except OSError:
+                sizes.append(-1)
+                mtimes.append(-1)
+        if content_hash:
+            # NOTE: hashlib releases the GIL on large buffers, so threads overlap the reads.
+            with ThreadPoolExecutor(max_workers=8) as ex:
+                digests = list(ex.map(_content_hash, absp))
+            keys = [f"{a}|{d or 'unreadable'}" for a, d in zip(absp, digests, strict=True)]
+        else:
+            keys = [f"{a}|{s}|{m}" for a, s, m in zip(absp, sizes, mtimes, strict=True)]
+        yield pd.DataFrame(
+            {
+                "path": paths,
+                "abspath": absp,
+                "size": np.asarray(sizes, dtype=np.int64),
+                "mtime_ns": np.asarray(mtimes, dtype=np.int64),
+                "key": keys,
+            }
+        )
 
-        # NOTE: hashlib releases the GIL on large buffers, so threads overlap the reads.
-        with ThreadPoolExecutor(max_workers=8) as ex:
-            digests = list(ex.map(_content_hash, df["abspath"]))
-        df["key"] = [f"{a}|{d or 'unreadable'}" for a, d in zip(df["abspath"], digests, strict=True)]
-    else:
-        df["key"] = [f"{a}|{s}|{m}" for a, s, m in zip(df["abspath"], df["size"], df["mtime_ns"], strict=True)]
-    n = len(df)
-    df = df.drop_duplicates("key").reset_index(drop=True)
-    if len(df) < n:
-        log.info("%d duplicate inputs dropped (same file listed more than once)", n - len(df))
-    return df
+
+def list_inputs(source: str | Path, content_hash: bool = False) -> pd.DataFrame:
+    """``iter_inputs`` as one frame, duplicates dropped (for small inputs and tests)."""
+    chunks = list(iter_inputs(source, content_hash))
+    if not chunks:
+        return pd.DataFrame(columns=["path", "abspath", "size", "mtime_ns", "key"])
+    return pd.concat(chunks, ignore_index=True).drop_duplicates("key").reset_index(drop=True)
+
+
+def key_ids(keys: Iterable[str]) -> np.ndarray:
+    """64-bit ids of resume keys: what the run keeps in memory per creative (8 bytes, not the key's string)."""
+    return np.fromiter(
+        (int.from_bytes(hashlib.blake2b(k.encode(), digest_size=8).digest(), "little", signed=True) for k in keys),
+        dtype=np.int64,
+    )
+
+
+def _member(ids: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
+    """``ids[i] in sorted_ids``, by binary search."""
+    if not len(sorted_ids):
+        return np.zeros(len(ids), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_ids, ids), len(sorted_ids) - 1)
+    return sorted_ids[at] == ids
+
+
+TODO_SCHEMA = pa.schema(
+    [("path", pa.string()), ("abspath", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()),
+     ("key", pa.string()), ("key_id", pa.int64())]
+)  # fmt: skip
+
+
+@dataclass
+class Listing:
+    """The inputs of a run, on disk: what is left to score (``todo``, a Parquet file) and the ids of all."""
+
+    todo: Path
+    n_todo: int
+    n_inputs: int
+    n_done: int
+    ids: np.ndarray  # sorted unique key ids of every current input
+    n_dupes: int = 0
+
+    def chunks(self, size: int) -> Iterator[list[dict[str, Any]]]:
+        """The creatives to score, ``size`` at a time, each once."""
+        emitted = np.empty(0, dtype=np.int64)
+        for batch in pq.ParquetFile(self.todo).iter_batches(batch_size=size):
+            rows = batch.to_pylist()
+            ids = np.asarray([r["key_id"] for r in rows], dtype=np.int64)
+            fresh = ~_member(ids, emitted) if len(emitted) else np.ones(len(ids), dtype=bool)
+            if self.n_dupes:  # NOTE: only a listing with duplicates pays for remembering what was emitted
+                emitted = np.union1d(emitted, ids)
+            _, first = np.unique(ids, return_index=True)
+            keep = np.zeros(len(ids), dtype=bool)
+            keep[first] = True
+            rows = [r for r, k in zip(rows, keep & fresh, strict=True) if k]
+            if rows:
+                yield rows
+
+
+def make_listing(source: str | Path, content_hash: bool, done: np.ndarray, todo_path: Path) -> Listing:
+    """Stream the source's listing to ``todo_path``, leaving out what ``done`` (sorted key ids) covers."""
+    all_ids: list[np.ndarray] = []
+    todo_ids: list[np.ndarray] = []
+    tmp = todo_path.with_name(todo_path.name + ".tmp")
+    with pq.ParquetWriter(str(tmp), TODO_SCHEMA) as w:
+        for chunk in iter_inputs(source, content_hash):
+            ids = key_ids(chunk["key"])
+            all_ids.append(ids)
+            left = ~_member(ids, done)
+            chunk = chunk[left].assign(key_id=ids[left])
+            todo_ids.append(ids[left])
+            w.write_table(pa.Table.from_pandas(chunk, schema=TODO_SCHEMA, preserve_index=False))
+    os.replace(tmp, todo_path)
+    every = np.concatenate(all_ids) if all_ids else np.empty(0, dtype=np.int64)
+    unique = np.unique(every)
+    n_todo = len(np.unique(np.concatenate(todo_ids))) if todo_ids else 0
+    if len(every) > len(unique):
+        log.info("%d duplicate inputs dropped (same file listed more than once)", len(every) - len(unique))
+    return Listing(todo_path, n_todo, len(unique), len(unique) - n_todo, unique, n_dupes=len(every) - len(unique))
 
 
 # --- the output table ---------------------------------------------------------------------------
@@ -250,12 +364,10 @@ class PartStore:
     def parts(self) -> list[Path]:
         return sorted(self.dir.glob(PART_GLOB))
 
-    def done_keys(self) -> set[str]:
-        """Keys of every creative already in a finished part."""
-        done: set[str] = set()
-        for p in self.parts():
-            done.update(pq.read_table(p, columns=["key"]).column("key").to_pylist())
-        return done
+    def done_ids(self) -> np.ndarray:
+        """Sorted key ids of every creative already in a finished part."""
+        ids = [key_ids(pq.read_table(p, columns=["key"]).column("key").to_pylist()) for p in self.parts()]
+        return np.unique(np.concatenate(ids)) if ids else np.empty(0, dtype=np.int64)
 
     def write(self, rows: list[dict[str, Any]]) -> Path:
         """Write one part atomically: temporary name, fsync, rename, fsync the folder."""
@@ -274,13 +386,13 @@ class PartStore:
         self._next += 1
         return final
 
-    def select(self, keys: Sequence[str]) -> None:
-        """Limit ``iter_batches`` and ``combine`` to these keys: the current inputs.
+    def select(self, ids: np.ndarray) -> None:
+        """Limit ``iter_batches`` and ``combine`` to these sorted key ids: the current inputs.
 
         A creative modified since it was scored, or dropped from the input, keeps its old row in its part
         but not in the combined output, which holds each current input exactly once.
         """
-        self._keep = pa.array(list(keys), type=pa.string())
+        self._keep = ids
 
     def iter_batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         """Every (selected) row of every part, one record batch at a time (bounded memory)."""
@@ -289,7 +401,8 @@ class PartStore:
         for p in self.parts():
             for batch in pq.ParquetFile(p).iter_batches(batch_size=4096, columns=read):
                 if keep is not None:
-                    batch = batch.filter(pc.is_in(batch.column("key"), value_set=keep))
+                    mask = _member(key_ids(batch.column("key").to_pylist()), keep)
+                    batch = batch.filter(pa.array(mask))
                     if columns is not None and read != columns:
                         batch = batch.select(columns)
                 if batch.num_rows:
@@ -374,12 +487,6 @@ def tune_cpu_session(scorer: Scorer, threads: int) -> None:
     )
 
 
-def _chunks(todo: pd.DataFrame, size: int) -> Iterator[list[dict[str, Any]]]:
-    cols = ["path", "abspath", "size", "mtime_ns", "key"]
-    for start in range(0, len(todo), size):
-        yield todo.iloc[start : start + size][cols].to_dict("records")
-
-
 def start_pool(workers: int) -> ProcessPoolExecutor:
     """``workers`` decode processes, started now (they need no model, so they start while it loads)."""
     # NOTE: spawn, never fork: forking a process that holds onnxruntime's threads is unsafe.
@@ -392,15 +499,14 @@ def start_pool(workers: int) -> ProcessPoolExecutor:
 
 def run_local(
     scorer: Scorer,
-    todo: pd.DataFrame,
+    chunks: Iterator[list[dict[str, Any]]],
     out: RowBuffer,
     pool: ProcessPoolExecutor | None,
     workers: int,
     batch_size: int,
-    chunk_size: int = 8,
     prefetch: int = 4,
 ) -> None:
-    """Score ``todo`` into ``out``: the pool's processes prepare chunks (no pool: this process), ORT runs here.
+    """Score ``chunks`` of input rows into ``out``: the pool's processes prepare them (no pool: this process), ORT here.
 
     At most ``prefetch * workers`` chunks are in flight; results are consumed in input order.
     """
@@ -415,7 +521,6 @@ def run_local(
             out.add(score_prepared(scorer, pending, batch_size))
             pending, frames = [], 0
 
-    chunks = _chunks(todo, chunk_size)
     if pool is None:
         for items in chunks:
             consume([prepare(it, scorer.spec, scorer.max_frames) for it in items])
@@ -546,10 +651,6 @@ def _batch_score(
     ort_threads: int | None,
     progress: bool,
 ) -> BatchSummary:
-    try:
-        todo_all = list_inputs(input_path, content_hash)
-    except ManifestError as e:
-        raise ValueError(str(e)) from e
     scorer = model if isinstance(model, Scorer) else Scorer(model)
     run_meta = {
         "model_name": scorer.name,
@@ -561,31 +662,32 @@ def _batch_score(
     }
     store = PartStore(out, scorer.tags, run_meta, overwrite=overwrite)
     try:
-        done = store.done_keys()
-        todo = todo_all[~todo_all["key"].isin(done)].reset_index(drop=True)
-        del done
-        already = len(todo_all) - len(todo)
+        try:
+            listing = make_listing(input_path, content_hash, store.done_ids(), store.dir / "_todo.parquet")
+        except ManifestError as e:
+            raise ValueError(str(e)) from e
+        already = listing.n_done
         if already:
-            log.info("%d of %d creatives already scored in %s; scoring the other %d", already, len(todo_all),
-                     store.dir, len(todo))  # fmt: skip
-        bar = tqdm(total=len(todo), desc="batch-score", unit="creative", disable=not progress, smoothing=0.1)
+            log.info("%d of %d creatives already scored in %s; scoring the other %d", already, listing.n_inputs,
+                     store.dir, listing.n_todo)  # fmt: skip
+        bar = tqdm(total=listing.n_todo, desc="batch-score", unit="creative", disable=not progress, smoothing=0.1)
         buf = RowBuffer(store, part_size, bar)
         t_score = time.perf_counter()
         extra: dict[str, Any] = {}
-        if len(todo):
+        if listing.n_todo:
             if engine == "ray":
                 from creative_qa.batch_ray import run_ray  # noqa: PLC0415
 
-                extra = run_ray(scorer, todo, buf, workers=n_workers, batch_size=batch_size)
+                extra = run_ray(scorer, listing, buf, workers=n_workers, batch_size=batch_size)
             else:
                 threads = ort_threads or max(1, cpu_count() - n_workers)
                 tune_cpu_session(scorer, threads)
                 extra = {"ort_threads": threads}
-                run_local(scorer, todo, buf, pool, n_workers, batch_size)
+                run_local(scorer, listing.chunks(8), buf, pool, n_workers, batch_size)
         buf.flush()
         bar.close()
         seconds = time.perf_counter() - t_score
-        rate = (buf.scored + buf.errors) / seconds if seconds > 0 and len(todo) else 0.0
+        rate = (buf.scored + buf.errors) / seconds if seconds > 0 and listing.n_todo else 0.0
         stats = {
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "engine": engine,
@@ -597,7 +699,8 @@ def _batch_score(
             **extra,
         }
         store.record_run(stats)
-        store.select(todo_all["key"])
+        listing.todo.unlink(missing_ok=True)
+        store.select(listing.ids)
         rows = store.combine()
         report_path = None
         if report:
@@ -606,7 +709,7 @@ def _batch_score(
             report_path = default_report_path(out) if report is True else Path(report)
             write_report(store, scorer, report_path, run=stats)
         summary = BatchSummary(
-            inputs=len(todo_all),
+            inputs=listing.n_inputs,
             already_done=already,
             scored=buf.scored,
             errors=buf.errors,

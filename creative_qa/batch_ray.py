@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from creative_qa.batch import RowBuffer, output_schema, prepare, score_prepared, tune_cpu_session
+from creative_qa.batch import Listing, RowBuffer, output_schema, prepare, score_prepared, tune_cpu_session
 from creative_qa.scorer import Scorer
 
 log = logging.getLogger(__name__)
@@ -77,9 +77,9 @@ def _init_ray(workers: int) -> bool:
 
 
 def run_ray(
-    scorer: Scorer, todo: pd.DataFrame, out: RowBuffer, workers: int, batch_size: int, chunk_size: int = 16
+    scorer: Scorer, listing: Listing, out: RowBuffer, workers: int, batch_size: int, chunk_size: int = 16
 ) -> dict[str, Any]:
-    """Score ``todo`` into ``out`` with Ray Data; returns facts about the run for the record."""
+    """Score the listing's creatives into ``out`` with Ray Data; returns facts about the run for the record."""
     try:
         import ray  # noqa: PLC0415
         from ray.data import ActorPoolStrategy, DataContext  # noqa: PLC0415
@@ -94,10 +94,12 @@ def run_ray(
         actors = gpus if gpus else max(1, workers)
         model_ref = ray.put(Path(scorer.onnx.path).read_bytes())
         # NOTE: a block goes to one actor: at least one block per actor, a few more to balance the load.
-        chunk_size = max(1, min(chunk_size, -(-len(todo) // actors)))
-        blocks = max(min(actors, len(todo)), min(-(-len(todo) // chunk_size), actors * 8))
-        step = -(-len(todo) // blocks)
-        ds = ray.data.from_pandas([todo.iloc[i : i + step][INPUT_COLUMNS].copy() for i in range(0, len(todo), step)])
+        n = listing.n_todo
+        chunk_size = max(1, min(chunk_size, -(-n // actors)))
+        blocks = max(min(actors, n), min(-(-n // chunk_size), actors * 8))
+        # Each block goes to the object store as it is read: the driver never holds the whole listing.
+        refs = [ray.put(pd.DataFrame(rows)[INPUT_COLUMNS]) for rows in listing.chunks(-(-n // blocks))]
+        ds = ray.data.from_pandas_refs(refs)
         ds = ds.map_batches(
             RayScorer,
             fn_constructor_kwargs={
@@ -112,7 +114,7 @@ def run_ray(
             num_gpus=1 if gpus else None,
             num_cpus=None if gpus else 1,
         )
-        log.info("Ray Data: %d actors (%s), %d blocks", actors, f"{gpus} GPUs" if gpus else "CPU", blocks)
+        log.info("Ray Data: %d actors (%s), %d blocks", actors, f"{gpus} GPUs" if gpus else "CPU", len(refs))
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
             batch["error"] = batch["error"].astype(object).where(batch["error"].notna(), None)
             out.add(batch.to_dict("records"))

@@ -64,9 +64,10 @@ def test_batch_score_reports_and_skips_corrupt_files(tiny_onnx, tiny_data, tmp_p
 def test_videos_are_aggregated_like_the_scorer(tiny_onnx, tiny_data, tmp_path):
     videos = sorted(tiny_data["train_labeled"].parent.rglob("*.mp4"))[:2]
     listing = tmp_path / "paths.txt"
-    listing.write_text("# two videos\n" + "\n".join(map(str, videos)) + "\n\n")
+    listing.write_text("# two videos, the first listed twice\n" + "\n".join(map(str, [*videos, videos[0]])) + "\n\n")
     out = tmp_path / "v.parquet"
-    batch_score(listing, out, tiny_onnx, workers=1, report=False, progress=False)
+    summary = batch_score(listing, out, tiny_onnx, workers=1, report=False, progress=False)
+    assert (summary.inputs, summary.rows) == (2, 2)
     back = pd.read_parquet(out)
     scorer = Scorer(tiny_onnx)
     for v, row in zip(videos, back.itertuples(), strict=True):
