@@ -34,7 +34,7 @@ import os
 import shutil
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -487,28 +487,45 @@ def tune_cpu_session(scorer: Scorer, threads: int) -> None:
     )
 
 
-def start_pool(workers: int) -> ProcessPoolExecutor:
-    """``workers`` decode processes, started now (they need no model, so they start while it loads)."""
-    # NOTE: spawn, never fork: forking a process that holds onnxruntime's threads is unsafe.
-    pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=init_worker,
-                               initargs=(os.getpid(),))  # fmt: skip
-    for _ in range(workers):
-        pool.submit(ready)
-    return pool
+class WorkerPool:
+    """The decode processes, started at once (they need no model, so they start while it loads); restartable."""
+
+    def __init__(self, workers: int, task: Callable[..., list[Prepared]] = prepare_chunk):
+        self.workers, self.task = workers, task
+        self.pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        # NOTE: spawn, never fork: forking a process that holds onnxruntime's threads is unsafe.
+        pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"), initializer=init_worker,
+                                   initargs=(os.getpid(),))  # fmt: skip
+        for _ in range(self.workers):
+            pool.submit(ready)
+        return pool
+
+    def submit(self, items: list[dict[str, Any]], spec: dict[str, Any], max_frames: int) -> Future:
+        return self.pool.submit(self.task, items, spec, max_frames)
+
+    def restart(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = self._start()
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_local(
     scorer: Scorer,
     chunks: Iterator[list[dict[str, Any]]],
     out: RowBuffer,
-    pool: ProcessPoolExecutor | None,
-    workers: int,
+    pool: WorkerPool | None,
     batch_size: int,
     prefetch: int = 4,
 ) -> None:
     """Score ``chunks`` of input rows into ``out``: the pool's processes prepare them (no pool: this process), ORT here.
 
-    At most ``prefetch * workers`` chunks are in flight; results are consumed in input order.
+    At most ``prefetch * workers`` chunks are in flight; results are consumed in input order. A worker that
+    dies (a decoder crash, the OOM killer) takes the chunks in flight with it: they are redone one creative
+    at a time on a fresh pool, and the creative that kills its worker again gets an error row.
     """
     pending: list[Prepared] = []
     frames = 0
@@ -531,21 +548,32 @@ def run_local(
         def submit() -> None:
             items = next(chunks, None)
             if items is not None:
-                window.append((items, pool.submit(prepare_chunk, items, spec, scorer.max_frames)))
+                window.append((items, pool.submit(items, spec, scorer.max_frames)))
 
-        for _ in range(max(1, prefetch * workers)):
+        def alone(item: dict[str, Any]) -> Prepared:
+            try:
+                return pool.submit([item], spec, scorer.max_frames).result()[0]
+            except BrokenProcessPool:
+                log.error("%s crashed its decode worker; it gets an error row", item["abspath"])
+                pool.restart()
+                return Prepared(item, None, "the decoder crashed on this file (its worker process died)")
+
+        for _ in range(max(1, prefetch * pool.workers)):
             submit()
         while window:
             items, fut = window.popleft()
             try:
                 prepared = fut.result()
-            except BrokenProcessPool as e:
-                # A decoder crashed its worker (a segfault, the OOM killer): what is in parts is kept, the next
-                # run scores the rest; say which chunk it was.
-                raise RuntimeError(
-                    f"a decode worker died while preparing {[it['path'] for it in items]}; "
-                    "rerun the same command to resume"
-                ) from e
+            except BrokenProcessPool:
+                lost = [items] + [it for it, _ in window]
+                window.clear()
+                log.warning("a decode worker died; redoing the %d chunks in flight one creative at a time", len(lost))
+                pool.restart()
+                for chunk in lost:
+                    consume([alone(it) for it in chunk])
+                for _ in range(max(1, prefetch * pool.workers)):
+                    submit()
+                continue
             submit()
             consume(prepared)
     if pending:
@@ -625,14 +653,18 @@ def batch_score(
     if out.suffix.lower() not in (".parquet", ".pq", ".csv"):
         raise ValueError(f"{out}: the output must end in .parquet or .csv")
     t0 = time.perf_counter()
+    try:
+        next(_iter_paths(input_path, 1), None)  # a bad input fails now, before a model loads or a worker starts
+    except ManifestError as e:
+        raise ValueError(str(e)) from e
     n_workers = cpu_count() if workers is None else workers
-    pool = start_pool(n_workers) if engine == "local" and n_workers > 0 else None
+    pool = WorkerPool(n_workers) if engine == "local" and n_workers > 0 else None
     try:
         return _batch_score(input_path, out, model, pool, t0, n_workers, batch_size, engine, content_hash, overwrite,
                             report, part_size, ort_threads, progress)  # fmt: skip
     finally:
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown()
 
 
 def _batch_score(
@@ -667,6 +699,8 @@ def _batch_score(
         except ManifestError as e:
             raise ValueError(str(e)) from e
         already = listing.n_done
+        if not listing.n_inputs:
+            log.warning("%s lists no creatives (images: %s; videos too)", input_path, ", ".join(sorted(MEDIA_EXTS)))
         if already:
             log.info("%d of %d creatives already scored in %s; scoring the other %d", already, listing.n_inputs,
                      store.dir, listing.n_todo)  # fmt: skip
@@ -674,16 +708,20 @@ def _batch_score(
         buf = RowBuffer(store, part_size, bar)
         t_score = time.perf_counter()
         extra: dict[str, Any] = {}
-        if listing.n_todo:
-            if engine == "ray":
+        try:
+            if listing.n_todo and engine == "ray":
                 from creative_qa.batch_ray import run_ray  # noqa: PLC0415
 
                 extra = run_ray(scorer, listing, buf, workers=n_workers, batch_size=batch_size)
-            else:
+            elif listing.n_todo:
                 threads = ort_threads or max(1, cpu_count() - n_workers)
                 tune_cpu_session(scorer, threads)
                 extra = {"ort_threads": threads}
-                run_local(scorer, listing.chunks(8), buf, pool, n_workers, batch_size)
+                run_local(scorer, listing.chunks(8), buf, pool, batch_size)
+        except BaseException:  # an interrupt, a full disk: keep the rows already scored
+            with contextlib.suppress(Exception):
+                buf.flush()
+            raise
         buf.flush()
         bar.close()
         seconds = time.perf_counter() - t_score
@@ -771,6 +809,7 @@ __all__ = [
     "list_inputs",
     "output_schema",
     "prepare",
+    "WorkerPool",
     "run_local",
     "score_frame_table",
     "score_prepared",

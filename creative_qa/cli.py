@@ -91,7 +91,7 @@ def cmd_batch(a: argparse.Namespace) -> None:
             part_size=a.part_size,
             ort_threads=a.ort_threads,
         )
-    except RuntimeError as e:  # another run holds the output, a decode worker died
+    except RuntimeError as e:  # another run holds the output; Ray is not installed
         sys.exit(f"creative-qa batch-score: {e}")
     print(summary.line())
 

@@ -74,3 +74,33 @@ def test_sigkill_then_rerun_scores_each_creative_once(tiny_onnx, creatives, tmp_
     pd.testing.assert_frame_equal(got[scores], ref[scores], atol=2e-6, rtol=0)
     assert (got["flags"] == ref["flags"]).all() and (got["error"].isna() == ref["error"].isna()).all()
     assert got.loc["broken.jpg", "error"] and got["error"].notna().sum() == 1
+
+
+def test_a_creative_that_kills_its_worker_gets_an_error_row_and_the_rest_are_scored(tiny_onnx, tiny_data, tmp_path):
+    from tqdm import tqdm
+
+    from creative_qa.batch import PartStore, RowBuffer, WorkerPool, list_inputs, run_local
+    from tests.creative_qa.crashing_task import prepare_chunk_or_die
+
+    folder = tmp_path / "in"
+    shutil.copytree(tiny_data["test"].parent / "test", folder)
+    pngs = sorted(folder.glob("*.png"))
+    shutil.copyfile(pngs[3], folder / "crash.png")
+    inputs = list_inputs(folder)
+    scorer = Scorer(tiny_onnx)
+    store = PartStore(tmp_path / "o.parquet", scorer.tags, {"model_name": "tiny"})
+    buf = RowBuffer(store, 1000, tqdm(disable=True))
+    pool = WorkerPool(2, task=prepare_chunk_or_die)
+    try:
+        chunks = (inputs.iloc[i : i + 3].to_dict("records") for i in range(0, len(inputs), 3))
+        run_local(scorer, chunks, buf, pool, batch_size=4)
+    finally:
+        pool.shutdown()
+    buf.flush()
+    store.combine()
+    store.close()
+    back = pd.read_parquet(tmp_path / "o.parquet")
+    assert len(back) == len(inputs) and back["path"].is_unique
+    errors = back.set_index("path")["error"].dropna()
+    assert list(errors.index) == ["crash.png"] and "crashed" in errors.iloc[0]
+    assert back["quality"].notna().sum() == len(inputs) - 1

@@ -87,6 +87,9 @@ def test_folder_manifest_and_path_list_give_the_same_keys(tiny_data, tmp_path):
     by_parquet = list_inputs(tmp_path / "m.parquet")
     assert len(by_folder) == len(files) > 0
     assert set(by_folder["key"]) == set(by_txt["key"]) == set(by_parquet["key"])
+    (tmp_path / "nopath.csv").write_text("file,x\na.png,1\n")
+    with pytest.raises(ValueError, match="no 'path' column"):
+        batch_score(tmp_path / "nopath.csv", tmp_path / "o.parquet", "unused.onnx", workers=0)
     hashed = list_inputs(folder, content_hash=True)
     assert hashed["key"].is_unique and not set(hashed["key"]) & set(by_folder["key"])
 
