@@ -5,8 +5,11 @@
 **Pipeline.** Decoding and preprocessing run in ``workers`` processes (PIL and the crop
 search hold the GIL); each needs only the ``PreprocessSpec``. onnxruntime runs in this
 process on batches of ``batch_size`` frames, while the workers prepare the next chunks.
-At most ``2 * workers`` chunks are in flight, so memory stays flat however large the
-input. Videos go through the same bounded decoder as serving (``media.decode_file``)
+At most 4 chunks per worker are in flight, so memory stays flat however large the
+input; the listing itself is streamed to a file in the parts folder and only an 8-byte id
+per creative is kept in memory. A worker that dies (a decoder crash) is replaced and the
+creatives it held are redone one at a time; the one that kills it again gets an error row.
+Videos go through the same bounded decoder as serving (``media.decode_file``)
 and are aggregated as in ``Scorer.score_frames`` (mean quality, highest probability
 per tag).
 
@@ -60,8 +63,6 @@ log = logging.getLogger(__name__)
 ENGINES = ("local", "ray")
 PART_GLOB = "part-*.parquet"
 RUN_FILE = "_run.json"
-# Columns after the tag columns; the tag columns sit between ``quality`` and ``flags``.
-META_COLUMNS = ("flags", "n_frames", "error", "model_name", "model_version", "size", "mtime_ns", "key")
 
 
 # --- inputs and keys --------------------------------------------------------------------------
