@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -99,24 +100,32 @@ def make_set(root: Path, n: int, n_corrupt: int, seed: int = 0) -> Path:
     return manifest
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished (joined) children."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def stage_limits(scorer: Scorer, paths: list[str], threads: int, batch: int) -> dict[str, float]:
-    """Decode + preprocess in this process (one worker's rate) and onnxruntime alone, in creatives/s."""
+    """Decode + preprocess in this process (one worker's rate) and onnxruntime alone, in creatives/s and CPU ms."""
     items = [{"path": p, "abspath": p, "size": 0, "mtime_ns": 0, "key": p} for p in paths]
-    t = time.perf_counter()
+    t, c = time.perf_counter(), cpu_seconds()
     prepared = [prepare(it, scorer.spec, scorer.max_frames) for it in items]
-    t_prep = time.perf_counter() - t
+    t_prep, c_prep = time.perf_counter() - t, cpu_seconds() - c
     views = np.concatenate([p.views for p in prepared if p.views is not None])
     tune_cpu_session(scorer, threads)
     scorer.onnx.run(views[:batch])  # warm-up
-    t = time.perf_counter()
+    t, c = time.perf_counter(), cpu_seconds()
     for i in range(0, len(views), batch):
         scorer.onnx.run(views[i : i + batch])
-    t_ort = time.perf_counter() - t
+    t_ort, c_ort = time.perf_counter() - t, cpu_seconds() - c
     frames_per_creative = len(views) / len(paths)
     return {
         "worker_rate": len(paths) / t_prep,
         "ort_rate": len(views) / t_ort / frames_per_creative,  # creatives/s, videos counted by their frames
         "frames_per_creative": frames_per_creative,
+        "prep_cpu_ms": 1000 * c_prep / len(paths),
+        "ort_cpu_ms": 1000 * c_ort / len(paths),
     }
 
 
@@ -189,9 +198,11 @@ def main() -> None:
 
         rows = []
         scorer = Scorer(model)  # the old path: default session, everything in one thread
-        t = time.perf_counter()
+        t, c = time.perf_counter(), cpu_seconds()
         score_frame_table(scorer, paths, paths, progress=False)
-        rows.append({"run": "serial loop (old)", "workers": 0, "creatives_per_s": total / (time.perf_counter() - t)})
+        t, c = time.perf_counter() - t, cpu_seconds() - c
+        rows.append({"run": "serial loop (old)", "workers": 0, "creatives_per_s": total / t, "cores_used": c / t,
+                     "cpu_ms_per_creative": 1000 * c / total})  # fmt: skip
 
         sample = paths[:: max(1, total // 600)]
         limits = {}
@@ -204,12 +215,20 @@ def main() -> None:
             rows.append(
                 {"run": f"limit: onnxruntime ({threads} thr)", "workers": w, "creatives_per_s": lim["ort_rate"]}
             )
+        # What the machine's cores could do if every stage had them all (the CPU cost of decode+preprocess+ORT).
+        lim = limits[n_workers]
+        cpu_ms = lim["prep_cpu_ms"] + lim["ort_cpu_ms"]
+        rows.append({"run": f"limit: all stages on {cpu_count()} cores", "workers": n_workers,
+                     "creatives_per_s": cpu_count() * 1000 / cpu_ms, "cpu_ms_per_creative": cpu_ms})  # fmt: skip
 
         for w in sorted({1, n_workers}):
+            t, c = time.perf_counter(), cpu_seconds()
             s = batch_score(manifest, work / f"p{w}.parquet", model, workers=w, report=False, progress=False)
+            t, c = time.perf_counter() - t, cpu_seconds() - c  # the pool is joined: its workers' CPU is counted
             assert s.rows == total, (s.rows, total)
             rows.append({"run": "pipeline", "workers": w, "creatives_per_s": s.creatives_per_s,
-                         "vs_limit": s.creatives_per_s / limits[w]["limit"], "errors": s.errors})  # fmt: skip
+                         "vs_limit": s.creatives_per_s / limits[w]["limit"], "errors": s.errors,
+                         "cores_used": c / t, "cpu_ms_per_creative": 1000 * c / total})  # fmt: skip
         if not a.no_ray:
             s = batch_score(manifest, work / "ray.parquet", model, engine="ray", workers=n_workers, report=False,
                             progress=False)  # fmt: skip
@@ -234,13 +253,16 @@ def main() -> None:
             mem.append({"run": f"memory, {len(listing)} creatives", "workers": n_workers, **r})
         growth = mem[1]["peak_rss_mb"] / mem[0]["peak_rss_mb"]
 
-        print_table(rows, ["run", "workers", "creatives_per_s", "vs_limit", "errors"])
+        print_table(
+            rows, ["run", "workers", "creatives_per_s", "vs_limit", "cores_used", "cpu_ms_per_creative", "errors"]
+        )
         print_table(mem, ["run", "workers", "peak_rss_mb", "wall_s"])
         pipe_n = next(r for r in rows if r["run"] == "pipeline" and r["workers"] == n_workers)
         print(
             f"pipeline at {n_workers} workers: {pipe_n['creatives_per_s']:.1f} creatives/s = "
             f"{pipe_n['vs_limit']:.2f}x its slowest-stage limit ({limits[n_workers]['limit']:.1f}/s; target >= 0.8); "
-            f"peak memory 10x input / 1x input = {growth:.2f}"
+            f"peak memory 10x input / 1x input = {growth:.2f}; "
+            f"load average {os.getloadavg()[0]:.1f} on {cpu_count()} cores"
         )
         info = {
             "creatives": total,
