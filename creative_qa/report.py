@@ -87,7 +87,7 @@ def _svg_histogram(counts: np.ndarray, width: int = 640, height: int = 200) -> s
         )
     ticks = "".join(
         f'<text x="{pad + v * (width - 2 * pad):.1f}" y="{height - 10}" font-size="11" '
-        f'text-anchor="middle">{v:.1f}</text>'
+        f'text-anchor="middle">{v:g}</text>'
         for v in (0, 0.25, 0.5, 0.75, 1.0)
     )
     return (
@@ -177,6 +177,8 @@ def write_report(store: PartStore, scorer: Scorer, path: str | Path, run: dict[s
     if not run or not run.get("creatives"):  # a rerun with nothing left: show the last run that scored
         run = next((r for r in reversed(runs) if r.get("creatives")), run or {})
     n_err = n_rows - n_scored
+    all_n = sum(r.get("creatives", 0) for r in runs)
+    all_s = sum(r.get("seconds", 0) for r in runs)
     groups = {t.name: t.group for t in scorer.taxonomy.tags}
     tag_rows = "".join(
         f"<tr><td>{html.escape(t)}</td><td>{html.escape(groups.get(t, ''))}</td>"
@@ -227,6 +229,8 @@ figure img {{ max-width: {THUMB}px; max-height: {THUMB}px; display: block; borde
 <tr><th>last run</th><td>{run.get("creatives", 0)} creatives in {run.get("seconds", 0):.1f} s:
  <b>{run.get("creatives_per_s", 0):.1f} creatives/s</b> ({html.escape(str(run.get("engine", "")))},
  {run.get("workers", "")} workers)</td></tr>
+<tr><th>all runs</th><td>{len(runs)} runs, {all_n} creatives in {all_s:.1f} s of scoring:
+ {all_n / all_s if all_s else 0:.1f} creatives/s</td></tr>
 <tr><th>output</th><td>{html.escape(str(store.output))}</td></tr>
 </table>
 <h2>Quality distribution</h2>

@@ -1,6 +1,8 @@
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -125,3 +127,13 @@ def test_rerun_scores_only_what_changed_and_keeps_one_row_each(tiny_onnx, tiny_d
         batch_score(folder, out, tiny_onnx, workers=0, report=False, progress=False)
     fresh = batch_score(folder, out, tiny_onnx, workers=0, report=False, progress=False, overwrite=True)
     assert (fresh.already_done, fresh.scored + fresh.errors, fresh.rows) == (0, n, n)
+
+
+@pytest.mark.parametrize("module", ["creative_qa.batch_ray", "creative_qa.report", "creative_qa.batch_worker"])
+def test_batch_modules_import_without_torch_or_ray(module):
+    code = (
+        f"import sys, {module}; bad = [m for m in ('torch', 'timm', 'training', 'ray') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"{module} pulled in {r.stdout.strip()} {r.stderr[-500:]}"
