@@ -34,7 +34,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -327,15 +326,18 @@ class PartStore:
         self.dir = self.output.with_name(self.output.name + ".parts")
         self.tags = list(tags)
         self.schema = output_schema(self.tags)
-        if overwrite:
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.output.unlink(missing_ok=True)
+        self._keep: np.ndarray | None = None
         self.dir.mkdir(parents=True, exist_ok=True)
         self._lock = open(self.dir / "_lock", "w")  # noqa: SIM115  (held for the store's life)
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as e:
+            self._lock.close()
             raise RuntimeError(f"another batch-score run is writing to {self.dir}") from e
+        if overwrite:  # NOTE: only once the lock is ours, so a running writer never loses its parts
+            for old in [*self.dir.glob(PART_GLOB), self.dir / RUN_FILE]:
+                old.unlink(missing_ok=True)
+            self.output.unlink(missing_ok=True)
         for tmp in self.dir.glob("*.tmp"):  # a killed run's unfinished part
             tmp.unlink()
         self.meta = self._check_meta(run_meta)
@@ -397,7 +399,7 @@ class PartStore:
 
     def iter_batches(self, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         """Every (selected) row of every part, one record batch at a time (bounded memory)."""
-        keep = getattr(self, "_keep", None)
+        keep = self._keep
         read = columns if columns is None or keep is None or "key" in columns else [*columns, "key"]
         for p in self.parts():
             for batch in pq.ParquetFile(p).iter_batches(batch_size=4096, columns=read):

@@ -137,3 +137,17 @@ def test_batch_modules_import_without_torch_or_ray(module):
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, f"{module} pulled in {r.stdout.strip()} {r.stderr[-500:]}"
+
+
+def test_one_writer_per_output(tmp_path):
+    from creative_qa.batch import PartStore
+
+    first = PartStore(tmp_path / "o.parquet", ["a"], {"model_name": "m"})
+    first.write([{"path": "x.png", "quality": 0.5, "a": 0.1, "key": "x|1|1"}])
+    with pytest.raises(RuntimeError, match="another batch-score run"):
+        PartStore(tmp_path / "o.parquet", ["a"], {"model_name": "m"}, overwrite=True)
+    assert len(first.parts()) == 1  # the refused --overwrite deleted nothing
+    first.close()
+    again = PartStore(tmp_path / "o.parquet", ["a"], {"model_name": "m"}, overwrite=True)
+    assert again.parts() == [] and len(again.done_ids()) == 0
+    again.close()
