@@ -258,11 +258,23 @@ def main() -> None:
         )
         print_table(mem, ["run", "workers", "peak_rss_mb", "wall_s"])
         pipe_n = next(r for r in rows if r["run"] == "pipeline" and r["workers"] == n_workers)
+        # Load-independent view, from CPU times: the best ratio any pipeline can reach when its workers and
+        # onnxruntime share these cores, and the pipeline's CPU cost next to the bare stages'.
+        lim = limits[n_workers]
+        cpu_ms = lim["prep_cpu_ms"] + lim["ort_cpu_ms"]
+        ceiling = (cpu_count() / cpu_ms) / min(n_workers / lim["prep_cpu_ms"], 1 / lim["ort_cpu_ms"])
+        efficiency = cpu_ms / pipe_n["cpu_ms_per_creative"]
         print(
             f"pipeline at {n_workers} workers: {pipe_n['creatives_per_s']:.1f} creatives/s = "
             f"{pipe_n['vs_limit']:.2f}x its slowest-stage limit ({limits[n_workers]['limit']:.1f}/s; target >= 0.8); "
             f"peak memory 10x input / 1x input = {growth:.2f}; "
             f"load average {os.getloadavg()[0]:.1f} on {cpu_count()} cores"
+        )
+        print(
+            f"from CPU times (load-independent): sharing {cpu_count()} cores with onnxruntime caps any pipeline at "
+            f"{ceiling:.2f}x that limit; the pipeline spends {pipe_n['cpu_ms_per_creative']:.2f} ms CPU per creative, "
+            f"the bare stages {cpu_ms:.2f} ms (CPU efficiency {efficiency:.2f}); it got {pipe_n['cores_used']:.2f} "
+            f"of {cpu_count()} cores"
         )
         info = {
             "creatives": total,
@@ -274,7 +286,8 @@ def main() -> None:
             "machine": f"{platform.machine()} {platform.processor()}".strip(),
             "load_avg_1m": os.getloadavg()[0],
         }
-        out = write_json(a.out, {"info": info, "rows": rows, "limits": limits, "memory": mem, "memory_growth": growth})
+        out = write_json(a.out, {"info": info, "rows": rows, "limits": limits, "memory": mem, "memory_growth": growth,
+                                  "shared_core_ceiling": ceiling, "cpu_efficiency": efficiency})  # fmt: skip
         print(f"wrote {out}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
