@@ -80,9 +80,23 @@ def cmd_score(a: argparse.Namespace) -> None:
 def cmd_batch(a: argparse.Namespace) -> None:
     from creative_qa.batch import batch_score  # noqa: PLC0415
 
-    table = batch_score(a.input, a.output, a.model, batch_size=a.batch_size)
-    n_err = int(table["error"].notna().sum())
-    print(f"scored {len(table) - n_err} creatives, {n_err} errors -> {a.output}")
+    try:
+        summary = batch_score(
+            a.input,
+            a.output,
+            a.model,
+            batch_size=a.batch_size,
+            workers=a.workers,
+            engine=a.engine,
+            content_hash=a.hash,
+            overwrite=a.overwrite,
+            report=False if a.no_report else (a.report or True),
+            part_size=a.part_size,
+            ort_threads=a.ort_threads,
+        )
+    except RuntimeError as e:  # another run holds the output; Ray is not installed
+        sys.exit(f"creative-qa batch-score: {e}")
+    print(summary.line())
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
@@ -149,11 +163,27 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--model", default=DEFAULT_MODEL, help="ONNX path or models:/name@alias")
     sc.set_defaults(fn=cmd_score)
 
-    b = sub.add_parser("batch-score", help="score a manifest or folder into a Parquet/CSV table")
-    b.add_argument("--input", required=True)
-    b.add_argument("--output", required=True)
+    b = sub.add_parser(
+        "batch-score",
+        help="score a folder, manifest or path list into Parquet/CSV, resumably, with an HTML report",
+        description="Score every creative of a folder (recursive), a CSV/Parquet manifest with a 'path' column "
+        "or a .txt file of paths. Rows go to <output>.parts/ as they are scored; rerunning the same command "
+        "skips what is done. When all are done the parts are combined into --output and a report is written.",
+    )
+    b.add_argument("--input", required=True, help="folder, .csv/.parquet manifest or .txt list of paths")
+    b.add_argument("--output", required=True, help="scores.parquet (default format) or scores.csv")
     b.add_argument("--model", default=DEFAULT_MODEL)
-    b.add_argument("--batch-size", type=int, default=32)
+    b.add_argument("--batch-size", type=int, default=32, help="frames per onnxruntime call")
+    b.add_argument("--workers", type=int, default=None, help="decode processes (default: the machine's cores)")
+    b.add_argument(
+        "--engine", choices=("local", "ray"), default="local", help="ray: Ray Data (RAY_ADDRESS for a cluster)"
+    )
+    b.add_argument("--hash", action="store_true", help="key done creatives by content hash, not size and mtime")
+    b.add_argument("--overwrite", action="store_true", help="drop earlier parts and start fresh")
+    b.add_argument("--report", default=None, help="HTML report path (default: <output stem>.report.html)")
+    b.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    b.add_argument("--part-size", type=int, default=1024, help="rows per part file (the most a kill can lose)")
+    b.add_argument("--ort-threads", type=int, default=None, help="onnxruntime CPU threads (default: cores left over)")
     b.set_defaults(fn=cmd_batch)
 
     sv = sub.add_parser("serve", help="run the HTTP API")
