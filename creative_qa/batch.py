@@ -781,7 +781,7 @@ def score_frame_table(
         pending: list[tuple[int, np.ndarray]] = []
         for i in range(start, min(start + batch_size, len(paths))):
             try:
-                frames = decode_file(paths[i], scorer.max_frames)
+                frames = decode_file(paths[i], scorer.max_frames, scorer.limits, scorer.decode_min_side)
             except MediaError as e:
                 log.warning("skipping %s: %s", paths[i], e)
                 rows[i] = _flat(display[i], None, str(e), scorer.tags, 0)

@@ -40,7 +40,8 @@ def _stable(message: str) -> str:
 def prepare(item: dict[str, Any], spec: PreprocessSpec, max_frames: int) -> Prepared:
     """Decode one creative (bounded, as in serving) and preprocess every frame; errors become ``Prepared.error``."""
     try:
-        frames = decode_file(item["abspath"], max_frames)
+        # NOTE: reduced as serving decodes it: the same views, and a 60 MP still costs what the model needs.
+        frames = decode_file(item["abspath"], max_frames, min_side=spec.decode_min_side)
         if not frames:
             raise MediaError("no frames to score")
         views = np.stack([preprocess(f.pixels, spec) for f in frames])

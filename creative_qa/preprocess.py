@@ -58,6 +58,18 @@ class PreprocessSpec:
     def views(self) -> int:
         return 1 + self.crops
 
+    @property
+    def decode_min_side(self) -> int | None:
+        """The smallest short side decoding may reduce a creative to without changing what the model sees.
+
+        Detail crops are cut after rescaling the short side to ``detail_side`` (the whole view
+        needs only ``input_size``); twice that leaves the final resize its anti-aliasing margin.
+        Native-size crops (``detail_side=0``) need the full resolution: ``None``.
+        """
+        if self.crops and not self.detail_side:
+            return None
+        return 2 * (self.detail_side if self.crops else self.input_size)
+
     def to_dict(self) -> dict[str, int | str]:
         return asdict(self)
 

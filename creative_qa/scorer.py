@@ -222,15 +222,8 @@ class Scorer:
 
     @property
     def decode_min_side(self) -> int | None:
-        """The smallest short side decoding may reduce a creative to without changing what the model sees.
-
-        Detail crops are cut after rescaling the short side to ``detail_side`` (the whole view
-        needs only ``input_size``); twice that leaves the final resize its anti-aliasing margin.
-        Native-size crops (``detail_side=0``) need the full resolution: ``None``.
-        """
-        if self.spec.crops and not self.spec.detail_side:
-            return None
-        return 2 * (self.spec.detail_side if self.spec.crops else self.spec.input_size)
+        """How small decoding may make a creative (``PreprocessSpec.decode_min_side``)."""
+        return self.spec.decode_min_side
 
     def decode(self, data: bytes, filename: str | None = None) -> list[Frame]:
         """Bounded decoding of one creative, reduced to what the model needs."""
