@@ -8,10 +8,13 @@ inside the exported ONNX graph: nothing model-specific is left for the scorer.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import timm
 import torch
 from torch import nn
+
+from training.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -108,19 +111,19 @@ def build_model(model_cfg, num_tags: int) -> CreativeModel:
     )
 
 
-def config_of(ckpt: dict):
+def config_of(ckpt: Checkpoint):
     """The ``TrainConfig`` a checkpoint was trained with."""
     from training.config import TrainConfig, build_config  # noqa: PLC0415
 
-    return build_config(TrainConfig, ckpt["config"], "<checkpoint>", strict=False)
+    return build_config(TrainConfig, ckpt.config, "<checkpoint>", strict=False)
 
 
-def model_from_checkpoint(ckpt: dict | str) -> CreativeModel:
+def model_from_checkpoint(ckpt: Checkpoint | str | Path) -> CreativeModel:
     """The evaluated network of a checkpoint (the teacher, for methods that keep one), in eval mode."""
-    if not isinstance(ckpt, dict):
-        ckpt = torch.load(ckpt, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, Checkpoint):
+        ckpt = Checkpoint.load(ckpt)
     cfg = config_of(ckpt)
     cfg.model.pretrained, cfg.model.weights = False, None  # the checkpoint has the weights
-    model = build_model(cfg.model, len(ckpt["taxonomy"]["tags"]))
-    model.load_state_dict(ckpt.get("eval_model") or ckpt["model"])
+    model = build_model(cfg.model, len(ckpt.taxonomy["tags"]))
+    model.load_state_dict(ckpt.eval_model or ckpt.model)
     return model.eval()
