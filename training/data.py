@@ -260,7 +260,7 @@ def build_view_cache(
     """
     pool = pool if spec.crops else 0
     root.mkdir(parents=True, exist_ok=True)
-    folder = root / f"{desc}-{cache_key(paths, spec, pool)}"
+    folder = root / cache_key(paths, spec, pool)
     report = LoadReport(total=len(paths), cache=str(folder))
     meta_path = folder / "meta.json"
     if not meta_path.is_file():

@@ -47,7 +47,8 @@ class PlainLogged(Method):
     def after_step(self, step):
         if step + 1 == self.last_step:
             net = getattr(self.model, "module", self.model)
-            torch.save({k: v.detach().clone() for k, v in net.state_dict().items()}, self.out / f"params-{self.rank}.pt")
+            state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            torch.save(state, self.out / f"params-{self.rank}.pt")
 """
 
 
