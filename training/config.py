@@ -38,6 +38,10 @@ class DataConfig:
     cache: str = "auto"  # view cache: "auto" = <home>/cache, a folder, or "off" (decode into RAM)
     workers: int = 0  # processes that build the view cache (0 = one per CPU)
     loader_workers: int = 0  # DataLoader workers reading batches (0 = in the training process)
+    # Videos in the labeled set: 1 = train on the middle frame; N = on up to N frames sampled as the
+    # scorer samples them, the video's tags learned as multiple-instance labels over its frames.
+    video_frames: int = 1
+    frame_pooling: str = "max"  # how frames' tag logits pool: max (the scorer's) | lse (log-sum-exp)
 
 
 @dataclass

@@ -40,7 +40,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from creative_qa.manifest import label_matrix, quality_vector, read_manifest
-from creative_qa.media import MediaError, load_frame
+from creative_qa.media import MediaError, is_video_path, load_frame
 from creative_qa.preprocess import PreprocessSpec, preprocess
 from training.cache_worker import fill_rows
 
@@ -56,6 +56,7 @@ class LoadReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     cache: str | None = None  # the cache folder used, if any
     cache_hit: bool = False
+    frame_counts: np.ndarray | None = None  # frames per creative, for a store of video frames
 
     def summary(self) -> str:
         return f"{self.loaded}/{self.total} creatives loaded, {len(self.skipped)} skipped"
@@ -165,6 +166,20 @@ class ViewStore:
             os.close(self._fd)
 
 
+@dataclass
+class VideoFrames:
+    """Up to ``per`` sampled frames of each video of a dataset: ``views``/``pool`` rows ``slot * per + f``."""
+
+    views: ViewStore
+    pool: ViewStore
+    per: int
+    slot: np.ndarray  # (N,) the creative's slot in the stores, -1 = not a video
+    count: np.ndarray  # (N,) frames it has
+
+    def take(self, idx: np.ndarray) -> VideoFrames:
+        return VideoFrames(self.views, self.pool, self.per, self.slot[idx], self.count[idx])
+
+
 class CreativeDataset(Dataset):
     """Views with labels ``(T,)`` (NaN = unknown) and quality (NaN = unknown).
 
@@ -180,6 +195,7 @@ class CreativeDataset(Dataset):
         quality: np.ndarray,
         paths: list[str],
         pool: np.ndarray | ViewStore | None = None,
+        frames: VideoFrames | None = None,
     ):
         assert len(views) == len(labels) == len(quality) == len(paths)
         self.views = views if isinstance(views, ViewStore) else ViewStore(np.ascontiguousarray(views))
@@ -190,6 +206,7 @@ class CreativeDataset(Dataset):
         self.quality = torch.from_numpy(np.asarray(quality, dtype=np.float32))
         self.paths = paths
         self.index = torch.arange(len(paths))
+        self.frames = frames  # every sampled frame of the videos, for multiple-instance training
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -206,13 +223,38 @@ class CreativeDataset(Dataset):
     def __getitems__(self, idx: list[int]) -> dict[str, torch.Tensor]:
         """A whole batch at once (the DataLoader calls this with ``collate_fn=keep_batch``)."""
         rows = np.asarray(idx, dtype=np.int64)
-        return {
+        out = {
             "images": self.views[rows],
             "crop_pool": self.pool[rows],
             "labels": self.labels[rows],
             "quality": self.quality[rows],
             "index": self.index[rows],
         }
+        return out if self.frames is None else self._with_frames(rows, out)
+
+    def _with_frames(self, rows: np.ndarray, out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each video's row replaced by its sampled frames; ``bag`` maps image rows to batch rows.
+
+        ``images``/``crop_pool`` then have ``R >= B`` rows while labels, quality and index keep ``B``:
+        ``training.model.frame_bags`` pools a video's frames back into one prediction.
+        """
+        fr = self.frames
+        assert fr is not None
+        slots, counts = fr.slot[rows], fr.count[rows]
+        if not ((slots >= 0) & (counts > 1)).any():
+            return out
+        images, pools, bag = [], [], []
+        for b, (sl, c) in enumerate(zip(slots, counts, strict=True)):
+            if sl >= 0 and c > 1:
+                f = np.arange(sl * fr.per, sl * fr.per + c)
+                images.append(fr.views[f])
+                pools.append(fr.pool[f])
+                bag += [b] * int(c)
+            else:
+                images.append(out["images"][b : b + 1])
+                pools.append(out["crop_pool"][b : b + 1])
+                bag.append(b)
+        return out | {"images": torch.cat(images), "crop_pool": torch.cat(pools), "bag": torch.tensor(bag)}
 
     def subset(self, idx: np.ndarray) -> CreativeDataset:
         idx = np.asarray(idx, dtype=np.int64)
@@ -222,6 +264,7 @@ class CreativeDataset(Dataset):
             self.quality.numpy()[idx],
             [self.paths[int(i)] for i in idx],
             self.pool.take(idx),
+            self.frames.take(idx) if self.frames is not None else None,
         )
 
 
@@ -241,30 +284,40 @@ def _file_identity(path: str) -> tuple[str, int, int]:
         return (path, -1, -1)
 
 
-def cache_key(paths: list[str], spec: PreprocessSpec, pool: int) -> str:
-    """Content key of a split's cache: every file's identity, the preprocessing spec, the pool size."""
+def cache_key(paths: list[str], spec: PreprocessSpec, pool: int, frames: int = 0) -> str:
+    """Content key of a split's cache: every file's identity, the preprocessing spec, the pool size
+    (and for a store of video frames, how many frames)."""
     h = hashlib.sha256()
-    h.update(json.dumps({"version": CACHE_VERSION, "spec": spec.to_dict(), "pool": pool}, sort_keys=True).encode())
+    head = {"version": CACHE_VERSION, "spec": spec.to_dict(), "pool": pool, "frames": frames}
+    h.update(json.dumps(head, sort_keys=True).encode())
     for ident in map(_file_identity, paths):
         h.update(json.dumps(ident).encode())
     return h.hexdigest()[:24]
 
 
 def build_view_cache(
-    paths: list[str], spec: PreprocessSpec, pool: int, root: Path, workers: int = 0, desc: str = "cache"
+    paths: list[str],
+    spec: PreprocessSpec,
+    pool: int,
+    root: Path,
+    workers: int = 0,
+    desc: str = "cache",
+    frames: int = 0,
 ) -> tuple[ViewStore, np.ndarray, LoadReport]:
     """The split's views on disk (built now unless a cache with the same key exists).
 
     Returns the store over the rows that loaded, their indices in ``paths`` and a report.
-    ``workers``: decoding processes (0 = one per CPU, 1 = in this process).
+    ``workers``: decoding processes (0 = one per CPU, 1 = in this process). ``frames=F``:
+    a store of up to F sampled frames per creative (videos), ``(N * F, K, S, S, 3)``,
+    whose per-creative frame counts are in ``report.frame_counts``.
     """
     pool = pool if spec.crops else 0
     root.mkdir(parents=True, exist_ok=True)
-    folder = root / cache_key(paths, spec, pool)
+    folder = root / cache_key(paths, spec, pool, frames)
     report = LoadReport(total=len(paths), cache=str(folder))
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
-        _build(folder, paths, spec, pool, workers, desc)
+        _build(folder, paths, spec, pool, workers, desc, frames)
     else:
         report.cache_hit = True
         log.info("%s: reusing view cache %s", desc, folder)
@@ -274,12 +327,20 @@ def build_view_cache(
     report.skipped = [(p, r) for p, r in meta["skipped"]]
     for p, r in report.skipped:
         log.warning("skipping %s: %s", p, r)
-    store = ViewStore(file=str(folder / "views.npy"), file_shape=tuple(meta["shape"]), offset=meta["offset"])
-    return store.take(ok), ok, report
+    shape = tuple(meta["shape"])
+    if frames:  # (N, F, K, ...) read as N * F rows
+        report.frame_counts = np.asarray(meta["counts"], dtype=np.int64)
+        shape = (shape[0] * shape[1], *shape[2:])
+    store = ViewStore(file=str(folder / "views.npy"), file_shape=shape, offset=meta["offset"])
+    return (store if frames else store.take(ok)), ok, report
 
 
-def _build(folder: Path, paths: list[str], spec: PreprocessSpec, pool: int, workers: int, desc: str) -> None:
-    shape = (len(paths), spec.views + pool, spec.input_size, spec.input_size, 3)
+def _build(
+    folder: Path, paths: list[str], spec: PreprocessSpec, pool: int, workers: int, desc: str, frames: int = 0
+) -> None:
+    shape: tuple[int, ...] = (len(paths), spec.views + pool, spec.input_size, spec.input_size, 3)
+    if frames:
+        shape = (shape[0], frames, *shape[1:])
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     try:
         arr = np.lib.format.open_memmap(tmp / "views.npy", mode="w+", dtype=np.uint8, shape=shape)
@@ -288,16 +349,19 @@ def _build(folder: Path, paths: list[str], spec: PreprocessSpec, pool: int, work
         store, spec_d = str(tmp / "views.npy"), spec.to_dict()
         chunks = [(i, paths[i : i + CHUNK]) for i in range(0, len(paths), CHUNK)]
         workers = workers or (os.cpu_count() or 1)
-        results: list[tuple[int, str | None]] = []
+        results: list[tuple[int, str | None, int]] = []
         bar = tqdm(total=len(paths), desc=f"{desc} cache", unit="file", leave=False, disable=len(paths) < 200)
         if workers <= 1 or len(chunks) <= 1:
             for start, part in chunks:
-                results += fill_rows(store, shape, offset, part, start, spec_d, pool)
+                results += fill_rows(store, shape, offset, part, start, spec_d, pool, frames)
                 bar.update(len(part))
         else:
             # NOTE: spawn, not fork: the parent holds torch's thread pools, which do not survive a fork.
             with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as ex:
-                futs = [ex.submit(fill_rows, store, shape, offset, part, start, spec_d, pool) for start, part in chunks]
+                futs = [
+                    ex.submit(fill_rows, store, shape, offset, part, start, spec_d, pool, frames)
+                    for start, part in chunks
+                ]
                 for f in as_completed(futs):
                     part_results = f.result()
                     results += part_results
@@ -307,8 +371,9 @@ def _build(folder: Path, paths: list[str], spec: PreprocessSpec, pool: int, work
         meta = {
             "shape": list(shape),
             "offset": offset,
-            "ok": [i for i, err in results if err is None],
-            "skipped": [(paths[i], err) for i, err in results if err is not None],
+            "ok": [i for i, err, _ in results if err is None],
+            "skipped": [(paths[i], err) for i, err, _ in results if err is not None],
+            "counts": [n for _, _, n in results],
             "spec": spec_d,
             "pool": pool,
         }
@@ -333,11 +398,13 @@ def load_manifest_dataset(
     pool: int = 0,
     cache: Path | None = None,
     workers: int = 0,
+    video_frames: int = 1,
 ) -> tuple[CreativeDataset, LoadReport]:
     """A labeled (or unlabeled: all-NaN labels) manifest or folder as a dataset.
 
     ``pool``: further detail windows kept per creative for strong views (training sets only).
     ``cache``: the view-cache folder (None = decode into RAM); ``workers``: its build processes.
+    ``video_frames > 1``: also keep up to that many sampled frames of every video (``.frames``).
     """
     df = read_manifest(source)
     if limit is not None:
@@ -354,8 +421,32 @@ def load_manifest_dataset(
         views, pool_views = np.ascontiguousarray(arr[:, :v]), np.ascontiguousarray(arr[:, v:])
     if report.skipped:
         log.warning("%s: %s", source, report.summary())
-    ds = CreativeDataset(views, labels[ok], quality[ok], [paths[i] for i in ok], pool_views)
+    kept = [paths[i] for i in ok]
+    frames = _video_frames(kept, spec, pool, cache, workers, video_frames, desc) if video_frames > 1 else None
+    ds = CreativeDataset(views, labels[ok], quality[ok], kept, pool_views, frames)
     return ds, report
+
+
+def _video_frames(
+    paths: list[str], spec: PreprocessSpec, pool: int, cache: Path | None, workers: int, per: int, desc: str
+) -> VideoFrames | None:
+    vids = [i for i, p in enumerate(paths) if is_video_path(p)]
+    if not vids:
+        return None
+    pool = pool if spec.crops else 0
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(cache) if cache is not None else Path(tmp)
+        store, _, rep = build_view_cache([paths[i] for i in vids], spec, pool, root, workers, f"{desc} frames", per)
+        if cache is None:  # in RAM, like the views
+            store = ViewStore(store.numpy().copy())
+    assert rep.frame_counts is not None
+    slot = np.full(len(paths), -1, dtype=np.int64)
+    count = np.zeros(len(paths), dtype=np.int64)
+    slot[vids], count[vids] = np.arange(len(vids)), rep.frame_counts
+    v, k = spec.views, store.shape[1]
+    every = np.arange(len(store))
+    log.info("%s: %d videos, %.1f frames each on average", desc, len(vids), float(count[vids].mean()))
+    return VideoFrames(store.take(every, (0, v)), store.take(every, (v, k)), per, slot, count)
 
 
 # --- data order: deterministic, resumable, sharded over ranks ----------------------------------

@@ -46,7 +46,7 @@ from training.data import (
 )
 from training.methods import get_method
 from training.metrics import calibrate_thresholds, evaluate
-from training.model import PASSES, build_model
+from training.model import PASSES, build_model, frame_bags
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -136,6 +136,23 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def _frame_bag(batch: dict[str, torch.Tensor], unlabeled: dict[str, torch.Tensor] | None) -> torch.Tensor | None:
+    """Pop the batch's frame bags (videos as several frames); ``None`` when it holds one row per creative.
+
+    The model pools by row count, so should the unlabeled batch have exactly as many rows,
+    the labeled batch drops one frame of its longest video to keep the two apart.
+    """
+    bag = batch.pop("bag", None)
+    if bag is None or unlabeled is None or len(bag) != len(unlabeled["images"]):
+        return bag
+    counts = torch.bincount(bag)
+    b = int(counts.argmax())
+    last = int((bag == b).nonzero().max())
+    keep = torch.arange(len(bag)) != last
+    batch["images"], batch["crop_pool"] = batch["images"][keep], batch["crop_pool"][keep]
+    return bag[keep]
+
+
 def _log_metrics(metrics: dict[str, float], step: int) -> None:
     clean = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
     if clean:
@@ -167,16 +184,18 @@ class Trainer:
         self.channels_last = cfg.channels_last and self.device.type == "cuda"
 
     # --- data -------------------------------------------------------------------------
-    def _load(self, source: str, desc: str, pool: int = 0, limit: int | None = None) -> CreativeDataset:
+    def _load(
+        self, source: str, desc: str, pool: int = 0, limit: int | None = None, frames: int = 1
+    ) -> CreativeDataset:
         d, root = self.cfg.data, cache_root(self.cfg)
         if root is not None and self.dist.enabled and not self.dist.is_main:
             distributed.barrier(self.dist)  # rank 0 builds the cache, the others then read it
         if root is None or self.dist.is_main:
-            ds, rep = load_manifest_dataset(source, self.tags, self.spec, limit, desc, pool, root, d.workers)
+            ds, rep = load_manifest_dataset(source, self.tags, self.spec, limit, desc, pool, root, d.workers, frames)
         if root is not None and self.dist.enabled and self.dist.is_main:
             distributed.barrier(self.dist)
         if root is not None and not self.dist.is_main:
-            ds, rep = load_manifest_dataset(source, self.tags, self.spec, limit, desc, pool, root, d.workers)
+            ds, rep = load_manifest_dataset(source, self.tags, self.spec, limit, desc, pool, root, d.workers, frames)
         self.skipped += rep.skipped
         return ds
 
@@ -187,7 +206,7 @@ class Trainer:
                 "no labeled data: set data.labeled (a manifest), e.g. after `creative-qa synth --out data/`"
             )
         self.skipped: list[tuple[str, str]] = []
-        labeled = self._load(d.labeled, "labeled", pool=d.crop_pool)
+        labeled = self._load(d.labeled, "labeled", pool=d.crop_pool, frames=d.video_frames)
         if d.val:
             self.train_ds = labeled
             self.val_ds = self._load(d.val, "val")
@@ -287,7 +306,11 @@ class Trainer:
                     for g in opt.param_groups:
                         g["lr"] = lr_at(step, total, cfg.optim.warmup_steps, cfg.optim.lr)
                     unl = _to(next(unl_iter), self.device) if unl_iter is not None else None
-                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                    bag = _frame_bag(batch, unl)
+                    with (
+                        torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp),
+                        frame_bags(bag, len(batch["labels"]), cfg.data.frame_pooling),
+                    ):
                         loss, logs = method.train_step(_to(batch, self.device), unl, step)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"non-finite loss at step {step}: {logs}")
