@@ -1,6 +1,6 @@
 """Videos: training on the middle frame vs on every sampled frame (multiple-instance labels).
 
-    python benchmarks/video_frames.py            # ~10 min on 2 busy CPU cores
+    python benchmarks/video_frames.py            # ~15 min on 2 busy CPU cores
     python benchmarks/video_frames.py --quick    # smoke size
 
 The synthetic videos (``creative_qa.synth.generate.make_video``) show some of their
@@ -45,10 +45,12 @@ def score_videos(checkpoint: Path, manifest: Path) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--labeled", type=int, default=400)
-    ap.add_argument("--test", type=int, default=150)
-    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--labeled", type=int, default=120)
+    ap.add_argument("--test", type=int, default=80)
+    ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--recipe", default="default")
+    ap.add_argument("--method", default="supervised", help="the learning method both arms use")
+    ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="benchmarks/results/video_frames.json")
     a = ap.parse_args()
@@ -64,7 +66,8 @@ def main() -> None:
     base = [
         f"data.labeled={data['train_labeled']}",
         f"optim.epochs={a.epochs}",
-        "optim.batch_size=16",
+        f"optim.batch_size={a.batch_size}",
+        f"method.name={a.method}",
         "experiment=bench-video-frames",
     ] + (["model.crops=2", "optim.steps_per_epoch=2"] if a.quick else [])
     rows = []
