@@ -242,6 +242,7 @@ class Trainer:
         steps_per_epoch = cfg.optim.steps_per_epoch or steps_in_epoch(len(self.train_ds), bs, dist.world)
         total = steps_per_epoch * cfg.optim.epochs
         start_epoch, skip, step, run_id = 0, 0, 0, None
+        rng_restored = False
         if resume:
             # NOTE: map_location per rank, or every rank's tensors land on the device rank 0 saved from.
             ckpt = Checkpoint.load(resume, map_location=self.device)
@@ -251,10 +252,12 @@ class Trainer:
             method.load_state_dict(ckpt.method)
             (start_epoch, skip), step, run_id = ckpt.resume_position(), ckpt.step, ckpt.run_id
             rngs = ckpt.rng if isinstance(ckpt.rng, list) else [ckpt.rng]
-            restore_rng(rngs[dist.rank] if len(rngs) == dist.world else None)
+            if len(rngs) == dist.world:
+                restore_rng(rngs[dist.rank])
+                rng_restored = True
             log.info("resuming run %s at epoch %d, batch %d (step %d)", run_id, start_epoch, skip, step)
-        elif dist.enabled:
-            seed_everything(cfg.seed + 7919 * dist.rank)  # different augmentations and dropout per rank
+        if dist.enabled and not rng_restored:
+            seed_everything(cfg.seed + 7919 * dist.rank + step)  # different augmentations and dropout per rank
         if dist.enabled:
             method.model = distributed.wrap(model, dist, self.device)  # all ranks start from rank 0's weights
 
