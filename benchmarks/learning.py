@@ -130,7 +130,7 @@ class Evaluator:
         from training.model import model_from_checkpoint
 
         ckpt = load_checkpoint(checkpoint)
-        spec = PreprocessSpec.from_dict(ckpt["preprocess"])
+        spec = PreprocessSpec.from_dict(ckpt.preprocess)
         device = resolve_device("auto")
         model = model_from_checkpoint(ckpt).to(device)
         pool_probs, _ = predict(model, self.dataset("unlabeled", spec), device)
@@ -154,7 +154,7 @@ class Evaluator:
             out[f"{split}_detail_mAP"] = float(np.mean(detail)) if detail else None
             if split == "test":
                 out["test_quality_spearman"] = m.get("quality_spearman")
-                out["test_flag_F1"] = flag_f1(probs, labels, self.tags, ckpt["thresholds"] or {})["flag_F1"]
+                out["test_flag_F1"] = flag_f1(probs, labels, self.tags, ckpt.thresholds or {})["flag_F1"]
                 out["test_flag_F1_prior"] = flag_f1(probs, labels, self.tags, prior_thr)["flag_F1"]
                 out["probs"][split] = probs
         return out
@@ -427,7 +427,7 @@ def _spec(row: dict[str, Any]):
     from creative_qa.preprocess import PreprocessSpec
     from training.loop import load_checkpoint
 
-    return PreprocessSpec.from_dict(load_checkpoint(row["checkpoint"])["preprocess"])
+    return PreprocessSpec.from_dict(load_checkpoint(row["checkpoint"]).preprocess)
 
 
 def label_issue_precision(data: dict[str, Path], common: list[str], quick: bool) -> dict[str, dict[str, float]]:

@@ -23,6 +23,7 @@ import torch
 from creative_qa.preprocess import PreprocessSpec
 from creative_qa.scorer import OnnxModel, choose_providers
 from creative_qa.taxonomy import load_taxonomy
+from training.checkpoint import Checkpoint
 from training.config import load_config
 from training.export import export_onnx
 from training.loop import load_checkpoint, spec_of
@@ -57,16 +58,8 @@ def main() -> None:
         tax = load_taxonomy()
         torch.manual_seed(0)
         model = build_model(cfg.model, len(tax))
-        ckpt = {
-            "config": cfg.to_dict(),
-            "model": model.state_dict(),
-            "eval_model": None,
-            "taxonomy": tax.to_dict(),
-            "preprocess": spec_of(cfg).to_dict(),
-            "thresholds": None,
-            "run_id": "bench",
-        }
-    spec = PreprocessSpec.from_dict(ckpt["preprocess"])
+        ckpt = Checkpoint.for_model(model, cfg, tax, spec_of(cfg), run_id="bench")
+    spec = PreprocessSpec.from_dict(ckpt.preprocess)
     onnx_path = export_onnx(ckpt, Path(tempfile.mkdtemp()) / "bench.onnx", version="bench", name="bench")
 
     model, cfg = model_from_checkpoint(ckpt), config_of(ckpt)

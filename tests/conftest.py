@@ -44,6 +44,7 @@ def tiny_onnx(tmp_path_factory, tiny_data) -> Path:
 
     from creative_qa.preprocess import PreprocessSpec
     from creative_qa.taxonomy import load_taxonomy
+    from training.checkpoint import Checkpoint
     from training.config import load_config
     from training.export import export_onnx
     from training.model import build_model
@@ -53,13 +54,5 @@ def tiny_onnx(tmp_path_factory, tiny_data) -> Path:
     torch.manual_seed(0)
     model = build_model(cfg.model, len(tax))
     spec = PreprocessSpec(cfg.model.input_size, cfg.model.crops, cfg.model.detail_side)
-    ckpt = {
-        "config": cfg.to_dict(),
-        "model": model.state_dict(),
-        "eval_model": None,
-        "taxonomy": tax.to_dict(),
-        "preprocess": spec.to_dict(),
-        "thresholds": None,
-        "run_id": "test",
-    }
+    ckpt = Checkpoint.for_model(model, cfg, tax, spec, run_id="test")
     return export_onnx(ckpt, tmp_path_factory.mktemp("onnx") / "tiny.onnx", version="7", name="tiny")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -25,6 +26,11 @@ log = logging.getLogger(__name__)
 def cmd_train(a: argparse.Namespace) -> None:
     cfg = load_config(a.recipe, a.overrides)
     result = train(cfg, resume=a.resume)
+    from training import distributed  # noqa: PLC0415
+
+    distributed.shutdown(distributed.from_env())
+    if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
+        return
     print(
         json.dumps(
             {

@@ -35,6 +35,13 @@ class DataConfig:
     taxonomy: str | None = None  # taxonomy YAML; None = the default v1
     max_unlabeled: int | None = None  # cap on the unlabeled pool (None = all)
     crop_pool: int = 4  # extra detail windows cached per training creative, for strong views
+    cache: str = "auto"  # view cache: "auto" = <home>/cache, a folder, or "off" (decode into RAM)
+    workers: int = 0  # processes that build the view cache (0 = one per CPU)
+    loader_workers: int = 0  # DataLoader workers reading batches (0 = in the training process)
+    # Videos in the labeled set: 1 = train on the middle frame; N = on up to N frames sampled as the
+    # scorer samples them, the video's tags learned as multiple-instance labels over its frames.
+    video_frames: int = 1
+    frame_pooling: str = "max"  # how frames' tag logits pool: max (the scorer's) | lse (log-sum-exp)
 
 
 @dataclass
@@ -64,6 +71,7 @@ class OptimConfig:
     grad_clip: float = 2.0
     quality_weight: float = 1.0  # weight of the quality loss next to the tag loss
     steps_per_epoch: int | None = None  # None = one pass over the labeled set; N = exactly N steps
+    checkpoint_every: int = 500  # steps between step checkpoints (0 = end of each epoch only)
 
 
 @dataclass
@@ -81,6 +89,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = None  # torch CPU threads (None = torch's default)
+    amp: bool = True  # bf16 autocast for the training step, on CUDA only
+    channels_last: bool = True  # channels-last memory format, on CUDA only
     experiment: str = "creative-qa"
     run_name: str | None = None
     output_dir: str | None = None  # checkpoints; None = <home>/runs/<run name>

@@ -30,7 +30,7 @@ from creative_qa.preprocess import PreprocessSpec, preprocess
 from creative_qa.scorer import META_KEYS, OnnxModel
 from creative_qa.taxonomy import taxonomy_from_dict
 from training import tracking
-from training.loop import load_checkpoint
+from training.checkpoint import Checkpoint
 from training.model import ProbabilityModel, config_of, model_from_checkpoint
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,12 @@ def next_version(name: str) -> str:
     return str(max((int(v.version) for v in versions), default=0) + 1)
 
 
-def export_onnx(ckpt: dict, out_path: Path, version: str, name: str, wrapped: torch.nn.Module | None = None) -> Path:
+def export_onnx(
+    ckpt: Checkpoint, out_path: Path, version: str, name: str, wrapped: torch.nn.Module | None = None
+) -> Path:
     """Write the ONNX file for a checkpoint (``wrapped``: its ``ProbabilityModel``, if already built)."""
     cfg = config_of(ckpt)
-    spec = PreprocessSpec.from_dict(ckpt["preprocess"])
+    spec = PreprocessSpec.from_dict(ckpt.preprocess)
     wrapped = wrapped or ProbabilityModel(model_from_checkpoint(ckpt)).eval()
     dummy = torch.zeros((2, spec.views, spec.input_size, spec.input_size, 3), dtype=torch.uint8)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,8 +81,8 @@ def export_onnx(ckpt: dict, out_path: Path, version: str, name: str, wrapped: to
             optimize=True,
         )
     proto = onnx.load(str(out_path))
-    taxonomy = taxonomy_from_dict(ckpt["taxonomy"], "<checkpoint>")
-    thresholds = ckpt.get("thresholds") or taxonomy.thresholds
+    taxonomy = taxonomy_from_dict(ckpt.taxonomy, "<checkpoint>")
+    thresholds = ckpt.thresholds or taxonomy.thresholds
     meta = {
         META_KEYS["taxonomy"]: taxonomy.to_json(),
         META_KEYS["thresholds"]: json.dumps(thresholds),
@@ -89,7 +91,7 @@ def export_onnx(ckpt: dict, out_path: Path, version: str, name: str, wrapped: to
         META_KEYS["version"]: version,
         "creative_qa.backbone": cfg.model.backbone,
         "creative_qa.method": cfg.method.name,
-        "creative_qa.run_id": str(ckpt.get("run_id", "")),
+        "creative_qa.run_id": str(ckpt.run_id or ""),
         "creative_qa.exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     del proto.metadata_props[:]
@@ -101,9 +103,11 @@ def export_onnx(ckpt: dict, out_path: Path, version: str, name: str, wrapped: to
     return out_path
 
 
-def parity_check(ckpt: dict, wrapped: torch.nn.Module, onnx_path: Path, image_paths: list[str]) -> tuple[float, int]:
+def parity_check(
+    ckpt: Checkpoint, wrapped: torch.nn.Module, onnx_path: Path, image_paths: list[str]
+) -> tuple[float, int]:
     """Max |torch - onnxruntime| over both outputs' probabilities on real creatives."""
-    spec = PreprocessSpec.from_dict(ckpt["preprocess"])
+    spec = PreprocessSpec.from_dict(ckpt.preprocess)
     views = []
     for p in image_paths:
         try:
@@ -133,10 +137,10 @@ def export_checkpoint(
     tolerance: float = 1e-4,
 ) -> ExportResult:
     """Checkpoint -> ONNX (+ parity check) -> logged to its run -> registered -> alias set."""
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = Checkpoint.load(checkpoint)
     cfg = config_of(ckpt)
     name = name or cfg.register_as
-    run_id = ckpt.get("run_id")
+    run_id = ckpt.run_id
     tracking.setup(cfg.experiment)
     version = next_version(name) if register else "0"
     out = Path(out_path) if out_path else Path(checkpoint).with_name("model.onnx")

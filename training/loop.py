@@ -1,23 +1,26 @@
 """The one training loop every method runs on.
 
 forward + loss (the method's ``train_step``) -> backward -> clip -> step -> EMA/after-step
--> log; evaluation, threshold calibration, checkpoints every epoch and ``--resume``
-around it. Every run is an MLflow run: the resolved config, the taxonomy, metrics
-per epoch and the checkpoint.
+-> log; evaluation, threshold calibration, checkpoints (every ``optim.checkpoint_every``
+steps and every epoch) and ``--resume`` around it. Every run is an MLflow run: the
+resolved config, the taxonomy, metrics per epoch and the checkpoint.
+
+The data order is a pure function of (seed, epoch, step), so a run resumed from a
+mid-epoch checkpoint continues the same batches, augmentations and MLflow run. Under
+``torchrun`` the same loop runs data-parallel (``training.distributed``): each rank
+takes its slice of every global batch; rank 0 alone logs and writes checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -30,12 +33,20 @@ import mlflow
 from creative_qa.paths import home
 from creative_qa.preprocess import PreprocessSpec
 from creative_qa.taxonomy import Taxonomy, load_taxonomy
-from training import tracking
+from training import distributed, tracking
+from training.checkpoint import Checkpoint, capture_rng, restore_rng
 from training.config import TrainConfig
-from training.data import CreativeDataset, load_manifest_dataset
+from training.data import (
+    CreativeDataset,
+    StreamBatches,
+    epoch_batches,
+    keep_batch,
+    load_manifest_dataset,
+    steps_in_epoch,
+)
 from training.methods import get_method
 from training.metrics import calibrate_thresholds, evaluate
-from training.model import PASSES, build_model, init_tag_prior
+from training.model import PASSES, build_model, frame_bags, init_tag_prior
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -107,31 +118,53 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
-def _loader(ds: CreativeDataset, batch_size: int, shuffle: bool, seed: int, drop_last: bool) -> DataLoader:
-    g = torch.Generator().manual_seed(seed)
+def _loader(ds: CreativeDataset, batches: list[np.ndarray] | StreamBatches, workers: int, seed: int) -> DataLoader:
+    """Batches of ``ds`` in the given order (the dataset fetches each batch whole)."""
     return DataLoader(
         ds,
-        batch_size=min(batch_size, max(1, len(ds))),
-        shuffle=shuffle,
-        generator=g,
-        drop_last=drop_last and len(ds) > batch_size,
+        batch_sampler=batches,
+        collate_fn=keep_batch,
+        num_workers=workers,
+        # NOTE: an explicit generator, so starting an iterator never draws from the global RNG
+        # (a resumed run would otherwise draw its augmentations from a shifted stream).
+        generator=torch.Generator().manual_seed(seed),
+        pin_memory=torch.cuda.is_available(),
     )
-
-
-def _forever(loader: DataLoader):
-    """Endless batches, reshuffled on every pass (unlike itertools.cycle, which replays and hoards)."""
-    while True:
-        yield from loader
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
+def _frame_bag(batch: dict[str, torch.Tensor], unlabeled: dict[str, torch.Tensor] | None) -> torch.Tensor | None:
+    """Pop the batch's frame bags (videos as several frames); ``None`` when it holds one row per creative.
+
+    The model pools by row count, so should the unlabeled batch have exactly as many rows,
+    the labeled batch drops one frame of its longest video to keep the two apart.
+    """
+    bag = batch.pop("bag", None)
+    if bag is None or unlabeled is None or len(bag) != len(unlabeled["images"]):
+        return bag
+    counts = torch.bincount(bag)
+    b = int(counts.argmax())
+    last = int((bag == b).nonzero().max())
+    keep = torch.arange(len(bag)) != last
+    batch["images"], batch["crop_pool"] = batch["images"][keep], batch["crop_pool"][keep]
+    return bag[keep]
+
+
 def _log_metrics(metrics: dict[str, float], step: int) -> None:
     clean = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
     if clean:
         mlflow.log_metrics(clean, step=step)
+
+
+def cache_root(cfg: TrainConfig) -> Path | None:
+    """Where the view cache lives (None: views decoded into RAM)."""
+    c = cfg.data.cache
+    if c in ("off", "none", "", None):
+        return None
+    return home() / "cache" if c == "auto" else Path(c).expanduser()
 
 
 class Trainer:
@@ -142,48 +175,66 @@ class Trainer:
         self.taxonomy = taxonomy or load_taxonomy(cfg.data.taxonomy)
         self.tags = self.taxonomy.tag_names
         self.spec = spec_of(cfg)
-        self.device = resolve_device(cfg.device)
+        self.dist = distributed.from_env()
+        self.device = distributed.init(self.dist, resolve_device(cfg.device))
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        # bf16 autocast and channels-last pay off on tensor cores; on CPU they only slow things down.
+        self.amp = cfg.amp and self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+        self.channels_last = cfg.channels_last and self.device.type == "cuda"
 
     # --- data -------------------------------------------------------------------------
+    def _load(
+        self, source: str, desc: str, pool: int = 0, limit: int | None = None, frames: int = 1
+    ) -> CreativeDataset:
+        d, root = self.cfg.data, cache_root(self.cfg)
+        if root is not None and self.dist.enabled and not self.dist.is_main:
+            distributed.barrier(self.dist)  # rank 0 builds the cache, the others then read it
+        if root is None or self.dist.is_main:
+            ds, rep = load_manifest_dataset(source, self.tags, self.spec, limit, desc, pool, root, d.workers, frames)
+        if root is not None and self.dist.enabled and self.dist.is_main:
+            distributed.barrier(self.dist)
+        if root is not None and not self.dist.is_main:
+            ds, rep = load_manifest_dataset(source, self.tags, self.spec, limit, desc, pool, root, d.workers, frames)
+        self.skipped += rep.skipped
+        return ds
+
     def load_data(self) -> None:
         d = self.cfg.data
         if not d.labeled:
             raise ValueError(
                 "no labeled data: set data.labeled (a manifest), e.g. after `creative-qa synth --out data/`"
             )
-        labeled, rep = load_manifest_dataset(d.labeled, self.tags, self.spec, desc="labeled", pool=d.crop_pool)
-        self.skipped = list(rep.skipped)
+        self.skipped: list[tuple[str, str]] = []
+        labeled = self._load(d.labeled, "labeled", pool=d.crop_pool, frames=d.video_frames)
         if d.val:
             self.train_ds = labeled
-            self.val_ds, rep = load_manifest_dataset(d.val, self.tags, self.spec, desc="val")
-            self.skipped += rep.skipped
+            self.val_ds = self._load(d.val, "val")
         else:
             self.train_ds, self.val_ds = split_val(labeled, d.val_frac, self.cfg.seed)
         if len(self.train_ds) == 0:
             raise ValueError(f"{d.labeled}: no creative could be loaded ({len(self.skipped)} skipped)")
         self.unlabeled_ds = None
         if d.unlabeled and self.method_cls.uses_unlabeled:
-            self.unlabeled_ds, rep = load_manifest_dataset(
-                d.unlabeled, self.tags, self.spec, limit=d.max_unlabeled, desc="unlabeled", pool=d.crop_pool
-            )
-            self.skipped += rep.skipped
+            self.unlabeled_ds = self._load(d.unlabeled, "unlabeled", pool=d.crop_pool, limit=d.max_unlabeled)
         self.test_ds = None
         if d.test:
-            self.test_ds, rep = load_manifest_dataset(d.test, self.tags, self.spec, desc="test")
-            self.skipped += rep.skipped
+            self.test_ds = self._load(d.test, "test")
 
     # --- the run ----------------------------------------------------------------------
     def fit(self, resume: str | Path | None = None) -> TrainResult:
-        cfg = self.cfg
-        seed_everything(cfg.seed)
+        cfg, dist = self.cfg, self.dist
+        seed_everything(cfg.seed)  # the same on every rank: identical initial weights and EMA copies
         passes = PASSES.snapshot()
         self.method_cls = get_method(cfg.method.name)
         self.load_data()
         model = build_model(cfg.model, len(self.tags)).to(self.device)
         if cfg.model.prior_bias:
             init_tag_prior(model, self.train_ds.labels)
+        if dist.enabled:
+            model = distributed.convert_sync_batchnorm(model, self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         method = self.method_cls(model, quality_weight=cfg.optim.quality_weight, **cfg.method.params)
         method.tags, method.spec = list(self.tags), self.spec
         params = [*model.parameters(), *method.extra_parameters()]
@@ -191,54 +242,87 @@ class Trainer:
 
         # An epoch is one pass over the labeled set, or exactly `steps_per_epoch` steps (cycling the
         # data) when set: that is how arms with different amounts of labeled data get the same budget.
-        steps_per_epoch = cfg.optim.steps_per_epoch or len(_loader(self.train_ds, cfg.optim.batch_size, True, 0, True))
+        bs = cfg.optim.batch_size
+        steps_per_epoch = cfg.optim.steps_per_epoch or steps_in_epoch(len(self.train_ds), bs, dist.world)
         total = steps_per_epoch * cfg.optim.epochs
-        start_epoch, step, run_id = 0, 0, None
+        start_epoch, skip, step, run_id = 0, 0, 0, None
+        rng_restored = False
         if resume:
-            ckpt = torch.load(resume, map_location=self.device, weights_only=False)
-            model.load_state_dict(ckpt["model"])
-            opt.load_state_dict(ckpt["optimizer"])
-            method.load_state_dict(ckpt.get("method", {}))
-            start_epoch, step, run_id = ckpt["epoch"] + 1, ckpt["step"], ckpt["run_id"]
-            torch.set_rng_state(ckpt["torch_rng"])
-            log.info("resuming run %s from epoch %d (step %d)", run_id, start_epoch, step)
+            # NOTE: map_location per rank, or every rank's tensors land on the device rank 0 saved from.
+            ckpt = Checkpoint.load(resume, map_location=self.device)
+            model.load_state_dict(ckpt.model)
+            if ckpt.optimizer is not None:
+                opt.load_state_dict(ckpt.optimizer)
+            method.load_state_dict(ckpt.method)
+            (start_epoch, skip), step, run_id = ckpt.resume_position(), ckpt.step, ckpt.run_id
+            rngs = ckpt.rng if isinstance(ckpt.rng, list) else [ckpt.rng]
+            if len(rngs) == dist.world:
+                restore_rng(rngs[dist.rank])
+                rng_restored = True
+            log.info("resuming run %s at epoch %d, batch %d (step %d)", run_id, start_epoch, skip, step)
+        if dist.enabled and not rng_restored:
+            seed_everything(cfg.seed + 7919 * dist.rank + step)  # different augmentations and dropout per rank
+        if dist.enabled:
+            method.model = distributed.wrap(model, dist, self.device)  # all ranks start from rank 0's weights
 
-        exp_id = tracking.setup(cfg.experiment)
+        exp_id = tracking.setup(cfg.experiment) if dist.is_main else None
         nested = mlflow.active_run() is not None  # e.g. a Noisy Student round under its parent run
-        with mlflow.start_run(
-            run_id=run_id, experiment_id=None if run_id else exp_id, run_name=cfg.run_name, nested=nested
-        ) as run:
-            run_id = run.info.run_id
+        run_ctx = (
+            mlflow.start_run(
+                run_id=run_id, experiment_id=None if run_id else exp_id, run_name=cfg.run_name, nested=nested
+            )
+            if dist.is_main
+            else contextlib.nullcontext(None)
+        )
+        with run_ctx as run:
+            run_id = distributed.broadcast(run.info.run_id if run is not None else None, dist)
             out_dir = Path(cfg.output_dir) if cfg.output_dir else home() / "runs" / run_id
-            out_dir.mkdir(parents=True, exist_ok=True)
-            if not resume:
-                self._log_setup(len(self.train_ds), len(self.val_ds))
+            if dist.is_main:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                if not resume:
+                    self._log_setup(len(self.train_ds), len(self.val_ds))
+            log_metrics = _log_metrics if dist.is_main else (lambda m, s: None)
             metrics: dict[str, float] = {}
             val_probs: np.ndarray | None = None
             unl_iter = None
             if self.unlabeled_ds is not None and len(self.unlabeled_ds):
-                unl_batch = cfg.optim.batch_size * method.unlabeled_ratio
-                unl_iter = _forever(_loader(self.unlabeled_ds, unl_batch, True, cfg.seed + 1, True))
+                unl = StreamBatches(
+                    len(self.unlabeled_ds), bs * method.unlabeled_ratio, cfg.seed + 1, step, dist.world, dist.rank
+                )
+                unl_iter = iter(_loader(self.unlabeled_ds, unl, cfg.data.loader_workers, cfg.seed + 1))
+            ckpt_every = cfg.optim.checkpoint_every
             for epoch in range(start_epoch, cfg.optim.epochs):
                 model.train()
                 t0 = time.time()
-                _log_metrics(method.on_epoch_start(epoch, self.train_ds, self.device, self.unlabeled_ds), step)
-                loader = _loader(self.train_ds, cfg.optim.batch_size, True, cfg.seed * 1000 + epoch, True)
+                first = skip if epoch == start_epoch else 0
+                if first == 0:  # a mid-epoch resume got the method's epoch state back from its checkpoint
+                    log_metrics(method.on_epoch_start(epoch, self.train_ds, self.device, self.unlabeled_ds), step)
+                batches = epoch_batches(len(self.train_ds), bs, steps_per_epoch, cfg.seed, epoch, dist.world, dist.rank)
+                loader = _loader(self.train_ds, batches[first:], cfg.data.loader_workers, cfg.seed * 1000 + epoch)
                 bar = tqdm(
-                    islice(_forever(loader), steps_per_epoch),
+                    loader,
+                    initial=first,
                     total=steps_per_epoch,
                     desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
                     unit="batch",
                     leave=False,
+                    disable=not dist.is_main,
                 )
                 running: dict[str, float] = {}
-                for batch in bar:
+                for i, batch in enumerate(bar, start=first):
                     for g in opt.param_groups:
                         g["lr"] = lr_at(step, total, cfg.optim.warmup_steps, cfg.optim.lr)
                     unl = _to(next(unl_iter), self.device) if unl_iter is not None else None
-                    loss, logs = method.train_step(_to(batch, self.device), unl, step)
+                    bag = _frame_bag(batch, unl)
+                    with (
+                        torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp),
+                        frame_bags(bag, len(batch["labels"]), cfg.data.frame_pooling),
+                    ):
+                        loss, logs = method.train_step(_to(batch, self.device), unl, step)
                     if not torch.isfinite(loss):
                         raise FloatingPointError(f"non-finite loss at step {step}: {logs}")
+                    if dist.enabled:
+                        loss = distributed.touch_all(loss, model)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     grad_norm = nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
@@ -250,12 +334,17 @@ class Trainer:
                         running[k] = 0.9 * running.get(k, v) + 0.1 * v
                     bar.set_postfix(loss=f"{running['loss']:.3f}")
                     if step % 10 == 0:
-                        _log_metrics(
+                        logs = distributed.mean_over_ranks(logs, dist)
+                        log_metrics(
                             {f"train_{k}": v for k, v in logs.items()} | {"lr": opt.param_groups[0]["lr"]}, step
                         )
-                metrics, val_probs = evaluate_dataset(method.eval_model(), self.val_ds, self.tags, self.device, "val_")
+                    if ckpt_every and step % ckpt_every == 0 and i + 1 < steps_per_epoch:
+                        self._save(out_dir, model, opt, method, epoch, step, run_id, None, epoch_step=i + 1)
+                metrics, val_probs = evaluate_dataset(
+                    self._eval_net(method), self.val_ds, self.tags, self.device, "val_"
+                )
                 metrics["epoch_seconds"] = time.time() - t0
-                _log_metrics(metrics | {"epoch": epoch + 1}, step)
+                log_metrics(metrics | {"epoch": epoch + 1}, step)
                 log.info(
                     "epoch %d/%d: val mAP %.3f, quality spearman %.3f (%.0fs)",
                     epoch + 1,
@@ -265,10 +354,11 @@ class Trainer:
                     metrics["epoch_seconds"],
                 )
                 ckpt_path = self._save(out_dir, model, opt, method, epoch, step, run_id, thresholds=None)
-                mlflow.log_artifact(str(ckpt_path), artifact_path="checkpoints")
+                if dist.is_main:
+                    mlflow.log_artifact(str(ckpt_path), artifact_path="checkpoints")
 
             # Thresholds are calibrated on validation and travel with the model.
-            eval_model = method.eval_model()
+            eval_model = self._eval_net(method)
             if val_probs is None:  # resumed after the last epoch: nothing was evaluated in this process
                 metrics, val_probs = evaluate_dataset(eval_model, self.val_ds, self.tags, self.device, "val_")
             thresholds = calibrate_thresholds(
@@ -276,17 +366,24 @@ class Trainer:
             )
             if self.test_ds is not None and len(self.test_ds):
                 test_metrics, _ = evaluate_dataset(eval_model, self.test_ds, self.tags, self.device, "test_")
-                _log_metrics(test_metrics, step)
+                log_metrics(test_metrics, step)
                 metrics |= test_metrics
             metrics |= {f"passes_{k}": float(v) for k, v in PASSES.since(passes).items()}
-            _log_metrics({k: v for k, v in metrics.items() if k.startswith("passes_")}, step)
-            mlflow.log_dict(thresholds, "thresholds.json")
-            mlflow.log_metric("skipped_files", len(self.skipped))
-            if self.skipped:
-                mlflow.log_text("\n".join(f"{p}\t{r}" for p, r in self.skipped), "skipped_files.tsv")
+            log_metrics({k: v for k, v in metrics.items() if k.startswith("passes_")}, step)
+            if dist.is_main:
+                mlflow.log_dict(thresholds, "thresholds.json")
+                mlflow.log_metric("skipped_files", len(self.skipped))
+                if self.skipped:
+                    mlflow.log_text("\n".join(f"{p}\t{r}" for p, r in self.skipped), "skipped_files.tsv")
             ckpt_path = self._save(out_dir, model, opt, method, cfg.optim.epochs - 1, step, run_id, thresholds)
-            mlflow.log_artifact(str(ckpt_path), artifact_path="checkpoints")
+            if dist.is_main:
+                mlflow.log_artifact(str(ckpt_path), artifact_path="checkpoints")
+        distributed.barrier(dist)
         return TrainResult(run_id, ckpt_path, metrics, thresholds, self.skipped)
+
+    @staticmethod
+    def _eval_net(method) -> nn.Module:
+        return distributed.unwrap(method.eval_model())
 
     def _log_setup(self, n_train: int, n_val: int) -> None:
         cfg = self.cfg
@@ -298,6 +395,7 @@ class Trainer:
                 "taxonomy_version": self.taxonomy.version,
                 "resolved_device": str(self.device),
                 "n_skipped": len(self.skipped),
+                "world_size": self.dist.world,
             }
         )
         mlflow.set_tags({"method": cfg.method.name, "backbone": cfg.model.backbone})
@@ -314,27 +412,30 @@ class Trainer:
         step: int,
         run_id: str,
         thresholds: dict[str, float] | None,
+        epoch_step: int = 0,
     ) -> Path:
-        eval_model = method.eval_model()
-        state = {
-            "model": model.state_dict(),
-            "eval_model": eval_model.state_dict() if eval_model is not model else None,
-            "optimizer": opt.state_dict(),
-            "method": method.state_dict(),
-            "epoch": epoch,
-            "step": step,
-            "run_id": run_id,
-            "torch_rng": torch.get_rng_state(),
-            "config": self.cfg.to_dict(),
-            "taxonomy": self.taxonomy.to_dict(),
-            "preprocess": self.spec.to_dict(),
-            "thresholds": thresholds,
-        }
+        """Rank 0 writes the checkpoint (with every rank's RNG state); returns its path on every rank."""
         path = out_dir / CHECKPOINT
-        # Write-then-rename, so a run killed mid-save still has its previous checkpoint.
-        with tempfile.NamedTemporaryFile(dir=out_dir, delete=False, suffix=".tmp") as f:
-            torch.save(state, f)
-        Path(f.name).replace(path)
+        rngs = distributed.gather(capture_rng(), self.dist)
+        if not self.dist.is_main:
+            return path
+        eval_model = self._eval_net(method)
+        Checkpoint(
+            config=self.cfg.to_dict(),
+            taxonomy=self.taxonomy.to_dict(),
+            preprocess=self.spec.to_dict(),
+            model=model.state_dict(),
+            eval_model=eval_model.state_dict() if eval_model is not model else None,
+            optimizer=opt.state_dict(),
+            method=method.state_dict(),
+            epoch=epoch,
+            epoch_step=epoch_step,
+            epoch_done=epoch_step == 0,
+            step=step,
+            run_id=run_id,
+            thresholds=thresholds,
+            rng=rngs,
+        ).save(path)  # written then renamed: a run killed mid-save keeps its previous checkpoint
         return path
 
 
@@ -346,5 +447,5 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     return get_method(cfg.method.name).run(cfg, resume)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=False)
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    return Checkpoint.load(path)

@@ -8,10 +8,16 @@ inside the exported ONNX graph: nothing model-specific is left for the scorer.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import timm
 import torch
 from torch import nn
+
+from training.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,50 @@ class PassCounter:
 
 
 PASSES = PassCounter()
+
+
+class _Bags(threading.local):
+    bags: torch.Tensor | None = None  # (R,) batch row of each image row
+    n: int = 0  # batch rows
+    how: str = "max"
+
+
+_BAGS = _Bags()
+
+
+@contextmanager
+def frame_bags(bags: torch.Tensor | None, n: int, how: str = "max") -> Iterator[None]:
+    """Within this block, a ``CreativeModel`` given ``len(bags)`` image rows pools them into ``n`` creatives.
+
+    A video's sampled frames are rows of one bag (``training.data``): its tag logits pool
+    by ``max`` (the scorer's aggregation: the highest probability over frames) or ``lse``
+    (log-sum-exp, a smooth max), its quality is the mean of the frames' probabilities (the
+    scorer's again). So methods see one prediction per creative and stay unaware of frames.
+    """
+    if how not in ("max", "lse"):
+        raise ValueError(f"frame pooling must be max or lse, got {how!r}")
+    prev = (_BAGS.bags, _BAGS.n, _BAGS.how)
+    _BAGS.bags, _BAGS.n, _BAGS.how = bags, n, how
+    try:
+        yield
+    finally:
+        _BAGS.bags, _BAGS.n, _BAGS.how = prev
+
+
+def pool_frames(
+    tags: torch.Tensor, quality: torch.Tensor, bags: torch.Tensor, n: int, how: str = "max"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frame rows -> creatives: tag logits ``(R, T) -> (n, T)``, quality logit ``(R,) -> (n,)``."""
+    idx = bags.to(tags.device).long()
+    t = tags.float()
+    top = t.new_zeros(n, t.shape[1]).scatter_reduce(0, idx[:, None].expand_as(t), t, "amax", include_self=False)
+    if how == "lse":
+        s = torch.zeros_like(top).index_add(0, idx, torch.exp(t - top[idx].detach()))
+        top = top.detach() + torch.log(s)
+    counts = torch.bincount(idx, minlength=n).clamp(min=1).to(t.dtype)
+    p = t.new_zeros(n).index_add(0, idx, torch.sigmoid(quality.float())) / counts
+    q = torch.logit(p.clamp(1e-6, 1 - 1e-6))
+    return top.to(tags.dtype), q.to(quality.dtype)
 
 
 class CreativeModel(nn.Module):
@@ -86,7 +136,11 @@ class CreativeModel(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 ``(N, V, S, S, 3)`` -> tag logits ``(N, T)`` and quality logit ``(N,)``."""
-        return self.heads(self.features(images))
+        tags, quality = self.heads(self.features(images))
+        bags = _BAGS.bags
+        if bags is not None and len(images) == len(bags):  # frames of videos (see frame_bags)
+            return pool_frames(tags, quality, bags, _BAGS.n, _BAGS.how)
+        return tags, quality
 
 
 class ProbabilityModel(nn.Module):
@@ -127,19 +181,19 @@ def build_model(model_cfg, num_tags: int) -> CreativeModel:
     )
 
 
-def config_of(ckpt: dict):
+def config_of(ckpt: Checkpoint):
     """The ``TrainConfig`` a checkpoint was trained with."""
     from training.config import TrainConfig, build_config  # noqa: PLC0415
 
-    return build_config(TrainConfig, ckpt["config"], "<checkpoint>", strict=False)
+    return build_config(TrainConfig, ckpt.config, "<checkpoint>", strict=False)
 
 
-def model_from_checkpoint(ckpt: dict | str) -> CreativeModel:
+def model_from_checkpoint(ckpt: Checkpoint | str | Path) -> CreativeModel:
     """The evaluated network of a checkpoint (the teacher, for methods that keep one), in eval mode."""
-    if not isinstance(ckpt, dict):
-        ckpt = torch.load(ckpt, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, Checkpoint):
+        ckpt = Checkpoint.load(ckpt)
     cfg = config_of(ckpt)
     cfg.model.pretrained, cfg.model.weights = False, None  # the checkpoint has the weights
-    model = build_model(cfg.model, len(ckpt["taxonomy"]["tags"]))
-    model.load_state_dict(ckpt.get("eval_model") or ckpt["model"])
+    model = build_model(cfg.model, len(ckpt.taxonomy["tags"]))
+    model.load_state_dict(ckpt.eval_model or ckpt.model)
     return model.eval()

@@ -3,12 +3,18 @@
 The embedded store is a SQLite database and an artifact folder under the project
 home (``$CREATIVE_QA_HOME``, default ``~/.creative-qa``), never the current
 directory, so runs do not land wherever the user happens to stand.
+
+Creating (or upgrading) that SQLite store runs MLflow's schema migrations; two
+processes doing it at once corrupt each other's migration (``duplicate column name``),
+so the first contact with the embedded store, and experiment creation, happen under
+a file lock next to it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 # NOTE: these machines (and many clusters) have no route out; don't let MLflow try to phone home.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -16,6 +22,7 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 # Our CLI prints JSON on stdout; MLflow would otherwise write run links into it.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
+from filelock import FileLock  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 import mlflow  # noqa: E402
@@ -28,11 +35,24 @@ def is_local_default() -> bool:
     return not os.environ.get("MLFLOW_TRACKING_URI")
 
 
+LOCK_TIMEOUT_S = 600
+
+
 def setup(experiment: str) -> str:
     """Point MLflow at the right store and return the experiment id (created if needed)."""
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI", uri))
+    if not uri.startswith("sqlite:///"):
+        return _experiment(experiment, uri)
+    # NOTE: the store is created/migrated on first contact in each process; serialise that.
+    db = Path(uri[len("sqlite:///") :])
+    lock = FileLock(str(db.with_name(db.name + ".lock")), timeout=LOCK_TIMEOUT_S)
+    with lock:
+        return _experiment(experiment, uri)
+
+
+def _experiment(experiment: str, uri: str) -> str:
     client = MlflowClient()
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:

@@ -66,11 +66,11 @@ def test_resume_continues_the_same_run(tiny_data, tmp_path):
     ]
     first = train(load_config("default", base))  # "killed" after epoch 1 of 2
     ckpt = load_checkpoint(first.checkpoint)
-    assert ckpt["epoch"] == 0 and ckpt["step"] == 2
+    assert ckpt.epoch == 0 and ckpt.step == 2 and ckpt.epoch_done
     resumed = train(load_config("default", [*base, "optim.epochs=2"]), resume=first.checkpoint)
     assert resumed.run_id == first.run_id
     after = load_checkpoint(resumed.checkpoint)
-    assert after["epoch"] == 1 and after["step"] == 4
+    assert after.epoch == 1 and after.step == 4
     tracking.setup("creative-qa")
     history = MlflowClient().get_metric_history(first.run_id, "epoch")
     # epoch 1 logged by the first process at step 2, epoch 2 by the resumed one at step 4: nothing twice

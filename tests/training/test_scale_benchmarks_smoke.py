@@ -1,0 +1,35 @@
+"""Tiny smoke runs of the training-scale and video-frame benchmarks (the real figures come from full runs)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(args: list[str], home: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "CREATIVE_QA_HOME": str(home), "PYTHONPATH": str(ROOT)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+
+
+def test_training_scale_quick(tmp_path):
+    out = tmp_path / "scale.json"
+    r = _run(["benchmarks/training_scale.py", "--quick", "--out", str(out)], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert {(a["n"], a["mode"]) for a in res["arms"]} == {(60, "ram"), (60, "disk"), (240, "ram"), (240, "disk")}
+    assert all(a["peak_rss_mb"] > 0 and a["train_creatives_per_s"] > 0 for a in res["arms"])
+    assert [b["workers"] for b in res["cache_build"]][0] == 1
+    assert [d["arm"].split()[0] for d in res["ddp"]] == ["one", "DDP"]
+
+
+def test_video_frames_quick(tmp_path):
+    out = tmp_path / "video.json"
+    r = _run(["benchmarks/video_frames.py", "--quick", "--out", str(out)], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["arm"] for row in rows] == ["middle frame", "every sampled frame (max)"]
+    assert all(0 <= row["video_mAP"] <= 1 and row["per_tag_AP"] for row in rows)
