@@ -9,9 +9,11 @@ training sees exactly what serving will. The views are cached in memory as uint8
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
@@ -78,13 +80,23 @@ class CreativeDataset(Dataset):
 
 
 def load_manifest_dataset(
-    source: str, tags: list[str], spec: PreprocessSpec, limit: int | None = None, desc: str = "load"
+    source: str,
+    tags: list[str],
+    spec: PreprocessSpec,
+    limit: int | None = None,
+    desc: str = "load",
+    labels_of: Callable[[pd.DataFrame], np.ndarray] | None = None,
 ) -> tuple[CreativeDataset, LoadReport]:
-    """A labeled (or unlabeled: all-NaN labels) manifest or folder as a cached dataset."""
+    """A labeled (or unlabeled: all-NaN labels) manifest or folder as a cached dataset.
+
+    ``labels_of`` reads the label matrix (e.g. migrating a manifest of an older taxonomy);
+    the default reads the ``tags`` columns.
+    """
     df = read_manifest(source)
     if limit is not None:
         df = df.iloc[:limit]
-    labels, quality = label_matrix(df, tags), quality_vector(df)
+    labels = labels_of(df) if labels_of is not None else label_matrix(df, tags)
+    quality = quality_vector(df)
     paths = df["abspath"].tolist()
     views, ok, report = load_views(paths, spec, desc=desc)
     if report.skipped:

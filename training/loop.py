@@ -30,12 +30,14 @@ import mlflow
 from creative_qa.paths import home
 from creative_qa.preprocess import PreprocessSpec
 from creative_qa.taxonomy import Taxonomy, load_taxonomy
+from creative_qa.taxonomy_map import labels_for
 from training import tracking
 from training.config import TrainConfig
 from training.data import CreativeDataset, load_manifest_dataset
 from training.methods import get_method
 from training.metrics import calibrate_thresholds, evaluate
 from training.model import build_model
+from training.warmstart import TaxonomyChange
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -139,7 +141,9 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, taxonomy: Taxonomy | None = None):
         self.cfg = cfg
-        self.taxonomy = taxonomy or load_taxonomy(cfg.data.taxonomy)
+        # A parent model and/or a taxonomy mapping (None without either); it may adopt the parent's model config.
+        self.change = TaxonomyChange.create(cfg, taxonomy)
+        self.taxonomy = self.change.taxonomy if self.change else (taxonomy or load_taxonomy(cfg.data.taxonomy))
         self.tags = self.taxonomy.tag_names
         self.spec = spec_of(cfg)
         self.device = resolve_device(cfg.device)
@@ -147,17 +151,21 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
 
     # --- data -------------------------------------------------------------------------
+    def labels_of(self, df):
+        """A manifest's labels in this run's taxonomy (migrated when it is of the mapping's old one)."""
+        return self.change.labels(df) if self.change else labels_for(df, self.taxonomy)
+
     def load_data(self) -> None:
         d = self.cfg.data
         if not d.labeled:
             raise ValueError(
                 "no labeled data: set data.labeled (a manifest), e.g. after `creative-qa synth --out data/`"
             )
-        labeled, rep = load_manifest_dataset(d.labeled, self.tags, self.spec, desc="labeled")
+        labeled, rep = load_manifest_dataset(d.labeled, self.tags, self.spec, desc="labeled", labels_of=self.labels_of)
         self.skipped = list(rep.skipped)
         if d.val:
             self.train_ds = labeled
-            self.val_ds, rep = load_manifest_dataset(d.val, self.tags, self.spec, desc="val")
+            self.val_ds, rep = load_manifest_dataset(d.val, self.tags, self.spec, desc="val", labels_of=self.labels_of)
             self.skipped += rep.skipped
         else:
             self.train_ds, self.val_ds = split_val(labeled, d.val_frac, self.cfg.seed)
@@ -171,7 +179,9 @@ class Trainer:
             self.skipped += rep.skipped
         self.test_ds = None
         if d.test:
-            self.test_ds, rep = load_manifest_dataset(d.test, self.tags, self.spec, desc="test")
+            self.test_ds, rep = load_manifest_dataset(
+                d.test, self.tags, self.spec, desc="test", labels_of=self.labels_of
+            )
             self.skipped += rep.skipped
 
     # --- the run ----------------------------------------------------------------------
@@ -180,7 +190,10 @@ class Trainer:
         seed_everything(cfg.seed)
         self.method_cls = get_method(cfg.method.name)
         self.load_data()
-        model = build_model(cfg.model, len(self.tags)).to(self.device)
+        if self.change:  # warm start from the parent (and its pseudo-labels for migrated blanks)
+            model = self.change.build_model(cfg, self.train_ds, self.device).to(self.device)
+        else:
+            model = build_model(cfg.model, len(self.tags)).to(self.device)
         method = self.method_cls(model, quality_weight=cfg.optim.quality_weight, **cfg.method.params)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
 
@@ -296,6 +309,8 @@ class Trainer:
         mlflow.set_tags({"method": cfg.method.name, "backbone": cfg.model.backbone})
         mlflow.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
         mlflow.log_text(self.taxonomy.to_yaml(), "taxonomy.yaml")
+        if self.change:
+            self.change.log()
 
     def _save(
         self,
