@@ -122,7 +122,7 @@ def compare(
 def _scores(uri: str, df) -> tuple[np.ndarray, Taxonomy]:
     scorer = Scorer(uri)
     table = score_frame_table(scorer, df["abspath"].tolist(), df["path"].tolist(), progress=False)
-    probs = table[scorer.tags].to_numpy(dtype=np.float64)
+    probs = table[scorer.tags].to_numpy(dtype=np.float64, copy=True)
     probs[table["error"].notna().to_numpy()] = np.nan
     return probs, scorer.taxonomy
 
@@ -190,7 +190,7 @@ def promote(
         champ_probs = champ_probs[ok]
     chall_probs, labels = chall_probs[ok], labels[ok]
     rows = compare(champ_probs, chall_probs, labels, mapping, tolerance)
-    result = Promotion(False, False, champion.version if champion else None, str(challenger.version), rows)
+    result = Promotion(False, False, str(champion.version) if champion else None, str(challenger.version), rows)
     regressions = ",".join(f"{r.tag}:{r.delta:+.3f}" for r in result.regressions)
     if result.regressions and not force:
         client.set_model_version_tag(name, challenger.version, "promotion_refused", regressions)
