@@ -228,11 +228,14 @@ class TaxonomyChange:
         if not ws.parent and not cfg.data.mapping:
             return None
         parent = resolve_parent(ws.parent, cfg.experiment) if ws.parent else None
-        if taxonomy is None:
-            taxonomy = load_taxonomy(cfg.data.taxonomy) if cfg.data.taxonomy else None
-        taxonomy = taxonomy or (parent.taxonomy if parent else load_taxonomy())
-        if cfg.data.mapping:
+        if taxonomy is None and cfg.data.taxonomy:
+            taxonomy = load_taxonomy(cfg.data.taxonomy)
+        if cfg.data.mapping:  # the run's taxonomy is the mapping's new one unless given
             mapping = load_mapping(cfg.data.mapping, old=parent.taxonomy if parent else None, new=taxonomy)
+            taxonomy = mapping.new
+        elif taxonomy is None:  # a parent and nothing else: continue in its taxonomy
+            taxonomy = parent.taxonomy
+            mapping = identity_mapping(taxonomy)
         elif parent.taxonomy.tag_names == taxonomy.tag_names:
             mapping = identity_mapping(taxonomy)
         else:

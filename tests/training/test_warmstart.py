@@ -131,3 +131,22 @@ def test_unknown_parent_is_a_clear_error(tmp_path):
     torch.save({"weights": 1}, bogus)
     with pytest.raises(ValueError, match="not a creative-qa training checkpoint"):
         resolve_parent(str(bogus))
+
+
+def test_a_run_from_a_parent_adopts_its_model_and_needs_a_mapping_for_another_taxonomy(parent, tmp_path):
+    from training.warmstart import TaxonomyChange
+
+    ckpt = tmp_path / "last.pt"
+    parent_cfg = load_config("default", TINY_OVERRIDES)
+    torch.save({"config": parent_cfg.to_dict(), "model": parent.state_dict(), "taxonomy": V1.to_dict()}, ckpt)
+
+    cfg = load_config("default", [f"warm_start.parent={ckpt}", "data.taxonomy=v2", "model.input_size=96"])
+    with pytest.raises(ValueError, match="give --mapping"):
+        TaxonomyChange.create(cfg)
+    cfg = load_config("default", [f"warm_start.parent={ckpt}", "data.mapping=v1_to_v2", "model.input_size=96"])
+    change = TaxonomyChange.create(cfg)
+    assert change.taxonomy.version == "2" and change.mapping.old.version == "1"
+    assert cfg.model.input_size == parent_cfg.model.input_size == 64  # the weights only fit the parent's model
+    # a parent alone: continue in its taxonomy
+    cfg = load_config("default", [f"warm_start.parent={ckpt}"])
+    assert TaxonomyChange.create(cfg).mapping.is_identity
