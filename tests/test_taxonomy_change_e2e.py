@@ -10,9 +10,15 @@ import pytest
 from creative_qa.cli import main as cli
 from creative_qa.taxonomy import load_taxonomy
 from tests.conftest import TINY_OVERRIDES
-from tests.test_end_to_end import mlflow_server  # noqa: F401  (the fixture)
+from tests.mlflow_server import mlflow_server as run_mlflow_server
 
 SUPERVISED = ["method.name=supervised", "method.params={}"]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    with run_mlflow_server(tmp_path_factory.mktemp("mlflow-server-taxonomy")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +34,7 @@ def v2_data(tmp_path_factory):
 
 
 def test_v1_to_v2_retrain_register_challenger_and_promote(
-    mlflow_server,  # noqa: F811
+    mlflow_server,
     tiny_data,
     v2_data,
     monkeypatch,
