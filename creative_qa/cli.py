@@ -7,6 +7,9 @@
     creative-qa score ad.png clip.mp4     # JSON scores (default model: models:/creative-qa@champion)
     creative-qa batch-score --input data/test.csv --output scores.parquet
     creative-qa serve --port 8000
+    creative-qa taxonomy diff v1 v2.yaml  # propose a mapping; `check` validates one, `migrate` rewrites labels
+    creative-qa train --from models:/creative-qa@champion --taxonomy v2.yaml --mapping v1_to_v2.yaml ...
+    creative-qa promote --eval test_v2.csv  # challenger -> champion unless a shared tag regresses
 
 Scoring commands need only the core install; ``train``, ``export`` and ``demo``
 need the training extras (``pip install 'creative-qa[train]'``), and ``serve`` the
@@ -107,6 +110,48 @@ def cmd_serve(a: argparse.Namespace) -> None:
     uvicorn.run("serving.main:create_app", factory=True, host=a.host, port=a.port, workers=1)
 
 
+def cmd_taxonomy(a: argparse.Namespace) -> None:
+    from creative_qa.taxonomy import load_taxonomy  # noqa: PLC0415
+    from creative_qa.taxonomy_map import load_mapping, propose_mapping  # noqa: PLC0415
+
+    if a.action == "diff":
+        text = propose_mapping(load_taxonomy(a.old), load_taxonomy(a.new), a.old, a.new)
+        if a.out:
+            with open(a.out, "w", encoding="utf-8") as f:
+                f.write(text)
+            print(f"wrote {a.out}: review it, then `creative-qa taxonomy check {a.old} {a.new} {a.out}`")
+        else:
+            print(text, end="")
+    elif a.action == "check":
+        m = load_mapping(a.mapping, a.old, a.new)
+        counts: dict[str, int] = {}
+        for r in m.rules:
+            counts[r.kind] = counts.get(r.kind, 0) + 1
+        counts["drop"] = len(m.dropped)
+        summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+        change = f"v{m.old.version} ({len(m.old)} tags) -> v{m.new.version} ({len(m.new)} tags)"
+        print(f"{a.mapping}: OK, {change}: {summary}")
+    else:  # migrate
+        from creative_qa.manifest import read_manifest  # noqa: PLC0415
+
+        m = load_mapping(a.mapping, a.old, a.new)
+        df = read_manifest(a.labels)
+        if not m.is_old_manifest(df):
+            raise ValueError(f"{a.labels}: not a manifest of taxonomy v{m.old.version} (it lacks old tag columns)")
+        out = m.migrate_frame(df)
+        if str(a.output).endswith((".parquet", ".pq")):
+            out.to_parquet(a.output, index=False)
+        else:
+            out.to_csv(a.output, index=False)
+        blank = {t: int(out[t].isna().sum()) for t in m.new.tag_names}
+        print(
+            json.dumps(
+                {"rows": len(out), "output": a.output, "taxonomy_version": m.new.version, "blank_per_tag": blank},
+                indent=2,
+            )
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="creative-qa", description="Score advertising creatives for quality.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -130,6 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model (MLflow-tracked)")
     t.add_argument("--recipe", default="default", help="a recipe name from training/configs/ or a YAML path")
     t.add_argument("--resume", default=None, help="checkpoint to resume (last.pt of a killed run)")
+    t.add_argument(
+        "--from",
+        dest="parent",
+        default=None,
+        help="warm-start from a previous model: models:/name@alias, models:/name/version, runs:/<run id>, or a last.pt",
+    )
+    t.add_argument("--taxonomy", default=None, help="taxonomy YAML to train (default: the recipe's, else v1)")
+    t.add_argument("--mapping", default=None, help="mapping from the parent's taxonomy to --taxonomy")
+    t.add_argument(
+        "--no-register",
+        action="store_true",
+        help="with --from: don't export and register the result as the challenger",
+    )
     t.add_argument(
         "overrides", nargs="*", help="config overrides, e.g. data.labeled=data/train_labeled.csv optim.epochs=3"
     )
@@ -157,6 +215,32 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--clean", default=None, help="clean twin of the manifest, to report precision@k")
     li.add_argument("overrides", nargs="*", help="config overrides, as for train")
     li.set_defaults(fn=lambda a: _extra("training.cli", "train").cmd_label_issues(a))
+
+    tx = sub.add_parser("taxonomy", help="taxonomy versions: propose, check and apply a mapping")
+    txs = tx.add_subparsers(dest="action", required=True)
+    td = txs.add_parser("diff", help="propose a mapping from OLD to NEW (same names, renamed descriptions)")
+    td.add_argument("old", help="old taxonomy YAML (or a built-in: v1, v2)")
+    td.add_argument("new", help="new taxonomy YAML")
+    td.add_argument("-o", "--out", default=None, help="write the proposal here (default: stdout)")
+    tc = txs.add_parser("check", help="validate MAPPING between OLD and NEW")
+    tc.add_argument("old")
+    tc.add_argument("new")
+    tc.add_argument("mapping")
+    tm = txs.add_parser("migrate", help="rewrite a label manifest into the new taxonomy (never invents a 1)")
+    tm.add_argument("--mapping", required=True, help="mapping YAML (names its old and new taxonomies)")
+    tm.add_argument("--old", default=None, help="old taxonomy (default: the mapping's `old:`)")
+    tm.add_argument("--new", default=None, help="new taxonomy (default: the mapping's `new:`)")
+    tm.add_argument("labels", help="manifest labeled in the old taxonomy (CSV or Parquet)")
+    tm.add_argument("-o", "--output", required=True, help="migrated manifest (CSV or Parquet)")
+    tx.set_defaults(fn=cmd_taxonomy)
+
+    pr = sub.add_parser("promote", help="make the challenger the champion unless a shared tag regresses")
+    pr.add_argument("--eval", required=True, help="labeled evaluation manifest (in the challenger's taxonomy)")
+    pr.add_argument("--name", default="creative-qa", help="registered model name")
+    pr.add_argument("--tolerance", type=float, default=0.02, help="largest AP drop allowed on a shared tag")
+    pr.add_argument("--mapping", default=None, help="champion -> challenger taxonomy mapping (default: the run's)")
+    pr.add_argument("--force", action="store_true", help="promote despite regressions (recorded in the registry)")
+    pr.set_defaults(fn=lambda a: _extra("training.promote", "train").cmd_promote(a))
 
     sc = sub.add_parser("score", help="score files, print JSON")
     sc.add_argument("files", nargs="+")

@@ -3,10 +3,16 @@
 Blank means *unknown* and stays NaN all the way into the loss mask; it is never a 0.
 Paths are relative to the manifest's folder unless absolute. A folder can stand in
 for an unlabeled manifest: every image or video under it becomes a row.
+
+A labeled manifest has a column for every tag of the taxonomy: a missing column is
+an error naming the tag (a typo or a manifest of another taxonomy version must not
+silently become "all unknown"), unless the taxonomy marks the tag ``new`` (blank on
+purpose). A manifest with no tag column at all is unlabeled.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +45,28 @@ def read_manifest(source: str | Path) -> pd.DataFrame:
     if "path" not in df.columns:
         raise ManifestError(f"{src}: the manifest has no 'path' column (columns: {', '.join(map(str, df.columns))})")
     df = df.reset_index(drop=True)
+    df.attrs["source"] = str(src)
     df["abspath"] = [str(p if Path(p).is_absolute() else (root / p)) for p in df["path"].astype(str)]
     return df
 
 
-def label_matrix(df: pd.DataFrame, tags: list[str]) -> np.ndarray:
-    """``(N, T)`` float32 with 1, 0 or NaN (unknown); a tag missing from the manifest is all unknown."""
+def label_matrix(df: pd.DataFrame, tags: list[str], new: Iterable[str] = ()) -> np.ndarray:
+    """``(N, T)`` float32 with 1, 0 or NaN (unknown).
+
+    A tag without a column is an error unless it is in ``new`` (then all unknown);
+    a manifest with no tag column at all is unlabeled (all unknown).
+    """
     out = np.full((len(df), len(tags)), np.nan, dtype=np.float32)
+    if any(t in df.columns for t in tags):
+        new = set(new)
+        missing = [t for t in tags if t not in df.columns and t not in new]
+        if missing:
+            src = df.attrs.get("source", "manifest")
+            raise ManifestError(
+                f"{src}: no column for tag(s) {', '.join(repr(t) for t in missing)} of the taxonomy; add the "
+                "column (blank cells are fine), mark the tag `new: true` in the taxonomy, or, for a manifest "
+                "of an older taxonomy, migrate it (`creative-qa taxonomy migrate --mapping ...`)"
+            )
     for j, t in enumerate(tags):
         if t not in df.columns:
             continue

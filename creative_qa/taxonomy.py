@@ -7,6 +7,7 @@ A taxonomy is a small YAML file (see ``creative_qa/taxonomies/v1.yaml``)::
     quality: {description: ...}
     tags:
       - {name: blurry, group: defect, description: ..., threshold: 0.5}
+      - {name: motion_blur, group: defect, new: true}   # no labels yet: manifests may lack it
 
 ``load_taxonomy`` validates it strictly: a duplicate tag, a threshold outside
 (0, 1) or an unknown field is a ``TaxonomyError`` naming the file and the field.
@@ -26,7 +27,7 @@ import yaml
 DEFAULT_THRESHOLD = 0.5
 _TAG_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _TOP_FIELDS = {"name", "version", "quality", "tags"}
-_TAG_FIELDS = {"name", "group", "description", "threshold"}
+_TAG_FIELDS = {"name", "group", "description", "threshold", "new"}
 _QUALITY_FIELDS = {"description"}
 
 
@@ -40,6 +41,7 @@ class Tag:
     group: str = "defect"
     description: str = ""
     threshold: float = DEFAULT_THRESHOLD
+    new: bool = False  # introduced in this version: a manifest may lack its column (all blank)
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,15 @@ class Taxonomy:
     @property
     def tag_names(self) -> list[str]:
         return [t.name for t in self.tags]
+
+    @property
+    def new_tags(self) -> list[str]:
+        """Tags marked ``new: true``: a manifest without their column is blank on purpose."""
+        return [t.name for t in self.tags if t.new]
+
+    def group(self, group: str) -> list[str]:
+        """The tags of one group (``defect``, ``content``...), in taxonomy order."""
+        return [t.name for t in self.tags if t.group == group]
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -72,7 +83,8 @@ class Taxonomy:
             "name": self.name,
             "version": self.version,
             "quality": {"description": self.quality_description},
-            "tags": [asdict(t) for t in self.tags],
+            # NOTE: `new` only when set, so v1 metadata stays byte-identical to what scorers already read.
+            "tags": [{k: v for k, v in asdict(t).items() if k != "new" or v} for t in self.tags],
         }
 
     def to_json(self) -> str:
@@ -131,8 +143,17 @@ def taxonomy_from_dict(data: Any, source: str = "<dict>") -> Taxonomy:
         group = raw.get("group", "defect")
         if not isinstance(group, str) or not group:
             raise _fail(source, f"{where}.group", "must be a non-empty string")
+        new = raw.get("new", False)
+        if not isinstance(new, bool):
+            raise _fail(source, f"{where}.new", f"{new!r} must be true or false")
         tags.append(
-            Tag(name=name, group=group, description=str(raw.get("description", "")), threshold=float(threshold))
+            Tag(
+                name=name,
+                group=group,
+                description=str(raw.get("description", "")),
+                threshold=float(threshold),
+                new=new,
+            )
         )
 
     return Taxonomy(
@@ -144,18 +165,28 @@ def taxonomy_from_dict(data: Any, source: str = "<dict>") -> Taxonomy:
     )
 
 
+def builtin_path(name: str) -> Path | None:
+    """The packaged file for a built-in name (``v1``, ``v2``, ``v1_to_v2``...), if there is one."""
+    ref = resources.files("creative_qa") / "taxonomies" / f"{name}.yaml"
+    return Path(str(ref)) if "/" not in name and ref.is_file() else None
+
+
 def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
-    """Load and validate a taxonomy YAML file; ``None`` gives the default taxonomy v1.
+    """Load and validate a taxonomy YAML file (or a built-in: ``v1``, ``v2``); ``None`` gives v1.
 
     Example:
         >>> load_taxonomy().tag_names[:3]
         ['blurry', 'low_resolution', 'jpeg_artifacts']
+        >>> load_taxonomy("v2").version
+        '2'
     """
     if path is None:
         ref = resources.files("creative_qa") / "taxonomies" / "v1.yaml"
         text, source = ref.read_text(encoding="utf-8"), "creative_qa/taxonomies/v1.yaml"
     else:
         p = Path(path)
+        if not p.is_file() and builtin_path(str(path)) is not None:
+            p = builtin_path(str(path))
         if not p.is_file():
             raise TaxonomyError(f"{p}: taxonomy file not found")
         text, source = p.read_text(encoding="utf-8"), str(p)

@@ -15,6 +15,8 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 def _isolated_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CREATIVE_QA_HOME", str(tmp_path_factory.getbasetemp() / "cqa-home"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # NOTE: mlflow.set_registry_uri also exports MLFLOW_REGISTRY_URI, which would leak a finished test's server.
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
 
 
 @pytest.fixture(scope="session")

@@ -17,31 +17,52 @@ from creative_qa.paths import home
 from creative_qa.scorer import Scorer
 from training.config import load_config
 from training.export import export_checkpoint
-from training.loop import train
+from training.loop import load_checkpoint, train
 from training.metrics import macro_map, per_tag_ap
 
 log = logging.getLogger(__name__)
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    cfg = load_config(a.recipe, a.overrides)
+    flags = [
+        f"{key}={value}"
+        for key, value in (
+            ("warm_start.parent", getattr(a, "parent", None)),
+            ("data.taxonomy", getattr(a, "taxonomy", None)),
+            ("data.mapping", getattr(a, "mapping", None)),
+        )
+        if value
+    ]
+    cfg = load_config(a.recipe, [*a.overrides, *flags])
     result = train(cfg, resume=a.resume)
     from training import distributed  # noqa: PLC0415
 
     distributed.shutdown(distributed.from_env())
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
         return
-    print(
-        json.dumps(
-            {
-                "run_id": result.run_id,
-                "checkpoint": str(result.checkpoint),
-                "metrics": {k: round(v, 4) for k, v in result.metrics.items() if "AP_" not in k},
-                "skipped_files": len(result.skipped),
-            },
-            indent=2,
-        )
-    )
+    summary = {
+        "run_id": result.run_id,
+        "checkpoint": str(result.checkpoint),
+        "metrics": {k: round(v, 4) for k, v in result.metrics.items() if "AP_" not in k},
+        "skipped_files": len(result.skipped),
+    }
+    if cfg.warm_start.parent and not getattr(a, "no_register", False):
+        summary["challenger"] = register_challenger(cfg, result.checkpoint)
+    print(json.dumps(summary, indent=2))
+
+
+def register_challenger(cfg, checkpoint: Path) -> dict[str, str | None]:
+    """Export a retrained model and register it as the ``challenger`` of its parent's registered model."""
+    from mlflow.tracking import MlflowClient  # noqa: PLC0415
+
+    parent = cfg.warm_start.parent
+    name = parent[len("models:/") :].split("@")[0].split("/")[0] if parent.startswith("models:/") else cfg.register_as
+    exp = export_checkpoint(checkpoint, parity_source=cfg.data.test or cfg.data.labeled, name=name, alias="challenger")
+    ckpt_tax = load_checkpoint(checkpoint)["taxonomy"]
+    client = MlflowClient()
+    client.set_model_version_tag(name, exp.registered_version, "parent_model", parent)
+    client.set_model_version_tag(name, exp.registered_version, "taxonomy_version", str(ckpt_tax["version"]))
+    return {"uri": exp.model_uri, "version": exp.registered_version}
 
 
 def cmd_export(a: argparse.Namespace) -> None:

@@ -34,6 +34,7 @@ class DataConfig:
     test: str | None = None  # clean test manifest, evaluated after training
     taxonomy: str | None = None  # taxonomy YAML; None = the default v1
     max_unlabeled: int | None = None  # cap on the unlabeled pool (None = all)
+    mapping: str | None = None  # taxonomy mapping: manifests of its old taxonomy are migrated as they load
     crop_pool: int = 4  # extra detail windows cached per training creative, for strong views
     cache: str = "auto"  # view cache: "auto" = <home>/cache, a folder, or "off" (decode into RAM)
     workers: int = 0  # processes that build the view cache (0 = one per CPU)
@@ -81,11 +82,22 @@ class MethodConfig:
 
 
 @dataclass
+class WarmStartConfig:
+    """Start from a previous model (``creative-qa train --from``), see ``training.warmstart``."""
+
+    parent: str | None = None  # models:/name@alias, models:/name/N, runs:/<run id> or a checkpoint path
+    pseudo_labels: bool = True  # fill migration blanks from the parent where it is confident
+    confident_low: float = 0.1  # parent probability at or below this is a confident 0
+    confident_high: float = 0.9  # ... at or above this a confident 1
+
+
+@dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
+    warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = None  # torch CPU threads (None = torch's default)
@@ -141,6 +153,7 @@ _SECTIONS = {
     (TrainConfig, "model"): ModelConfig,
     (TrainConfig, "optim"): OptimConfig,
     (TrainConfig, "method"): MethodConfig,
+    (TrainConfig, "warm_start"): WarmStartConfig,
 }
 
 

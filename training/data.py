@@ -27,7 +27,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
@@ -399,17 +400,21 @@ def load_manifest_dataset(
     cache: Path | None = None,
     workers: int = 0,
     video_frames: int = 1,
+    labels_of: Callable[[pd.DataFrame], np.ndarray] | None = None,
 ) -> tuple[CreativeDataset, LoadReport]:
     """A labeled (or unlabeled: all-NaN labels) manifest or folder as a dataset.
 
     ``pool``: further detail windows kept per creative for strong views (training sets only).
     ``cache``: the view-cache folder (None = decode into RAM); ``workers``: its build processes.
     ``video_frames > 1``: also keep up to that many sampled frames of every video (``.frames``).
+    ``labels_of`` reads the label matrix (e.g. migrating a manifest of an older taxonomy);
+    the default reads the ``tags`` columns.
     """
     df = read_manifest(source)
     if limit is not None:
         df = df.iloc[:limit]
-    labels, quality = label_matrix(df, tags), quality_vector(df)
+    labels = labels_of(df) if labels_of is not None else label_matrix(df, tags)
+    quality = quality_vector(df)
     paths = df["abspath"].tolist()
     v = spec.views
     if cache is not None:

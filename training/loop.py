@@ -33,6 +33,7 @@ import mlflow
 from creative_qa.paths import home
 from creative_qa.preprocess import PreprocessSpec
 from creative_qa.taxonomy import Taxonomy, load_taxonomy
+from creative_qa.taxonomy_map import labels_for
 from training import distributed, tracking
 from training.checkpoint import Checkpoint, capture_rng, restore_rng
 from training.config import TrainConfig
@@ -47,6 +48,7 @@ from training.data import (
 from training.methods import get_method
 from training.metrics import calibrate_thresholds, evaluate
 from training.model import PASSES, build_model, frame_bags, init_tag_prior
+from training.warmstart import TaxonomyChange
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -172,7 +174,9 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, taxonomy: Taxonomy | None = None):
         self.cfg = cfg
-        self.taxonomy = taxonomy or load_taxonomy(cfg.data.taxonomy)
+        # A parent model and/or a taxonomy mapping (None without either); it may adopt the parent's model config.
+        self.change = TaxonomyChange.create(cfg, taxonomy)
+        self.taxonomy = self.change.taxonomy if self.change else (taxonomy or load_taxonomy(cfg.data.taxonomy))
         self.tags = self.taxonomy.tag_names
         self.spec = spec_of(cfg)
         self.dist = distributed.from_env()
@@ -185,19 +189,25 @@ class Trainer:
 
     # --- data -------------------------------------------------------------------------
     def _load(
-        self, source: str, desc: str, pool: int = 0, limit: int | None = None, frames: int = 1
+        self, source: str, desc: str, pool: int = 0, limit: int | None = None, frames: int = 1, labeled: bool = True
     ) -> CreativeDataset:
         d, root = self.cfg.data, cache_root(self.cfg)
+        args = (source, self.tags, self.spec, limit, desc, pool, root, d.workers, frames)
+        labels_of = self.labels_of if labeled else None
         if root is not None and self.dist.enabled and not self.dist.is_main:
             distributed.barrier(self.dist)  # rank 0 builds the cache, the others then read it
         if root is None or self.dist.is_main:
-            ds, rep = load_manifest_dataset(source, self.tags, self.spec, limit, desc, pool, root, d.workers, frames)
+            ds, rep = load_manifest_dataset(*args, labels_of=labels_of)
         if root is not None and self.dist.enabled and self.dist.is_main:
             distributed.barrier(self.dist)
         if root is not None and not self.dist.is_main:
-            ds, rep = load_manifest_dataset(source, self.tags, self.spec, limit, desc, pool, root, d.workers, frames)
+            ds, rep = load_manifest_dataset(*args, labels_of=labels_of)
         self.skipped += rep.skipped
         return ds
+
+    def labels_of(self, df):
+        """A manifest's labels in this run's taxonomy (migrated when it is of the mapping's old one)."""
+        return self.change.labels(df) if self.change else labels_for(df, self.taxonomy)
 
     def load_data(self) -> None:
         d = self.cfg.data
@@ -216,7 +226,9 @@ class Trainer:
             raise ValueError(f"{d.labeled}: no creative could be loaded ({len(self.skipped)} skipped)")
         self.unlabeled_ds = None
         if d.unlabeled and self.method_cls.uses_unlabeled:
-            self.unlabeled_ds = self._load(d.unlabeled, "unlabeled", pool=d.crop_pool, limit=d.max_unlabeled)
+            self.unlabeled_ds = self._load(
+                d.unlabeled, "unlabeled", pool=d.crop_pool, limit=d.max_unlabeled, labeled=False
+            )
         self.test_ds = None
         if d.test:
             self.test_ds = self._load(d.test, "test")
@@ -228,9 +240,12 @@ class Trainer:
         passes = PASSES.snapshot()
         self.method_cls = get_method(cfg.method.name)
         self.load_data()
-        model = build_model(cfg.model, len(self.tags)).to(self.device)
-        if cfg.model.prior_bias:
-            init_tag_prior(model, self.train_ds.labels)
+        if self.change:  # warm start from the parent (and its pseudo-labels for migrated blanks)
+            model = self.change.build_model(cfg, self.train_ds, self.device).to(self.device)
+        else:
+            model = build_model(cfg.model, len(self.tags)).to(self.device)
+            if cfg.model.prior_bias:
+                init_tag_prior(model, self.train_ds.labels)
         if dist.enabled:
             model = distributed.convert_sync_batchnorm(model, self.device)
         if self.channels_last:
@@ -401,6 +416,8 @@ class Trainer:
         mlflow.set_tags({"method": cfg.method.name, "backbone": cfg.model.backbone})
         mlflow.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
         mlflow.log_text(self.taxonomy.to_yaml(), "taxonomy.yaml")
+        if self.change:
+            self.change.log()
 
     def _save(
         self,

@@ -12,6 +12,11 @@
 
 Every creative is seeded from (seed, split, index): the output is the same for a
 given seed whatever the number of worker processes.
+
+Labels are written for the tags of the taxonomy given (v1 by default). The generator
+knows, from what it rendered, the tags of every built-in taxonomy version (``LABELERS``:
+v1's, and v2's split blur kinds, merged exposure, renamed compression tag and
+background tags); a tag it does not know is left blank, never 0.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from creative_qa.synth.defects import DEFECTS, ORDER, to_pil
+from creative_qa.synth.defects import BLUR_KERNELS, DEFECTS, ORDER, to_pil
 from creative_qa.synth.render import BACKGROUNDS, render_design
 from creative_qa.taxonomy import Taxonomy, load_taxonomy
 
@@ -70,9 +75,37 @@ class SynthConfig:
 @dataclass
 class Creative:
     image: np.ndarray  # (H, W, 3) float32
-    labels: dict[str, int]
+    labels: dict[str, int]  # every tag the generator knows (see LABELERS)
     quality: float
     measured: dict[str, float]
+
+
+# Tags the generator can label from what it rendered, by name, across taxonomy versions. Each
+# takes the v1 labels and the render facts (blur kernel, background kind). A tag not listed is
+# one the generator cannot judge: its cells are blank.
+Labeler = Callable[[dict[str, int], dict[str, str]], int]
+LABELERS: dict[str, Labeler] = {
+    "motion_blur": lambda v1, facts: int(v1["blurry"] == 1 and facts.get("blur_kernel") == "motion"),
+    "defocus_blur": lambda v1, facts: int(v1["blurry"] == 1 and facts.get("blur_kernel") in ("gaussian", "box")),
+    "compression_artifacts": lambda v1, facts: v1["jpeg_artifacts"],
+    "bad_exposure": lambda v1, facts: int(v1["overexposed"] == 1 or v1["underexposed"] == 1),
+    "photo_background": lambda v1, facts: int(facts.get("background") == "photo"),
+    "striped_background": lambda v1, facts: int(facts.get("background") == "stripes"),
+}
+
+
+def label_creative(design_labels: dict[str, int], measured: dict[str, float], facts: dict[str, str]) -> dict[str, int]:
+    """Every tag the generator knows: v1's by DESIGN.md's rules, then the ``LABELERS`` built on them."""
+    v1 = {name: 0 for name in DEFECTS} | design_labels
+    for name, value in measured.items():
+        v1[name] = DEFECTS[name].label(value)
+    return v1 | {tag: fn(v1, facts) for tag, fn in LABELERS.items()}
+
+
+def unknown_tags(tags: list[str]) -> list[str]:
+    """Tags of a taxonomy the generator cannot label (left blank in what it writes)."""
+    known = set(DEFECTS) | {"text_heavy", "has_text", "has_logo", "has_cta"} | set(LABELERS)
+    return [t for t in tags if t not in known]
 
 
 def quality_from(measured: dict[str, float], text_coverage: float) -> float:
@@ -101,13 +134,24 @@ def choose_defects(rng: np.random.Generator, cfg: SynthConfig) -> dict[str, floa
 
 
 def apply_defects(
-    image: np.ndarray, chosen: dict[str, float], rng: np.random.Generator, cfg: SynthConfig
+    image: np.ndarray,
+    chosen: dict[str, float],
+    rng: np.random.Generator,
+    cfg: SynthConfig,
+    facts: dict[str, str] | None = None,
 ) -> tuple[np.ndarray, dict[str, float]]:
+    """Apply the chosen defects in ``ORDER``; ``facts`` (if given) receives the blur kernel used."""
     measured: dict[str, float] = {}
     opts = cfg.defect_opts()
     for name in ORDER:
         if name in chosen:
-            image, measured[name] = DEFECTS[name].apply(image, chosen[name], rng, opts)
+            o = opts
+            if name == "blurry" and not opts.get("blur_kernel"):
+                # NOTE: the same draw blur() would make itself, made here so the kernel is known.
+                o = opts | {"blur_kernel": str(rng.choice(opts.get("blur_kernels", BLUR_KERNELS)))}
+            if name == "blurry" and facts is not None:
+                facts["blur_kernel"] = o["blur_kernel"]
+            image, measured[name] = DEFECTS[name].apply(image, chosen[name], rng, o)
     return image, measured
 
 
@@ -115,10 +159,9 @@ def make_creative(rng: np.random.Generator, cfg: SynthConfig, chosen: dict[str, 
     text_heavy = rng.random() < cfg.p_text_heavy
     design = render_design(rng, cfg.size, text_heavy=text_heavy, fonts=cfg.fonts, backgrounds=cfg.backgrounds)
     chosen = choose_defects(rng, cfg) if chosen is None else chosen
-    image, measured = apply_defects(design.image, chosen, rng, cfg)
-    labels = {name: 0 for name in DEFECTS} | design.labels
-    for name, value in measured.items():
-        labels[name] = DEFECTS[name].label(value)
+    facts = {"background": design.info.get("background", "")}
+    image, measured = apply_defects(design.image, chosen, rng, cfg, facts)
+    labels = label_creative(design.labels, measured, facts)
     return Creative(image, labels, quality_from(measured, design.text_coverage), measured)
 
 
@@ -157,6 +200,7 @@ def make_video(rng: np.random.Generator, cfg: SynthConfig) -> tuple[list[np.ndar
     h, w = design.image.shape[:2]
     base = to_pil(design.image)
     frames, measured_all = [], {}
+    facts = {"background": design.info.get("background", "")}
     opts_rng_seed = int(rng.integers(2**31))
     for i in range(n):
         z = 1.0 + 0.08 * i / n
@@ -170,17 +214,16 @@ def make_video(rng: np.random.Generator, cfg: SynthConfig) -> tuple[list[np.ndar
         )
         active = {k: v for k, v in chosen.items() if k not in partial or i >= n // 2}
         # Same defect parameters on every frame (same rng seed), so it does not flicker.
-        frame, measured = apply_defects(frame, active, np.random.default_rng(opts_rng_seed), cfg)
+        frame, measured = apply_defects(frame, active, np.random.default_rng(opts_rng_seed), cfg, facts)
         measured_all.update(measured)
         frames.append(np.clip(frame * 255 + 0.5, 0, 255).astype(np.uint8))
-    labels = {name: 0 for name in DEFECTS} | design.labels
-    for name, value in measured_all.items():
-        labels[name] = DEFECTS[name].label(value)
+    labels = label_creative(design.labels, measured_all, facts)
     return frames, Creative(design.image, labels, quality_from(measured_all, design.text_coverage), measured_all)
 
 
 def _row(rel: str, c: Creative, tags: list[str], **extra) -> dict:
-    row = {"path": rel, **{t: c.labels.get(t, 0) for t in tags}, "quality": round(c.quality, 4)}
+    # A tag the generator does not know is blank (NaN), never 0.
+    row = {"path": rel, **{t: c.labels.get(t, np.nan) for t in tags}, "quality": round(c.quality, 4)}
     row["defects"] = json.dumps({k: round(v, 5) for k, v in c.measured.items()})
     return row | extra
 
@@ -199,12 +242,11 @@ def _make_one(args: tuple) -> list[dict]:
         chosen = {}
         while not chosen:
             chosen = choose_defects(rng, cfg)
-        image, measured = apply_defects(design.image, chosen, rng, cfg)
+        facts = {"background": design.info.get("background", "")}
+        image, measured = apply_defects(design.image, chosen, rng, cfg, facts)
         rows = []
         for suffix, img, meas in (("a", design.image, {}), ("b", image, measured)):
-            labels = {name: 0 for name in DEFECTS} | design.labels
-            for name, value in meas.items():
-                labels[name] = DEFECTS[name].label(value)
+            labels = label_creative(design.labels, meas, facts)
             c = Creative(img, labels, quality_from(meas, design.text_coverage), meas)
             rel = f"{split}/{i:06d}{suffix}.png"
             _save_image(img, out_dir / rel)
@@ -304,6 +346,8 @@ def generate_dataset(
     """Write a synthetic data set and its manifests; returns the manifest paths."""
     cfg = cfg or SynthConfig()
     tags = (taxonomy or load_taxonomy()).tag_names
+    if unknown_tags(tags):
+        log.warning("the generator cannot label %s: those columns stay blank", ", ".join(unknown_tags(tags)))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     workers = workers or min(os.cpu_count() or 1, 8)
@@ -351,13 +395,16 @@ def generate_dataset(
 
 
 __all__ = [
+    "LABELERS",
     "Creative",
     "SynthConfig",
     "add_annotator_noise",
     "apply_defects",
     "choose_defects",
     "generate_dataset",
+    "label_creative",
     "make_creative",
     "make_video",
     "quality_from",
+    "unknown_tags",
 ]

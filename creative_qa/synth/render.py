@@ -63,7 +63,8 @@ def _light_colour(rng: np.random.Generator) -> np.ndarray:
     return (c * 255).astype(int)
 
 
-def _background(rng: np.random.Generator, w: int, h: int, kinds: tuple[str, ...]) -> Image.Image:
+def _background(rng: np.random.Generator, w: int, h: int, kinds: tuple[str, ...]) -> tuple[Image.Image, str]:
+    """A background and the kind actually drawn (``photo`` falls back to a gradient without photos)."""
     kind = str(rng.choice(kinds))
     if kind == "photo" and _photos():
         photo = _photos()[int(rng.integers(len(_photos())))]
@@ -72,18 +73,18 @@ def _background(rng: np.random.Generator, w: int, h: int, kinds: tuple[str, ...]
         img = Image.fromarray(photo).resize((int(pw * scale) + 1, int(ph * scale) + 1), Image.Resampling.LANCZOS)
         x0 = int(rng.integers(0, img.width - w + 1))
         y0 = int(rng.integers(0, img.height - h + 1))
-        return img.crop((x0, y0, x0 + w, y0 + h))
+        return img.crop((x0, y0, x0 + w, y0 + h)), "photo"
     c1, c2 = _light_colour(rng), _light_colour(rng)
     if kind in ("gradient", "photo"):
         t = np.linspace(0, 1, h if rng.random() < 0.5 else w, dtype=np.float32)
         row = c1[None] * (1 - t[:, None]) + c2[None] * t[:, None]
         arr = np.broadcast_to(row[:, None] if len(t) == h else row[None], (h, w, 3))
-        return Image.fromarray(arr.astype(np.uint8))
+        return Image.fromarray(arr.astype(np.uint8)), "gradient"
     if kind == "radial":
         yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
         r = np.sqrt((xx / w - rng.uniform(0.2, 0.8)) ** 2 + (yy / h - rng.uniform(0.2, 0.8)) ** 2)
         t = np.clip(r / 0.9, 0, 1)[..., None]
-        return Image.fromarray((c1 * (1 - t) + c2 * t).astype(np.uint8))
+        return Image.fromarray((c1 * (1 - t) + c2 * t).astype(np.uint8)), "radial"
     img = Image.new("RGB", (w, h), tuple(int(v) for v in c1))
     d = ImageDraw.Draw(img)
     if kind == "stripes":
@@ -94,7 +95,7 @@ def _background(rng: np.random.Generator, w: int, h: int, kinds: tuple[str, ...]
         for _ in range(int(rng.integers(2, 5))):
             cx, cy, rr = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.1, 0.4) * min(w, h)
             d.ellipse((cx - rr, cy - rr, cx + rr, cy + rr), fill=tuple(int(v) for v in _light_colour(rng)))
-    return img
+    return img, kind
 
 
 def _contrasting(rng: np.random.Generator, bg: Image.Image, box: tuple[int, int, int, int]) -> tuple[int, int, int]:
@@ -131,7 +132,7 @@ def render_design(
         w, h = short_side, int(round(short_side * ah / aw))
     w, h = w + w % 2, h + h % 2  # even sizes, so videos encode in yuv420p
     s = min(w, h)
-    img = _background(rng, w, h, backgrounds)
+    img, background = _background(rng, w, h, backgrounds)
     d = ImageDraw.Draw(img)
     text_mask = np.zeros((h, w), dtype=bool)
 
@@ -224,4 +225,4 @@ def render_design(
         "has_cta": int(has_cta),
         "text_heavy": int(coverage >= TEXT_HEAVY_THRESHOLD),
     }
-    return Design(from_pil(img), labels, coverage, {"aspect": aspect, "size": (w, h)})
+    return Design(from_pil(img), labels, coverage, {"aspect": aspect, "size": (w, h), "background": background})

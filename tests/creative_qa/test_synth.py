@@ -6,6 +6,7 @@ import pytest
 
 from creative_qa.synth import DEFECTS, SynthConfig, generate_dataset, make_creative, render_design
 from creative_qa.synth.defects import TEXT_HEAVY_THRESHOLD, luma
+from creative_qa.taxonomy import load_taxonomy
 
 # Control values just under and just over each rule's threshold.
 BOUNDARY = {
@@ -81,7 +82,7 @@ def test_dataset_is_deterministic_and_noisy_labels_differ(tmp_path):
         assert a[key].read_text() == b[key].read_text()
     noisy = pd.read_csv(a["train_labeled"])
     clean = pd.read_csv(a["train_labeled_clean"])
-    tags = [t for t in DEFECTS] + ["has_text"]
+    tags = load_taxonomy().tag_names
     assert noisy[tags].isna().to_numpy().mean() > 0.1  # blanks stay blank
     assert clean[tags].isna().to_numpy().sum() == 0
     known = noisy[tags].notna().to_numpy()

@@ -1,0 +1,242 @@
+"""Retraining after a taxonomy change: warm start + pseudo-labels vs from scratch vs the old model.
+
+    python benchmarks/taxonomy_change.py            # default scale: about 10 minutes on 2 CPU cores
+    python benchmarks/taxonomy_change.py --quick    # a minute or two (what CI smoke-tests)
+
+Data: synthetic creatives, fixed seed, labeled by the generator in both taxonomies. The
+training pool carries taxonomy-v1 labels with simulated annotator noise (the labels a team
+already has); ``--new-labels`` creatives of it are also labeled for what v1 cannot say
+(the split blur kinds and the two added background tags), with the same noise. The test
+split is clean and labeled in v2. The change is ``creative_qa/taxonomies/v1_to_v2.yaml``:
+``blurry`` split into motion/defocus, over/underexposed merged, ``jpeg_artifacts``
+renamed, ``letterboxed`` dropped, two tags added.
+
+First the v1 champion is trained on the v1 labels (the model a team already has; its time
+is reported but not charged to any arm). Then, same recipe, backbone and data:
+
+* (a) ``warm``: ``train --from`` the v1 champion with the mapping: backbone, quality head and
+  the tag head rows carried over, pseudo-labels from the champion for migrated blanks, and
+  ``--warm-fraction`` of (b)'s optimiser steps;
+* (b) ``scratch``: from random weights on the same migrated v2 labels, the full step budget;
+* (b') ``scratch_same_steps``: as (b), at (a)'s step budget (same compute as (a));
+* (c) ``v1_alone``: the v1 champion on the v2 tags it still covers (kept and renamed tags;
+  a merged tag as the noisy-or of its sources; a split child as its parent's probability).
+
+Reported: per-tag AP on the clean v2 test split, mAP on the carried-over tags (kept,
+renamed, merged) and on the new ones (split children, added), and wall time per arm.
+Target: (a) >= (b) on every carried-over tag and on the new tags' mAP, in less wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import default_bench_dir, print_table, synth_once, write_json  # noqa: E402
+
+MAPPING = "v1_to_v2"
+ARMS = ("warm", "scratch", "scratch_same_steps", "v1_alone")
+
+
+def make_data(out: Path, pool: int, test: int, new_labels: int, seed: int, rates: dict[str, float]) -> dict[str, Path]:
+    """The v1-labeled pool with a few v2 labels for what v1 cannot say, and a clean v2 test split."""
+    from creative_qa.synth import SynthConfig
+    from creative_qa.taxonomy import Taxonomy, load_taxonomy
+    from creative_qa.taxonomy_map import load_mapping
+
+    v1, v2 = load_taxonomy("v1"), load_taxonomy("v2")
+    both = Taxonomy("creative-qa", "1+2", (*v1.tags, *(t for t in v2.tags if t.name not in v1.tag_names)))
+    paths = synth_once(
+        out,
+        n_labeled=pool,
+        n_unlabeled=0,
+        n_test=test,
+        seed=seed,
+        cfg=SynthConfig(),
+        taxonomy=both,
+        progress=True,
+        **rates,
+    )
+    noisy = pd.read_csv(paths["train_labeled"])
+    keep = ["path", "quality"]
+    v1_manifest = out / "train_v1.csv"
+    noisy[["path", *v1.tag_names, "quality"]].to_csv(v1_manifest, index=False)
+    # What v1 labels cannot say: the split children and the added tags, labeled on a few creatives.
+    m = load_mapping(MAPPING)
+    fresh = [r.target for r in m.rules if r.kind in ("split", "add")]
+    mixed = noisy[["path", *v1.tag_names, *fresh, "quality"]].copy()
+    chosen = np.random.default_rng([seed, 7]).choice(len(mixed), size=min(new_labels, len(mixed)), replace=False)
+    blank = np.ones(len(mixed), dtype=bool)
+    blank[chosen] = False
+    mixed.loc[blank, fresh] = np.nan
+    for t in fresh:
+        mixed[t] = mixed[t].astype("Int64")
+    train_v2 = out / "train_v1_plus_new_labels.csv"
+    mixed.to_csv(train_v2, index=False)
+    test_v2 = out / "test_v2.csv"
+    pd.read_csv(paths["test"])[[*keep[:1], *v2.tag_names, *keep[1:]]].to_csv(test_v2, index=False)
+    return {"v1": v1_manifest, "v2_train": train_v2, "test": test_v2}
+
+
+def v1_alone(checkpoint: str, test: Path) -> dict[str, float]:
+    """Per-tag AP of the v1 model on the v2 tags, its probabilities mapped through the mapping."""
+    from creative_qa.preprocess import PreprocessSpec
+    from creative_qa.taxonomy import load_taxonomy
+    from creative_qa.taxonomy_map import load_mapping
+    from training.data import load_manifest_dataset
+    from training.loop import load_checkpoint, predict, resolve_device
+    from training.metrics import per_tag_ap
+    from training.model import model_from_checkpoint
+
+    m, v2 = load_mapping(MAPPING), load_taxonomy("v2")
+    ckpt = load_checkpoint(checkpoint)
+    ds, _ = load_manifest_dataset(str(test), v2.tag_names, PreprocessSpec.from_dict(ckpt["preprocess"]), desc="test")
+    device = resolve_device("auto")
+    probs, _ = predict(model_from_checkpoint(ckpt).to(device), ds, device)
+    idx = {t: j for j, t in enumerate(m.old.tag_names)}
+    tags, cols = [], []
+    for r in m.rules:
+        if r.kind == "add":
+            continue
+        tags.append(r.target)
+        cols.append(1.0 - np.prod(1.0 - probs[:, [idx[s] for s in r.sources]], axis=1))
+    labels = ds.labels.numpy()[:, [v2.index(t) for t in tags]]
+    return per_tag_ap(np.stack(cols, axis=1), labels, tags)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pool", type=int, default=1200, help="creatives with (noisy) v1 labels")
+    ap.add_argument("--new-labels", type=int, default=50, help="of them, also labeled for the split and added tags")
+    ap.add_argument("--test", type=int, default=600, help="clean v2 test creatives")
+    ap.add_argument("--epochs", type=int, default=12, help="(b)'s epochs, and the v1 champion's")
+    ap.add_argument("--steps-per-epoch", type=int, default=25)
+    ap.add_argument("--warm-fraction", type=float, default=0.5, help="(a)'s share of (b)'s optimiser steps")
+    ap.add_argument("--recipe", default="default")
+    ap.add_argument("--miss-rate", type=float, default=0.1)
+    ap.add_argument("--fp-rate", type=float, default=0.02)
+    ap.add_argument("--blank-rate", type=float, default=0.1)
+    ap.add_argument("--arms", default="all", help="comma-separated subset of: " + ",".join(ARMS))
+    ap.add_argument("--quick", action="store_true", help="tiny scale, a minute or two")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="benchmarks/results/taxonomy_change.json")
+    a = ap.parse_args()
+    if a.quick:
+        a.pool, a.new_labels, a.test, a.epochs, a.steps_per_epoch = 96, 24, 48, 2, 3
+
+    import mlflow
+    from creative_qa.taxonomy_map import load_mapping
+    from training import tracking
+    from training.config import load_config
+    from training.loop import train
+    from training.metrics import macro_map
+
+    rates = {"miss_rate": a.miss_rate, "fp_rate": a.fp_rate, "blank_rate": a.blank_rate}
+    t0 = time.time()
+    data = make_data(default_bench_dir(f"taxonomy-{a.pool}-{a.seed}"), a.pool, a.test, a.new_labels, a.seed, rates)
+    print(f"data ready in {time.time() - t0:.0f}s: {data['v2_train']}")
+    mapping = load_mapping(MAPPING)
+    carried = [r.target for r in mapping.rules if r.kind in ("keep", "rename", "merge")]
+    new = [r.target for r in mapping.rules if r.kind in ("split", "add")]
+    kind = {r.target: r.kind for r in mapping.rules}
+    warm_epochs = max(1, round(a.epochs * a.warm_fraction))
+    common = [f"optim.steps_per_epoch={a.steps_per_epoch}", f"data.test={data['test']}", f"seed={a.seed}"]
+    if a.quick:
+        common += ["model.backbone=test_resnet", "model.input_size=64", "model.detail_side=128", "model.crops=2"]
+    v2 = [f"data.labeled={data['v2_train']}", "data.taxonomy=v2", f"data.mapping={MAPPING}"]
+    wanted = list(ARMS) if a.arms == "all" else a.arms.split(",")
+
+    exp = "bench-taxonomy"
+    rows: list[dict] = []
+    with mlflow.start_run(experiment_id=tracking.setup(exp), run_name=f"taxonomy-change-{a.pool}") as parent_run:
+        mlflow.log_params({"pool": a.pool, "new_labels": a.new_labels, "epochs": a.epochs, **rates})
+
+        def arm(name: str, overrides: list[str], epochs: int) -> dict:
+            print(f"--- {name} ({epochs} epochs x {a.steps_per_epoch} steps)", flush=True)
+            cfg = load_config(
+                a.recipe, [*common, *overrides, f"optim.epochs={epochs}", f"experiment={exp}", f"run_name={name}"]
+            )
+            t = time.time()
+            result = train(cfg)
+            wall = time.time() - t
+            ap_ = {k[len("test_AP_") :]: v for k, v in result.metrics.items() if k.startswith("test_AP_")}
+            return {"arm": name, "steps": epochs * a.steps_per_epoch, "wall_s": wall, "per_tag_AP": ap_} | {
+                "checkpoint": str(result.checkpoint),
+                "run_id": result.run_id,
+            }
+
+        champion = arm("v1_champion", [f"data.labeled={data['v1']}", "data.test=null"], a.epochs)
+        print(f"v1 champion trained in {champion['wall_s']:.0f}s (not charged to any arm)")
+        if "warm" in wanted:
+            rows.append(arm("warm", [*v2, f"warm_start.parent={champion['checkpoint']}"], warm_epochs))
+        if "scratch" in wanted:
+            rows.append(arm("scratch", v2, a.epochs))
+        if "scratch_same_steps" in wanted:
+            rows.append(arm("scratch_same_steps", v2, warm_epochs))
+        if "v1_alone" in wanted:
+            t = time.time()
+            rows.append(
+                {"arm": "v1_alone", "steps": 0, "per_tag_AP": v1_alone(champion["checkpoint"], data["test"])}
+                | {"wall_s": time.time() - t}
+            )
+        for r in rows:
+            ap_ = r["per_tag_AP"]
+            r["carried_mAP"] = macro_map({t: ap_[t] for t in carried if t in ap_})
+            r["new_mAP"] = macro_map({t: ap_[t] for t in new if t in ap_})
+            r["mAP"] = macro_map(ap_)
+            mlflow.log_metrics({f"{r['arm']}_{k}": r[k] for k in ("carried_mAP", "new_mAP", "wall_s") if r[k] == r[k]})
+
+        print()
+        print_table(rows, ["arm", "steps", "carried_mAP", "new_mAP", "mAP", "wall_s"])
+        print()
+        names = [r["arm"] for r in rows]
+        by = {r["arm"]: r for r in rows}
+        tag_rows = []
+        for t in mapping.new.tag_names:
+            row = {"tag": t, "kind": kind[t]}
+            for n in names:
+                row[n] = by[n]["per_tag_AP"].get(t)
+            tag_rows.append(row)
+        print_table(tag_rows, ["tag", "kind", *names])
+        verdict = {}
+        if {"warm", "scratch"} <= set(by):
+            w, s = by["warm"], by["scratch"]
+            shared = [t for t in carried if t in w["per_tag_AP"] and t in s["per_tag_AP"]]
+            worse = [t for t in shared if w["per_tag_AP"][t] < s["per_tag_AP"][t]]
+            verdict = {
+                "carried_tags_warm_ge_scratch": f"{len(shared) - len(worse)}/{len(shared)}",
+                "carried_tags_warm_below_scratch": worse,
+                "new_mAP_warm_ge_scratch": bool(w["new_mAP"] >= s["new_mAP"]),
+                "warm_less_wall_time": bool(w["wall_s"] < s["wall_s"]),
+            }
+            print()
+            print(
+                f"target (a) >= (b): carried-over tags {verdict['carried_tags_warm_ge_scratch']}"
+                + (f" (below: {', '.join(worse)})" if worse else "")
+                + f"; new-tag mAP {w['new_mAP']:.3f} vs {s['new_mAP']:.3f}"
+                + f"; wall {w['wall_s']:.0f}s vs {s['wall_s']:.0f}s"
+            )
+        out = write_json(
+            a.out,
+            {
+                "args": vars(a),
+                "champion": champion,
+                "rows": rows,
+                "per_tag": tag_rows,
+                "verdict": verdict,
+                "parent_run_id": parent_run.info.run_id,
+            },
+        )
+        mlflow.log_artifact(str(out))
+        print(f"wrote {out}; MLflow parent run {parent_run.info.run_id}")
+
+
+if __name__ == "__main__":
+    main()

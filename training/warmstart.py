@@ -1,0 +1,290 @@
+"""Retraining across a taxonomy change: the parent model, label migration, the new tag head, pseudo-labels.
+
+``creative-qa train --from models:/creative-qa@champion --taxonomy v2.yaml --mapping v1_to_v2.yaml``
+builds a ``TaxonomyChange`` for the run:
+
+* the parent is resolved (registered model alias or version -> its MLflow run -> the
+  checkpoint logged there; or a run, or a checkpoint file) and its model config adopted,
+  since the weights only fit the same architecture;
+* manifests of the parent's (old) taxonomy are migrated by the mapping's rules as they load;
+* the new model takes the parent's backbone and quality head, and its tag head is built
+  from the old one: kept and renamed rows copied, a merged tag's row fitted so its logit
+  approximates the noisy-or of its sources, a split's children from their parent's row,
+  added tags at the bias of their label prior with zero weights;
+* blanks the migration created are filled from the parent where it is confident: a split's
+  children are 0 where the parent is confidently 0; a merged tag is 0 where every source is
+  confidently 0 and 1 where any source is confidently 1. Added tags are never pseudo-labelled
+  (the old model knows nothing of them): they learn from their few labels, through the
+  recipe's learning method.
+
+Both taxonomies, the mapping and the parent model version are logged to the run.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+import mlflow
+from creative_qa.taxonomy import Taxonomy, load_taxonomy, taxonomy_from_dict
+from creative_qa.taxonomy_map import TaxonomyMapping, identity_mapping, labels_for, load_mapping
+from training import tracking
+from training.config import TrainConfig
+from training.data import CreativeDataset
+from training.model import CreativeModel, build_model, config_of, model_from_checkpoint
+
+log = logging.getLogger(__name__)
+CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
+_ARCH_FIELDS = ("backbone", "input_size", "crops", "detail_side", "crop_policy")
+
+
+@dataclass
+class Parent:
+    """The model a run starts from."""
+
+    uri: str
+    ckpt: dict
+    taxonomy: Taxonomy
+    run_id: str | None = None
+    registered_name: str | None = None
+    version: str | None = None
+
+
+def resolve_parent(uri: str, experiment: str = "creative-qa") -> Parent:
+    """``models:/name@alias``, ``models:/name/N``, ``runs:/<run id>`` or a checkpoint path -> its checkpoint."""
+    name = version = run_id = None
+    path = Path(uri)
+    if not uri.startswith(("models:/", "runs:/")):
+        if not path.is_file():
+            raise FileNotFoundError(f"--from {uri}: no such checkpoint (or use models:/name@alias, runs:/<id>)")
+    else:
+        tracking.setup(experiment)
+        client = mlflow.MlflowClient()
+        if uri.startswith("models:/"):
+            ref = uri[len("models:/") :]
+            try:
+                if "@" in ref:
+                    name, alias = ref.split("@", 1)
+                    mv = client.get_model_version_by_alias(name, alias)
+                else:
+                    name, _, v = ref.partition("/")
+                    mv = client.get_model_version(name, v)
+            except mlflow.exceptions.MlflowException as e:
+                raise ValueError(f"--from {uri}: not found in the model registry ({e.message})") from e
+            version, run_id = str(mv.version), mv.run_id
+            if not run_id:
+                raise ValueError(f"--from {uri}: version {version} has no MLflow run to take a checkpoint from")
+        else:
+            run_id = uri[len("runs:/") :].strip("/").split("/")[0]
+        dst = Path(tempfile.mkdtemp(prefix="cqa-parent-"))
+        try:
+            path = Path(
+                mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT, dst_path=str(dst))
+            )
+        except (mlflow.exceptions.MlflowException, OSError) as e:
+            raise ValueError(f"--from {uri}: run {run_id} has no {CHECKPOINT_ARTIFACT} artifact ({e})") from e
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if "model" not in ckpt or "taxonomy" not in ckpt:
+        raise ValueError(f"--from {uri}: {path} is not a creative-qa training checkpoint")
+    taxonomy = taxonomy_from_dict(ckpt["taxonomy"], f"<parent {uri}>")
+    log.info("parent model %s: taxonomy v%s, run %s, version %s", uri, taxonomy.version, run_id, version)
+    return Parent(uri, ckpt, taxonomy, run_id or ckpt.get("run_id"), name, version)
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(p / (1 - p))
+
+
+def noisy_or_logit(source_logits: np.ndarray) -> np.ndarray:
+    """logit(1 - prod(1 - sigmoid(z_k))) for ``(N, K)`` logits, computed stably."""
+    log_none = -np.logaddexp(0.0, source_logits).sum(axis=1)  # log prod(1 - p_k)
+    log_any = np.log(-np.expm1(np.minimum(log_none, -1e-7)))
+    return log_any - log_none
+
+
+def fit_merge(source_logits: np.ndarray | None, w: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A merged tag's head row from its sources' rows ``w`` (K, F) and biases ``b`` (K,).
+
+    With the parent's source logits on the training creatives, the row is the linear
+    combination ``sum_k a_k (w_k . f + b_k) + c`` fitted by least squares to the noisy-or of
+    the sources' probabilities (clipped to +-8). Without data: the mean row, bias at the
+    log-sum-exp of the biases.
+    """
+    k = len(b)
+    if source_logits is None or len(source_logits) < 4 * (k + 1):
+        return w.mean(0), torch.logsumexp(b, 0)
+    z = source_logits.astype(np.float64)
+    target = np.clip(noisy_or_logit(z), -8.0, 8.0)
+    x = np.concatenate([z, np.ones((len(z), 1))], axis=1)
+    coef, *_ = np.linalg.lstsq(x, target, rcond=None)
+    a = torch.as_tensor(coef[:k], dtype=w.dtype)
+    return a @ w, (a * b).sum() + float(coef[k])
+
+
+@torch.no_grad()
+def build_tag_head(
+    mapping: TaxonomyMapping,
+    old_w: torch.Tensor,
+    old_b: torch.Tensor,
+    prior: np.ndarray,
+    old_logits: np.ndarray | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The new tag head ``(T_new, F)``, ``(T_new,)`` from the old one, rule by rule (see module doc)."""
+    idx = {t: j for j, t in enumerate(mapping.old.tag_names)}
+    w = torch.zeros((len(mapping.new), old_w.shape[1]), dtype=old_w.dtype)
+    b = torch.zeros(len(mapping.new), dtype=old_b.dtype)
+    for j, r in enumerate(mapping.rules):
+        src = [idx[s] for s in r.sources]
+        if r.kind in ("keep", "rename"):
+            w[j], b[j] = old_w[src[0]], old_b[src[0]]
+        elif r.kind == "merge":
+            w[j], b[j] = fit_merge(None if old_logits is None else old_logits[:, src], old_w[src], old_b[src])
+        elif r.kind == "split":
+            # Each child starts as its parent, with a prior share of its positives (1/k of them).
+            k = sum(1 for q in mapping.rules if q.kind == "split" and q.sources == r.sources)
+            w[j], b[j] = old_w[src[0]], old_b[src[0]] - math.log(k)
+        else:  # add: the label prior, no evidence yet
+            b[j] = _logit(float(prior[j]))
+    return w, b
+
+
+def label_prior(labels: np.ndarray, default: float = 0.1) -> np.ndarray:
+    """Per-tag share of positives among known labels, smoothed (``default`` where nothing is known)."""
+    known = ~np.isnan(labels)
+    pos = np.nansum(labels, axis=0)
+    n = known.sum(axis=0)
+    return np.where(n > 0, (pos + default) / (n + 1.0), default)
+
+
+@torch.no_grad()
+def tag_logits(model: CreativeModel, views: torch.Tensor, device: torch.device, batch_size: int = 64) -> np.ndarray:
+    model.eval()
+    out = [model(views[i : i + batch_size].to(device))[0].float().cpu() for i in range(0, len(views), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def warm_start_model(
+    parent: CreativeModel, mapping: TaxonomyMapping, prior: np.ndarray, old_logits: np.ndarray | None = None
+) -> CreativeModel:
+    """A new model for ``mapping.new``: the parent's backbone and quality head, the tag head built from its own."""
+    if parent.tag_head.out_features != len(mapping.old):
+        raise ValueError(f"the parent has {parent.tag_head.out_features} tags, its taxonomy {len(mapping.old)}")
+    model = copy.deepcopy(parent)
+    model.tag_head = nn.Linear(parent.tag_head.in_features, len(mapping.new))
+    w, b = build_tag_head(mapping, parent.tag_head.weight.cpu(), parent.tag_head.bias.cpu(), prior, old_logits)
+    model.tag_head.weight.data.copy_(w)
+    model.tag_head.bias.data.copy_(b)
+    return model
+
+
+def pseudo_labels(
+    mapping: TaxonomyMapping, labels: np.ndarray, old_probs: np.ndarray, low: float = 0.1, high: float = 0.9
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Fill the blanks of split children and merged tags where the parent is confident; returns labels, counts."""
+    idx = {t: j for j, t in enumerate(mapping.old.tag_names)}
+    out = labels.copy()
+    counts: dict[str, int] = {}
+    for j, r in enumerate(mapping.rules):
+        blank = np.isnan(out[:, j])
+        if r.kind == "split":
+            zero = blank & (old_probs[:, idx[r.sources[0]]] <= low)
+            out[zero, j] = 0.0
+            counts[r.target] = int(zero.sum())
+        elif r.kind == "merge":
+            p = old_probs[:, [idx[s] for s in r.sources]]
+            one = blank & (p >= high).any(axis=1)
+            zero = blank & ~one & (p <= low).all(axis=1)
+            out[one, j], out[zero, j] = 1.0, 0.0
+            counts[r.target] = int(one.sum() + zero.sum())
+    return out, counts
+
+
+@dataclass
+class TaxonomyChange:
+    """What a run needs when it starts from a parent model and/or reads manifests of an older taxonomy."""
+
+    taxonomy: Taxonomy
+    mapping: TaxonomyMapping | None
+    parent: Parent | None
+    low: float = 0.1
+    high: float = 0.9
+    use_pseudo_labels: bool = True
+    pseudo_counts: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, cfg: TrainConfig, taxonomy: Taxonomy | None = None) -> TaxonomyChange | None:
+        """``None`` when the run has neither a parent nor a mapping. Adopts the parent's model config."""
+        ws = cfg.warm_start
+        if not ws.parent and not cfg.data.mapping:
+            return None
+        parent = resolve_parent(ws.parent, cfg.experiment) if ws.parent else None
+        if taxonomy is None and cfg.data.taxonomy:
+            taxonomy = load_taxonomy(cfg.data.taxonomy)
+        if cfg.data.mapping:  # the run's taxonomy is the mapping's new one unless given
+            mapping = load_mapping(cfg.data.mapping, old=parent.taxonomy if parent else None, new=taxonomy)
+            taxonomy = mapping.new
+        elif taxonomy is None:  # a parent and nothing else: continue in its taxonomy
+            taxonomy = parent.taxonomy
+            mapping = identity_mapping(taxonomy)
+        elif parent.taxonomy.tag_names == taxonomy.tag_names:
+            mapping = identity_mapping(taxonomy)
+        else:
+            raise ValueError(
+                f"the parent's taxonomy (v{parent.taxonomy.version}) differs from v{taxonomy.version}: give --mapping "
+                "(`creative-qa taxonomy diff OLD NEW` proposes one)"
+            )
+        if parent is not None:
+            pm = config_of(parent.ckpt).model
+            changed = [f for f in _ARCH_FIELDS if getattr(cfg.model, f) != getattr(pm, f)]
+            if changed:
+                log.warning("using the parent's model config (%s differ from the recipe's)", ", ".join(changed))
+            for f in _ARCH_FIELDS:
+                setattr(cfg.model, f, getattr(pm, f))
+            cfg.model.pretrained, cfg.model.weights = False, None  # the parent has the weights
+        return cls(taxonomy, mapping, parent, ws.confident_low, ws.confident_high, ws.pseudo_labels)
+
+    def labels(self, df: pd.DataFrame) -> np.ndarray:
+        """A manifest's labels in the run's taxonomy (migrated if it is of the old one)."""
+        return labels_for(df, self.taxonomy, self.mapping)
+
+    def build_model(self, cfg: TrainConfig, train_ds: CreativeDataset, device: torch.device) -> CreativeModel:
+        """The run's model: warm-started from the parent (and the training labels pseudo-labelled), or fresh."""
+        if self.parent is None:
+            return build_model(cfg.model, len(self.taxonomy))
+        parent = model_from_checkpoint(self.parent.ckpt).to(device)
+        old_logits = tag_logits(parent, train_ds.views, device)
+        labels = train_ds.labels.numpy()
+        model = warm_start_model(parent.cpu(), self.mapping, label_prior(labels), old_logits)
+        if self.use_pseudo_labels:
+            filled, self.pseudo_counts = pseudo_labels(
+                self.mapping, labels, 1 / (1 + np.exp(-old_logits)), self.low, self.high
+            )
+            train_ds.labels = torch.from_numpy(filled.astype(np.float32))
+            log.info("pseudo-labels from the parent: %s", self.pseudo_counts)
+        return model
+
+    def log(self) -> None:
+        """Both taxonomies, the mapping and the parent model version, to the active MLflow run."""
+        if self.mapping is not None:
+            mlflow.log_text(self.mapping.old.to_yaml(), "parent_taxonomy.yaml")
+            mlflow.log_text(self.mapping.to_yaml(), "taxonomy_mapping.yaml")
+            mlflow.set_tag("taxonomy_change", f"v{self.mapping.old.version}->v{self.mapping.new.version}")
+        if self.parent is not None:
+            p = self.parent
+            params = {"parent_model": p.uri, "parent_run_id": p.run_id, "parent_taxonomy_version": p.taxonomy.version}
+            if p.version:
+                params |= {"parent_model_name": p.registered_name, "parent_model_version": p.version}
+            mlflow.log_params({k: v for k, v in params.items() if v is not None})
+            mlflow.set_tag("parent_model_version", p.version or "")
+        if self.pseudo_counts:
+            mlflow.log_metrics({f"pseudo_labels_{t}": n for t, n in self.pseudo_counts.items()})
