@@ -53,6 +53,7 @@ def make_model(out: Path, recipe: str) -> Path:
     # this script as their main module, and they need none of it.
     import torch
 
+    from training.checkpoint import Checkpoint
     from training.config import load_config
     from training.export import export_onnx
     from training.loop import spec_of
@@ -62,15 +63,7 @@ def make_model(out: Path, recipe: str) -> Path:
     tax = load_taxonomy()
     torch.manual_seed(0)
     model = build_model(cfg.model, len(tax))
-    ckpt = {
-        "config": cfg.to_dict(),
-        "model": model.state_dict(),
-        "eval_model": None,
-        "taxonomy": tax.to_dict(),
-        "preprocess": spec_of(cfg).to_dict(),
-        "thresholds": None,
-        "run_id": "bench",
-    }
+    ckpt = Checkpoint.for_model(model, cfg, tax, spec_of(cfg), run_id="bench")
     return export_onnx(ckpt, out / "bench.onnx", version="bench", name="bench")
 
 

@@ -65,6 +65,7 @@ def export_default(work: Path, recipe: str) -> Path:
     import torch
 
     from creative_qa.taxonomy import load_taxonomy
+    from training.checkpoint import Checkpoint
     from training.config import load_config
     from training.export import export_onnx
     from training.loop import spec_of
@@ -74,15 +75,7 @@ def export_default(work: Path, recipe: str) -> Path:
     tax = load_taxonomy()
     torch.manual_seed(0)
     model = build_model(cfg.model, len(tax))
-    ckpt = {
-        "config": cfg.to_dict(),
-        "model": model.state_dict(),
-        "eval_model": None,
-        "taxonomy": tax.to_dict(),
-        "preprocess": spec_of(cfg).to_dict(),
-        "thresholds": None,
-        "run_id": "bench",
-    }
+    ckpt = Checkpoint.for_model(model, cfg, tax, spec_of(cfg), run_id="bench")
     return export_onnx(ckpt, work / "bench.onnx", version="1", name=BENCH_NAME)
 
 

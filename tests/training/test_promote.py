@@ -54,6 +54,7 @@ def two_models(tmp_path_factory, tiny_data):
     import torch
 
     from creative_qa.preprocess import PreprocessSpec
+    from training.checkpoint import Checkpoint
     from training.config import load_config
     from training.export import export_onnx
     from training.model import build_model
@@ -63,15 +64,13 @@ def two_models(tmp_path_factory, tiny_data):
     out = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        ckpt = {
-            "config": cfg.to_dict(),
-            "model": build_model(cfg.model, len(tax)).state_dict(),
-            "eval_model": None,
-            "taxonomy": tax.to_dict(),
-            "preprocess": PreprocessSpec(cfg.model.input_size, cfg.model.crops, cfg.model.detail_side).to_dict(),
-            "thresholds": None,
-            "run_id": "test",
-        }
+        ckpt = Checkpoint.for_model(
+            build_model(cfg.model, len(tax)),
+            cfg,
+            tax,
+            PreprocessSpec(cfg.model.input_size, cfg.model.crops, cfg.model.detail_side),
+            run_id="test",
+        )
         out.append(export_onnx(ckpt, tmp_path_factory.mktemp(f"m{seed}") / "m.onnx", version="0", name=NAME))
     return out
 
