@@ -97,7 +97,7 @@ def v1_alone(checkpoint: str, test: Path) -> dict[str, float]:
 
     m, v2 = load_mapping(MAPPING), load_taxonomy("v2")
     ckpt = load_checkpoint(checkpoint)
-    ds, _ = load_manifest_dataset(str(test), v2.tag_names, PreprocessSpec.from_dict(ckpt["preprocess"]), desc="test")
+    ds, _ = load_manifest_dataset(str(test), v2.tag_names, PreprocessSpec.from_dict(ckpt.preprocess), desc="test")
     device = resolve_device("auto")
     probs, _ = predict(model_from_checkpoint(ckpt).to(device), ds, device)
     idx = {t: j for j, t in enumerate(m.old.tag_names)}

@@ -58,7 +58,7 @@ def register_challenger(cfg, checkpoint: Path) -> dict[str, str | None]:
     parent = cfg.warm_start.parent
     name = parent[len("models:/") :].split("@")[0].split("/")[0] if parent.startswith("models:/") else cfg.register_as
     exp = export_checkpoint(checkpoint, parity_source=cfg.data.test or cfg.data.labeled, name=name, alias="challenger")
-    ckpt_tax = load_checkpoint(checkpoint)["taxonomy"]
+    ckpt_tax = load_checkpoint(checkpoint).taxonomy
     client = MlflowClient()
     client.set_model_version_tag(name, exp.registered_version, "parent_model", parent)
     client.set_model_version_tag(name, exp.registered_version, "taxonomy_version", str(ckpt_tax["version"]))

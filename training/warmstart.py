@@ -38,6 +38,7 @@ import mlflow
 from creative_qa.taxonomy import Taxonomy, load_taxonomy, taxonomy_from_dict
 from creative_qa.taxonomy_map import TaxonomyMapping, identity_mapping, labels_for, load_mapping
 from training import tracking
+from training.checkpoint import Checkpoint
 from training.config import TrainConfig
 from training.data import CreativeDataset
 from training.model import CreativeModel, build_model, config_of, model_from_checkpoint
@@ -52,7 +53,7 @@ class Parent:
     """The model a run starts from."""
 
     uri: str
-    ckpt: dict
+    ckpt: Checkpoint
     taxonomy: Taxonomy
     run_id: str | None = None
     registered_name: str | None = None
@@ -92,12 +93,13 @@ def resolve_parent(uri: str, experiment: str = "creative-qa") -> Parent:
             )
         except (mlflow.exceptions.MlflowException, OSError) as e:
             raise ValueError(f"--from {uri}: run {run_id} has no {CHECKPOINT_ARTIFACT} artifact ({e})") from e
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if "model" not in ckpt or "taxonomy" not in ckpt:
-        raise ValueError(f"--from {uri}: {path} is not a creative-qa training checkpoint")
-    taxonomy = taxonomy_from_dict(ckpt["taxonomy"], f"<parent {uri}>")
+    try:
+        ckpt = Checkpoint.load(path)
+    except (ValueError, TypeError, KeyError, RuntimeError, OSError) as e:
+        raise ValueError(f"--from {uri}: {path} is not a creative-qa training checkpoint ({e})") from e
+    taxonomy = taxonomy_from_dict(ckpt.taxonomy, f"<parent {uri}>")
     log.info("parent model %s: taxonomy v%s, run %s, version %s", uri, taxonomy.version, run_id, version)
-    return Parent(uri, ckpt, taxonomy, run_id or ckpt.get("run_id"), name, version)
+    return Parent(uri, ckpt, taxonomy, run_id or ckpt.run_id, name, version)
 
 
 def _logit(p: float) -> float:

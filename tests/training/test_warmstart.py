@@ -138,7 +138,10 @@ def test_a_run_from_a_parent_adopts_its_model_and_needs_a_mapping_for_another_ta
 
     ckpt = tmp_path / "last.pt"
     parent_cfg = load_config("default", TINY_OVERRIDES)
-    torch.save({"config": parent_cfg.to_dict(), "model": parent.state_dict(), "taxonomy": V1.to_dict()}, ckpt)
+    from training.checkpoint import Checkpoint
+    from training.loop import spec_of
+
+    Checkpoint.for_model(parent, parent_cfg, V1, spec_of(parent_cfg)).save(ckpt)
 
     cfg = load_config("default", [f"warm_start.parent={ckpt}", "data.taxonomy=v2", "model.input_size=96"])
     with pytest.raises(ValueError, match="give --mapping"):
