@@ -325,7 +325,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown arms {sorted(unknown)}; choose from {', '.join(arms)}")
     # The default recipe equals one method arm: run that arm with the seeds and report it twice.
-    same_as = default_cfg.method.name if default_cfg.method.name in METHOD_ARMS else None
+    same_as = next((m for m in METHOD_ARMS if load_config(arms[m][0]).method == default_cfg.method), None)
     if "default" in wanted and same_as in wanted:
         wanted.remove("default")
     multi = {*BASE_ARMS, "default", *([same_as] if same_as else [])}

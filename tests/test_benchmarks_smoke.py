@@ -29,17 +29,17 @@ def test_onnx_throughput_quick(tmp_path):
 def test_learning_quick_two_arms(tmp_path):
     out = tmp_path / "learning.json"
     r = _run(
-        ["benchmarks/learning.py", "--quick", "--arms", "floor,mean_teacher", "--no-label-issues", "--out", str(out)],
+        ["benchmarks/learning.py", "--quick", "--arms", "floor,full", "--no-label-issues", "--out", str(out)],
         tmp_path,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(out.read_text())
-    # floor runs every seed; mean_teacher is the default recipe, so it runs every seed too and is reported twice
+    # floor runs every seed; full is the default recipe, so it runs every seed too and is reported twice
     assert [(row["arm"], row["seed"]) for row in result["rows"]] == [
         ("floor", 0),
         ("floor", 1),
-        ("mean_teacher", 0),
-        ("mean_teacher", 1),
+        ("full", 0),
+        ("full", 1),
         ("default", 0),
         ("default", 1),
     ]
