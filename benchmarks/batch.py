@@ -38,33 +38,17 @@ import pandas as pd
 from creative_qa.batch import batch_score, cpu_count, list_inputs, prepare, score_frame_table, tune_cpu_session
 from creative_qa.scorer import Scorer
 from creative_qa.synth import SynthConfig
-from creative_qa.taxonomy import load_taxonomy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import default_bench_dir, print_table, synth_once, write_json  # noqa: E402
+from common import default_bench_dir, export_random_model, print_table, synth_once, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (192, 320, 512)  # short sides of the synthetic creatives, a third each
 
 
 def make_model(out: Path, recipe: str) -> Path:
-    # NOTE: torch and training are imported here, not at the top: the decode workers are spawned and re-import
-    # this script as their main module, and they need none of it.
-    import torch
-
-    from training.checkpoint import Checkpoint
-    from training.config import load_config
-    from training.export import export_onnx
-    from training.loop import spec_of
-    from training.model import build_model
-
-    cfg = load_config(recipe)
-    tax = load_taxonomy()
-    torch.manual_seed(0)
-    model = build_model(cfg.model, len(tax))
-    ckpt = Checkpoint.for_model(model, cfg, tax, spec_of(cfg), run_id="bench")
-    return export_onnx(ckpt, out / "bench.onnx", version="bench", name="bench")
+    return export_random_model(recipe, out / "bench.onnx", "bench", "bench")
 
 
 def make_set(root: Path, n: int, n_corrupt: int, seed: int = 0) -> Path:

@@ -72,3 +72,22 @@ def write_json(path: str | Path, payload: dict[str, Any]) -> Path:
 
 def default_bench_dir(name: str) -> Path:
     return home() / "bench" / name
+
+
+def export_random_model(recipe: str, out: Path, version: str, name: str) -> Path:
+    """The recipe's architecture with random weights (seed 0), exported through the real export path:
+    a model for speed benchmarks, which need its shape, not its skill."""
+    import torch
+
+    from creative_qa.taxonomy import load_taxonomy
+    from training.checkpoint import Checkpoint
+    from training.config import load_config
+    from training.export import export_onnx
+    from training.loop import spec_of
+    from training.model import build_model
+
+    cfg = load_config(recipe)
+    tax = load_taxonomy()
+    torch.manual_seed(0)
+    model = build_model(cfg.model, len(tax))
+    return export_onnx(Checkpoint.for_model(model, cfg, tax, spec_of(cfg), run_id="bench"), out, version, name)

@@ -50,6 +50,9 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import export_random_model  # noqa: E402
 
 from creative_qa.paths import home  # noqa: E402
 from creative_qa.scorer import Scorer, resolve_model_uri  # noqa: E402
@@ -62,21 +65,7 @@ BENCH_NAME = "creative-qa-bench"
 
 def export_default(work: Path, recipe: str) -> Path:
     """The recipe's architecture, random weights, exported through the real export path."""
-    import torch
-
-    from creative_qa.taxonomy import load_taxonomy
-    from training.checkpoint import Checkpoint
-    from training.config import load_config
-    from training.export import export_onnx
-    from training.loop import spec_of
-    from training.model import build_model
-
-    cfg = load_config(recipe)
-    tax = load_taxonomy()
-    torch.manual_seed(0)
-    model = build_model(cfg.model, len(tax))
-    ckpt = Checkpoint.for_model(model, cfg, tax, spec_of(cfg), run_id="bench")
-    return export_onnx(ckpt, work / "bench.onnx", version="1", name=BENCH_NAME)
+    return export_random_model(recipe, work / "bench.onnx", "1", BENCH_NAME)
 
 
 def register(onnx_path: Path, store: str) -> str:
