@@ -4,6 +4,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from creative_qa.scorer import Scorer
+from creative_qa.taxonomy import load_taxonomy
 from serving.main import create_app
 from serving.settings import Settings
 from tests.serving.conftest import png_bytes, video_bytes
@@ -22,7 +23,7 @@ def test_health_ready_and_model(client):
     assert ready.status_code == 200 and ready.json()["model"]["version"] == "7"
     info = client.get("/v1/model").json()
     assert info["version"] == "7" and "CPUExecutionProvider" in info["providers"]
-    assert len(info["taxonomy"]["tags"]) == 14
+    assert [t["name"] for t in info["taxonomy"]["tags"]] == load_taxonomy().tag_names
 
 
 def test_score_multipart_and_raw_body_agree_with_the_scorer(client, tiny_onnx):
