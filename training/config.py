@@ -200,5 +200,18 @@ def load_config(recipe: str | None = "default", overrides: list[str] | None = No
         where = str(path)
     else:
         where = "<config>"
+    recipe_method = (data.get("method") or {}).get("name")
     data = apply_overrides(data, overrides or [])
+    keys = [o.split("=", 1)[0].strip() for o in overrides or []]
+    method = data.get("method") or {}
+    if (
+        "method.name" in keys
+        and method.get("name") != recipe_method
+        and not any(k.startswith("method.params") for k in keys)
+    ):
+        # NOTE: a recipe's method parameters belong to its method: switching the method drops them
+        # (another method would reject them) unless the overrides give new ones.
+        if method.get("params"):
+            log.info("method %s: dropping the recipe's parameters for %s", method["name"], recipe_method)
+        method["params"] = {}
     return build_config(TrainConfig, data, where)

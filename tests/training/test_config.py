@@ -20,3 +20,15 @@ def test_typos_are_errors(override):
 def test_unknown_recipe_lists_the_known_ones():
     with pytest.raises(ConfigError, match="default"):
         load_config("no-such-recipe")
+
+
+def test_switching_the_method_drops_the_recipes_method_parameters():
+    from training.config import load_config
+
+    assert load_config("default").method.params  # the default recipe has parameters of its own method
+    switched = load_config("default", ["method.name=supervised"])
+    assert switched.method.name == "supervised" and switched.method.params == {}
+    given = load_config("default", ["method.name=supervised", "method.params={loss: asl}"])
+    assert given.method.params == {"loss": "asl"}
+    same = load_config("default", ["method.name=defect_synthesis"])
+    assert same.method.params == load_config("default").method.params
