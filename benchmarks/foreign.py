@@ -177,23 +177,12 @@ OPS = {
     "watermark": (watermark, (0.2, 0.5), (0.02, 0.06)),
     "pixelated": (pixelated, (0.023, 0.05), (0.004, 0.011)),
 }
-ORDER = (
-    "letterboxed",
-    "watermark",
-    "pixelated",
-    "low_resolution",
-    "blurry",
-    "overexposed",
-    "underexposed",
-    "low_contrast",
-    "noisy",
-    "jpeg_artifacts",
-)
+# Defects are applied in the generator's order (bars and marks before blur, noise and JPEG last).
 
 
 def make_foreign(out: Path, n: int, seed: int, size: int = 256, tags: list[str] | None = None) -> Path:
     """Write ``n`` foreign creatives and their clean labels; returns the manifest path."""
-    from creative_qa.synth import render_design
+    from creative_qa.synth import ORDER, render_design
     from creative_qa.taxonomy import load_taxonomy
 
     tags = tags or load_taxonomy().tag_names
@@ -210,7 +199,7 @@ def make_foreign(out: Path, n: int, seed: int, size: int = 256, tags: list[str] 
             x = x / 255.0
         labels = {t: 0 for t in tags} | {k: v for k, v in design.labels.items() if k in tags}
         for name in ORDER:
-            if name not in tags:
+            if name not in tags or name not in OPS:
                 continue
             fn, pos, neg = OPS[name]
             u = rng.random()

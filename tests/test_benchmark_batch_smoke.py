@@ -1,26 +1,13 @@
 """Tiny smoke run of benchmarks/batch.py, so it cannot rot. The real figures come from full runs."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchmark_runner import run_benchmark
 
 
 def test_batch_benchmark_quick(tmp_path):
     out = tmp_path / "batch.json"
-    env = {**os.environ, "CREATIVE_QA_HOME": str(tmp_path), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env.pop("RAY_ADDRESS", None)
-    r = subprocess.run(
-        [sys.executable, "benchmarks/batch.py", "--quick", "--workers", "2", "--out", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    r = run_benchmark(["benchmarks/batch.py", "--quick", "--workers", "2", "--out", str(out)], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(out.read_text())
     runs = {(row["run"], row["workers"]) for row in result["rows"]}

@@ -1,20 +1,9 @@
 """Tiny smoke runs of the benchmark scripts, so they cannot rot. The real figures come from full runs."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 from creative_qa.taxonomy import load_taxonomy
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _run(args: list[str], home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CREATIVE_QA_HOME": str(home), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+from tests.benchmark_runner import run_benchmark as _run
 
 
 def test_onnx_throughput_quick(tmp_path):

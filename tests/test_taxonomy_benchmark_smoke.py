@@ -1,27 +1,15 @@
 """Tiny smoke run of benchmarks/taxonomy_change.py, so it cannot rot. The real figures come from full runs."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 from creative_qa.taxonomy import load_taxonomy
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.benchmark_runner import run_benchmark
 
 
 def test_taxonomy_change_quick(tmp_path):
     out = tmp_path / "taxonomy.json"
-    env = {**os.environ, "CREATIVE_QA_HOME": str(tmp_path), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    r = subprocess.run(
-        [sys.executable, "benchmarks/taxonomy_change.py", "--quick", "--arms", "warm,v1_alone", "--out", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
+    r = run_benchmark(
+        ["benchmarks/taxonomy_change.py", "--quick", "--arms", "warm,v1_alone", "--out", str(out)], tmp_path
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "carried_mAP" in r.stdout and "photo_background" in r.stdout  # the tables

@@ -1,20 +1,13 @@
 """Tiny smoke run of benchmarks/serving.py, so it cannot rot (the real figures come from full runs)."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmark_runner import run_benchmark
 
 
 def test_serving_benchmark_quick_runs_every_mode(tmp_path):
     out = tmp_path / "serving.json"
-    env = {**os.environ, "CREATIVE_QA_HOME": str(tmp_path), "MLFLOW_DISABLE_TELEMETRY": "true"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    cmd = [sys.executable, "benchmarks/serving.py", "--quick", "--concurrency", "1,4", "--out", str(out)]
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    r = run_benchmark(["benchmarks/serving.py", "--quick", "--concurrency", "1,4", "--out", str(out)], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["errors"] == {}

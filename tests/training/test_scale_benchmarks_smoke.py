@@ -1,18 +1,13 @@
 """Tiny smoke runs of the training-scale and video-frame benchmarks (the real figures come from full runs)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.benchmark_runner import run_benchmark
 
 
-def _run(args: list[str], home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CREATIVE_QA_HOME": str(home), "PYTHONPATH": str(ROOT)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+def _run(args: list[str], home: Path):
+    return run_benchmark(args, home, timeout=1200)
 
 
 def test_training_scale_quick(tmp_path):
