@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -12,8 +14,8 @@ from serving.metrics import Metrics
 from serving.settings import Settings
 
 
-async def get_engine(request: Request) -> Engine:
-    # NOTE: async, so the request reaches admission without a thread hop in which a reload could close it.
+def current_engine(request: Request) -> Engine:
+    """The engine serving now, or 503 saying why there is none."""
     engine = getattr(request.app.state, "engine", None)
     if engine is None:
         reason = getattr(request.app.state, "load_error", None) or "no model is loaded"
@@ -21,15 +23,33 @@ async def get_engine(request: Request) -> Engine:
     return engine
 
 
+async def get_engine(request: Request) -> Engine:
+    return current_engine(request)
+
+
+@contextmanager
+def admitted(request: Request, n: int = 1) -> Iterator[Engine]:
+    """Admit ``n`` creatives to the engine serving *at this moment* and yield it.
+
+    NOTE: read the engine here, not in a dependency: FastAPI resolves sync dependencies in a
+    thread, and a reload that swaps engines in between would leave the request holding the old,
+    closing one (-> a needless 503). Reading and admitting happen with no await between them, so
+    the swap (one assignment on the same event loop) is seen either wholly or not at all.
+    """
+    engine = current_engine(request)
+    with engine.admit(n):
+        yield engine
+
+
 def get_scorer(engine: Annotated[Engine, Depends(get_engine)]) -> Scorer:
     return engine.scorer
 
 
-def app_settings(request: Request) -> Settings:
+async def app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def app_metrics(request: Request) -> Metrics:
+async def app_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 

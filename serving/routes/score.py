@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
 from creative_qa.media import MediaError, MediaLimitError
-from serving.deps import EngineDep, SettingsDep
+from serving.deps import SettingsDep, admitted
 from serving.engine import Engine, QueueFull
 from serving.schemas import ERRORS, BatchItem, BatchScores, ItemError, Scores, upload_body
 from serving.settings import Settings
@@ -49,14 +49,14 @@ async def _score_one(engine: Engine, data: bytes, filename: str | None) -> dict[
     responses=SCORE_ERRORS,
     openapi_extra={"requestBody": upload_body("file")},
 )
-async def score(request: Request, engine: EngineDep, settings: SettingsDep) -> Any:
+async def score(request: Request, settings: SettingsDep) -> Any:
     """Score one creative, sent as a multipart `file` or as the raw image/video body.
 
     Returns `quality`, `tags`, `flags`, `model` (and `frames` for a video).
     """
     limit = int(settings.max_upload_mb * (1 << 20))
     try:
-        with engine.admit():
+        with admitted(request) as engine:
             data, filename = await single_payload(request, limit)
             return await _score_one(engine, data, filename)
     except QueueFull as e:
@@ -82,7 +82,7 @@ async def _batch_item(engine: Engine, i: int, upload: UploadFile, limit: int) ->
     responses=SCORE_ERRORS,
     openapi_extra={"requestBody": upload_body("files", many=True)},
 )
-async def score_batch(request: Request, engine: EngineDep, settings: SettingsDep) -> Any:
+async def score_batch(request: Request, settings: SettingsDep) -> Any:
     """Score several creatives sent as multipart `files` fields: a result or an error per file.
 
     The request succeeds when it is itself well-formed; a bad file gets its own `error`
@@ -92,7 +92,7 @@ async def score_batch(request: Request, engine: EngineDep, settings: SettingsDep
     total_limit = int(settings.max_batch_upload_mb * (1 << 20))
     try:
         # NOTE: admit the most a batch can hold before reading it, so a full server reads nothing.
-        with engine.admit(min(settings.max_batch_files, settings.max_queue)):
+        with admitted(request, min(settings.max_batch_files, settings.max_queue)) as engine:
             uploads = await batch_uploads(request, settings.max_batch_files, file_limit, total_limit)
             items = await asyncio.gather(*(_batch_item(engine, i, u, file_limit) for i, u in enumerate(uploads)))
     except QueueFull as e:
