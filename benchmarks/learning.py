@@ -63,6 +63,7 @@ METHOD_ARMS = (
     "meta_pseudo_labels",
     "comatch",
     "full",
+    "synthesis",
 )
 BASE_ARMS = ("floor", "clean_labeled", "oracle")
 ARMS = (*BASE_ARMS, *METHOD_ARMS, "default")
@@ -317,6 +318,7 @@ def main() -> None:
         **{m: (m, unl) for m in ("pi_model", "temporal_ensembling", "uda", "vat", "mixmatch", "comatch")},
         "meta_pseudo_labels": ("meta_pseudo_labels", unl),  # its teacher's passes count in its budget
         "full": ("full", unl),  # Mean Teacher + defect synthesis on the pool
+        "synthesis": ("synthesis", unl),  # defect synthesis on the pool, no consistency
         "default": ("default", unl),
     }
     default_cfg = load_config("default")

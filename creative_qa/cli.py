@@ -278,10 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="synthesise, train, export, register and score, end to end on CPU")
     d.add_argument("--out", default=None, help="data folder (default: <home>/demo)")
-    d.add_argument("--labeled", type=int, default=2000)
+    d.add_argument("--labeled", type=int, default=400, help="creatives with noisy labels")
+    d.add_argument("--unlabeled", type=int, default=1600, help="creatives in the unlabeled pool (0: none)")
     d.add_argument("--test", type=int, default=300)
     d.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
-    d.add_argument("--recipe", default="demo")
+    d.add_argument("--recipe", default="default", help="what is trained, exported and registered")
+    d.add_argument(
+        "--baseline",
+        default="demo",
+        help="recipe trained on the labels alone for comparison (same data and budget); '' to skip",
+    )
     d.add_argument("overrides", nargs="*", help="config overrides, as for train")
     d.set_defaults(fn=lambda a: _extra("training.cli", "train").cmd_demo(a))
     return p

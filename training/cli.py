@@ -96,16 +96,19 @@ def cmd_label_issues(a: argparse.Namespace) -> None:
     print(json.dumps(summary, indent=2))
 
 
-def _synth_demo_data(out: Path, n_labeled: int, n_test: int) -> dict[str, Path]:
+def _synth_demo_data(out: Path, n_labeled: int, n_unlabeled: int, n_test: int) -> dict[str, Path]:
     from creative_qa.synth import generate_dataset  # noqa: PLC0415
 
     marker = out / "synth.json"
+    names = {"train_labeled": "train_labeled.csv", "test": "test.csv"}
+    names |= {"unlabeled": "unlabeled.csv"} if n_unlabeled else {}
     if marker.is_file():
         meta = json.loads(marker.read_text())
-        if meta.get("n_labeled") == n_labeled and meta.get("n_test") == n_test and (out / "test.csv").is_file():
+        same = (meta.get("n_labeled"), meta.get("n_unlabeled"), meta.get("n_test")) == (n_labeled, n_unlabeled, n_test)
+        if same and all((out / f).is_file() for f in names.values()):
             log.info("reusing demo data in %s", out)
-            return {"train_labeled": out / "train_labeled.csv", "test": out / "test.csv"}
-    return generate_dataset(out, n_labeled=n_labeled, n_unlabeled=0, n_test=n_test, seed=0)
+            return {k: out / f for k, f in names.items()}
+    return generate_dataset(out, n_labeled=n_labeled, n_unlabeled=n_unlabeled, n_test=n_test, seed=0)
 
 
 def pair_ordering(df, quality: np.ndarray) -> tuple[int, int]:
@@ -127,25 +130,34 @@ def pair_ordering(df, quality: np.ndarray) -> tuple[int, int]:
 def cmd_demo(a: argparse.Namespace) -> None:
     t0 = time.time()
     out = Path(a.out) if a.out else home() / "demo"
-    print(f"[1/4] synthesising {a.labeled} labeled + {a.test} test creatives into {out}")
-    paths = _synth_demo_data(out, a.labeled, a.test)
+    print(f"[1/5] synthesising {a.labeled} noisy-labeled, {a.unlabeled} unlabeled, {a.test} test creatives in {out}")
+    paths = _synth_demo_data(out, a.labeled, a.unlabeled, a.test)
     t_synth = time.time() - t0
 
-    overrides = [f"data.labeled={paths['train_labeled']}", f"data.test={paths['test']}", *a.overrides]
-    if a.epochs:
-        overrides.append(f"optim.epochs={a.epochs}")
-    cfg = load_config(a.recipe, overrides)
+    # NOTE: the baseline gets the same data, budget and model overrides; only the method and the pool differ.
+    shared = [f"data.labeled={paths['train_labeled']}", f"data.test={paths['test']}"]
+    shared += [f"optim.epochs={a.epochs}"] if a.epochs else []
+    pool = [f"data.unlabeled={paths['unlabeled']}"] if "unlabeled" in paths else []
+    cfg = load_config(a.recipe, [*shared, *pool, *a.overrides])
     print(
-        f"[2/4] training {cfg.model.backbone} ({cfg.method.name}, {cfg.optim.epochs} epochs, "
-        f"{1 + cfg.model.crops} views of {cfg.model.input_size}px)"
+        f"[2/5] training the {a.recipe!r} recipe: {cfg.method.name} on {a.labeled} labels"
+        + (f" + {a.unlabeled} unlabeled" if pool else "")
+        + f", {cfg.model.backbone}, {cfg.optim.epochs} epochs, {1 + cfg.model.crops} views of {cfg.model.input_size}px"
     )
     result = train(cfg)
     t_train = time.time() - t0 - t_synth
+    base = None
+    if a.baseline:
+        own = [o for o in a.overrides if not o.startswith(("method.", "data.unlabeled"))]
+        bcfg = load_config(a.baseline, [*shared, *own])
+        print(f"[3/5] for comparison: the {a.baseline!r} recipe ({bcfg.method.name}) on the {a.labeled} labels alone")
+        base = train(bcfg)
+    t_base = time.time() - t0 - t_synth - t_train
 
-    print("[3/4] exporting to ONNX, checking parity, registering as champion")
+    print("[4/5] exporting to ONNX, checking parity, registering as champion")
     exp = export_checkpoint(result.checkpoint, parity_source=str(paths["test"]))
 
-    print(f"[4/4] scoring the test split through {exp.model_uri}")
+    print(f"[5/5] scoring the test split through {exp.model_uri}")
     scorer = Scorer(exp.model_uri)
     df = read_manifest(paths["test"])
     table = score_frame_table(scorer, df["abspath"].tolist(), df["path"].tolist(), progress=False)
@@ -173,8 +185,15 @@ def cmd_demo(a: argparse.Namespace) -> None:
     print("per-tag AP (test, ONNX): " + ", ".join(f"{t} {v:.2f}" for t, v in ap.items()))
     torch_map = result.metrics.get("test_mAP", float("nan"))
     print(f"test macro mAP (ONNX scorer): {macro_map(ap):.3f}   (torch, in training: {torch_map:.3f})")
+    if base is not None:
+        base_map = base.metrics.get("test_mAP", float("nan"))
+        print(
+            f"unlabeled data: {a.recipe!r} ({cfg.method.name}) test mAP {torch_map:.3f} vs {a.baseline!r} "
+            f"({bcfg.method.name}) on the labels alone "
+            f"{base_map:.3f}: {torch_map - base_map:+.3f} (torch, same data, steps and model)"
+        )
     print(f"quality: clean original outscores its degraded copy in {won}/{total} pairs")
     print(f"ONNX parity: max |torch - onnx| = {exp.parity_max_abs_diff:.2e} on {exp.parity_images} creatives")
     print(f"registered: {exp.model_uri} (version {exp.registered_version}), MLflow run {result.run_id}")
-    print(f"time: synth {t_synth:.0f}s, train {t_train:.0f}s, total {time.time() - t0:.0f}s")
+    print(f"time: synth {t_synth:.0f}s, train {t_train:.0f}s, baseline {t_base:.0f}s, total {time.time() - t0:.0f}s")
     print(f"try: creative-qa score {df['abspath'].iloc[0]}   |   creative-qa serve")

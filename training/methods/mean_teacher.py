@@ -35,9 +35,13 @@ class MeanTeacher(TeacherMethod):
 
     def train_step(self, batch, unlabeled, step):
         x = batch["images"]
+        if not self.consistency:  # no consistency term: no teacher pass and no pass over the pool
+            tags, q = self.model(strong(x, batch.get("crop_pool")))
+            sup = self._supervised(tags, q, batch)
+            return sup, {"loss_sup": float(sup.detach())}
         t_probs, t_q = self.ema.probs(weak(x))
         tags, q = self.model(strong(x, batch.get("crop_pool")))
-        sup = tag_loss(self.loss, tags, batch["labels"]) + self.quality_weight * quality_loss(q, batch["quality"])
+        sup = self._supervised(tags, q, batch)
         cons = consistency_loss(tags, t_probs, 1 - known_mask(batch["labels"]), self.consistency_kind)  # blanks
         if unlabeled is not None:
             cons = cons + self.unlabeled_consistency(unlabeled)
@@ -49,3 +53,6 @@ class MeanTeacher(TeacherMethod):
             "cons_weight": w,
             "teacher_quality_mean": float(t_q.mean()),
         }
+
+    def _supervised(self, tags, q, batch):
+        return tag_loss(self.loss, tags, batch["labels"]) + self.quality_weight * quality_loss(q, batch["quality"])
