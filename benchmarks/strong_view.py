@@ -83,7 +83,7 @@ def main() -> None:
             cfg = load_config("demo", [f"data.labeled={data['train_labeled']}", f"optim.epochs={epochs}"])
             checkpoint = str(train(cfg).checkpoint)
     ckpt = load_checkpoint(checkpoint)
-    spec = PreprocessSpec.from_dict(ckpt["preprocess"])
+    spec = PreprocessSpec.from_dict(ckpt.preprocess)
     ds, _ = load_manifest_dataset(manifest, tags, spec, pool=a.pool, desc="views")
     model = model_from_checkpoint(ckpt)
     before = disagreement(model, ds.views, ds.pool, legacy_strong, a.draws)

@@ -39,3 +39,12 @@ def test_learning_quick_two_arms(tmp_path):
     noise = {row["tag"]: row for row in result["label_noise"]}
     assert set(noise) == set(load_taxonomy().tag_names)
     assert out.with_suffix(".png").is_file()
+
+
+def test_strong_view_quick(tmp_path):
+    out = tmp_path / "strong_view.json"
+    r = _run(["benchmarks/strong_view.py", "--quick", "--out", str(out)], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = {row["tag"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {*load_taxonomy().tag_names, "mean"}
+    assert all(0 <= row["before"] <= 1 and 0 <= row["after"] <= 1 for row in rows.values())
