@@ -45,6 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import DETAIL_TAGS, default_bench_dir, print_table, synth_once, write_json  # noqa: E402
 
+from creative_qa.synth import ANNOTATOR_NOISE  # noqa: E402
+
 HELDOUT_FONT = "cmss10.ttf"
 HELDOUT_BLUR = "motion"
 METHOD_ARMS = (
@@ -267,9 +269,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--steps-per-epoch", type=int, default=25)
     ap.add_argument("--seeds", type=int, default=3, help="training seeds for floor, clean_labeled, oracle, default")
-    ap.add_argument("--miss-rate", type=float, default=0.3)
-    ap.add_argument("--fp-rate", type=float, default=0.05)
-    ap.add_argument("--blank-rate", type=float, default=0.2)
+    ap.add_argument("--miss-rate", type=float, default=ANNOTATOR_NOISE["miss_rate"])
+    ap.add_argument("--fp-rate", type=float, default=ANNOTATOR_NOISE["fp_rate"])
+    ap.add_argument("--blank-rate", type=float, default=ANNOTATOR_NOISE["blank_rate"])
     ap.add_argument("--arms", default="all", help="comma-separated subset of: " + ",".join(ARMS))
     ap.add_argument("--label-issues", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--label-issue-epochs", type=int, default=10)

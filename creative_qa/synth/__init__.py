@@ -2,6 +2,7 @@
 
 from creative_qa.synth.defects import DEFECTS, ORDER, TEXT_HEAVY_THRESHOLD, Defect
 from creative_qa.synth.generate import (
+    ANNOTATOR_NOISE,
     Creative,
     SynthConfig,
     add_annotator_noise,
@@ -13,6 +14,7 @@ from creative_qa.synth.generate import (
 from creative_qa.synth.render import render_design
 
 __all__ = [
+    "ANNOTATOR_NOISE",
     "DEFECTS",
     "ORDER",
     "TEXT_HEAVY_THRESHOLD",

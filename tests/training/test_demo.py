@@ -1,4 +1,4 @@
-"""`creative-qa demo` at tiny size: the default recipe learns from the pool, a baseline on the labels alone is printed."""
+"""`creative-qa demo` at tiny size: the default recipe learns from the pool; the labels-only baseline is printed."""
 
 import re
 
