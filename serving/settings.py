@@ -19,6 +19,7 @@ class Settings(BaseSettings):
     model: str = "models:/creative-qa@champion"  # ONNX path or MLflow models:/ URI
     providers: str | None = None  # comma-separated onnxruntime providers; None = best available
     max_upload_mb: float = 25.0  # larger uploads get 413
+    max_body_s: float = 60.0  # the whole upload must arrive within this; slower: 408 (frees its queue place)
     max_frames: int = 8  # frames sampled from a video or animated GIF
 
     # Decoding limits (the same variables creative_qa.media reads for batch scoring and training).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from fastapi import HTTPException, Request
@@ -47,29 +48,36 @@ async def read_limited(stream: AsyncIterator[bytes], limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _body_capped(request: Request, limit: int) -> Request:
-    """The request with its body cut off at ``limit`` (+ multipart overhead) as it streams in.
+def _body_guarded(request: Request, limit: int, deadline_s: float) -> Request:
+    """The request with its body cut off at ``limit`` (+ multipart overhead) and at ``deadline_s`` as it streams in.
 
     Content-Length is checked up front, but a chunked body has none, and Starlette spools file
-    parts to disk without a cap: without this a client could fill the disk before any check.
+    parts to disk without a cap: without the cap a client could fill the disk before any check.
+    The deadline bounds how long a slow (or stalled) client holds the queue place it was admitted to.
     """
     receive, seen = request.receive, 0
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
 
-    async def capped():
+    async def guarded():
         nonlocal seen
-        message = await receive()
+        try:
+            message = await asyncio.wait_for(receive(), timeout=max(0.0, end - loop.time()))
+        except TimeoutError as e:
+            detail = f"upload not received within {deadline_s:g} s (CREATIVE_QA_MAX_BODY_S)"
+            raise HTTPException(status_code=408, detail=detail) from e
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit + 64 * 1024:
                 raise HTTPException(status_code=413, detail=f"upload is larger than {_mib(limit)}")
         return message
 
-    return Request(request.scope, capped)
+    return Request(request.scope, guarded)
 
 
 async def _form(request: Request, max_files: int, limit: int, total: int):
     try:
-        return await _body_capped(request, total).form(max_files=max_files, max_fields=16, max_part_size=limit)
+        return await request.form(max_files=max_files, max_fields=16, max_part_size=limit)
     except HTTPException:
         raise
     except Exception as e:  # malformed multipart: the client's fault
@@ -89,9 +97,10 @@ async def read_upload(upload: UploadFile, limit: int) -> bytes:
     return data
 
 
-async def single_payload(request: Request, limit: int) -> tuple[bytes, str | None]:
-    """The uploaded bytes and file name, from multipart ``file`` or the raw body."""
+async def single_payload(request: Request, limit: int, deadline_s: float) -> tuple[bytes, str | None]:
+    """The uploaded bytes and file name, from multipart ``file`` or the raw body (within ``deadline_s``)."""
     check_length(request, limit)
+    request = _body_guarded(request, limit, deadline_s)
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("multipart/form-data"):
         form = await _form(request, 1, limit, limit)
@@ -111,9 +120,12 @@ async def single_payload(request: Request, limit: int) -> tuple[bytes, str | Non
     return data, request.headers.get("x-filename")
 
 
-async def batch_uploads(request: Request, max_files: int, file_limit: int, total_limit: int) -> list[UploadFile]:
-    """The multipart ``files`` of a batch request (at least one, at most ``max_files``)."""
+async def batch_uploads(
+    request: Request, max_files: int, file_limit: int, total_limit: int, deadline_s: float
+) -> list[UploadFile]:
+    """The multipart ``files`` of a batch request (at least one, at most ``max_files``), within ``deadline_s``."""
     check_length(request, total_limit)
+    request = _body_guarded(request, total_limit, deadline_s)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise HTTPException(status_code=415, detail="send the creatives as multipart/form-data 'files' fields")
     form = await _form(request, max_files, file_limit, total_limit)

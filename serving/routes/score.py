@@ -57,7 +57,7 @@ async def score(request: Request, settings: SettingsDep) -> Any:
     limit = int(settings.max_upload_mb * (1 << 20))
     try:
         with admitted(request) as engine:
-            data, filename = await single_payload(request, limit)
+            data, filename = await single_payload(request, limit, settings.max_body_s)
             return await _score_one(engine, data, filename)
     except QueueFull as e:
         raise _busy(settings, e) from e
@@ -93,7 +93,9 @@ async def score_batch(request: Request, settings: SettingsDep) -> Any:
     try:
         # NOTE: admit the most a batch can hold before reading it, so a full server reads nothing.
         with admitted(request, min(settings.max_batch_files, settings.max_queue)) as engine:
-            uploads = await batch_uploads(request, settings.max_batch_files, file_limit, total_limit)
+            uploads = await batch_uploads(
+                request, settings.max_batch_files, file_limit, total_limit, settings.max_body_s
+            )
             items = await asyncio.gather(*(_batch_item(engine, i, u, file_limit) for i, u in enumerate(uploads)))
     except QueueFull as e:
         raise _busy(settings, e) from e

@@ -109,3 +109,38 @@ def test_a_downloaded_model_copy_is_removed_once_loaded(tiny_onnx, monkeypatch, 
     assert s.tags and not scorer_mod.Path(tmp).exists()
     x = np.zeros((1, s.spec.views, s.spec.input_size, s.spec.input_size, 3), np.uint8)
     assert s.run_prepared(x)[1].shape == (1, len(s.tags))  # the session still works without the file
+
+
+MULTIPART_HEAD = (
+    b'--cqa\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+)
+
+
+@pytest.mark.parametrize(("ctype", "head"), [("image/png", b""), ("multipart/form-data; boundary=cqa", MULTIPART_HEAD)])
+def test_a_stalled_upload_gets_408_at_the_deadline_and_frees_its_queue_place(tiny_onnx, ctype, head):
+    """A client that sends part of its body and stops must not hold its admitted place for ever."""
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    app = create_app(Settings(model=str(tiny_onnx), max_queue=1, max_body_s=1.0))
+    with live_server(app) as url:
+        u = urlparse(url)
+        with socket.create_connection((u.hostname, u.port), timeout=10) as sock:
+            sock.sendall(
+                f"POST /v1/score HTTP/1.1\r\nHost: {u.hostname}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: 100000\r\n\r\n".encode()
+                + head
+                + b"\x89PNG\r\n"  # a few bytes of the creative, then nothing
+            )
+            time.sleep(0.3)
+            # The stalled upload holds the only place: another request is refused meanwhile.
+            busy = httpx.post(f"{url}/v1/score", content=png_bytes(3), headers={"content-type": "image/png"})
+            t0 = time.perf_counter()
+            answer = sock.recv(4096)
+            waited = time.perf_counter() - t0
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"CREATIVE_QA_MAX_BODY_S" in answer and waited < 5
+        after = httpx.post(f"{url}/v1/score", content=png_bytes(3), headers={"content-type": "image/png"})
+    assert busy.status_code == 503
+    assert after.status_code == 200, after.text
