@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     max_batch_upload_mb: float = 100.0  # whole batch request
 
     admin_token: SecretStr | None = None  # bearer token for POST /v1/admin/reload; unset = route disabled
+    reload_schemes: str = "models,runs"  # URI schemes a reload may name (besides local paths)
 
     def decode_limits(self) -> DecodeLimits:
         return DecodeLimits(self.max_frame_pixels, self.max_duration_s, self.max_decoded_frames, self.max_decode_s)
@@ -61,6 +62,10 @@ class Settings(BaseSettings):
         if self.ort_threads:
             return self.ort_threads
         return self.cores if self.batching else max(1, self.cores // self.workers)
+
+    @property
+    def reload_scheme_set(self) -> set[str]:
+        return {x.strip().lower() for x in self.reload_schemes.split(",") if x.strip()}
 
     @property
     def buckets(self) -> list[int]:

@@ -12,6 +12,7 @@ import hmac
 import json
 import logging
 from typing import Any
+from urllib.parse import urlparse
 
 from fastapi import APIRouter, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
@@ -54,6 +55,17 @@ def _authorize(request: Request, settings: Settings) -> None:
         )
 
 
+def _check_scheme(model: str, settings: Settings) -> None:
+    """Refuse a URI whose scheme is not allowed: a stolen token must not make the server fetch from anywhere."""
+    scheme = urlparse(model).scheme.lower()
+    if len(scheme) > 1 and scheme not in settings.reload_scheme_set:  # one letter: a Windows drive, a path
+        allowed = ", ".join(sorted(settings.reload_scheme_set)) or "none"
+        raise HTTPException(
+            status_code=422,
+            detail=f"reload from {scheme!r} URIs is not allowed (CREATIVE_QA_RELOAD_SCHEMES: {allowed}; or a path)",
+        )
+
+
 async def _requested_model(request: Request) -> str | None:
     body = await request.body()
     if not body.strip():
@@ -67,6 +79,8 @@ async def _requested_model(request: Request) -> str | None:
     model = payload.get("model")
     if "model" in payload and not isinstance(model, str):
         raise HTTPException(status_code=422, detail="'model' must be a string")
+    if model is not None:
+        _check_scheme(model, request.app.state.settings)
     return model
 
 

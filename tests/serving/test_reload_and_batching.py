@@ -42,6 +42,23 @@ def test_a_bad_model_file_leaves_the_old_model_serving(tiny_onnx, tmp_path):
         assert 'creative_qa_reloads_total{outcome="failed"} 2.0' in c.get("/metrics").text
 
 
+def test_a_reload_from_a_scheme_not_allowed_is_refused_before_anything_is_fetched(tiny_onnx, monkeypatch):
+    import serving.routes.admin as admin
+
+    fetched = []
+    monkeypatch.setattr(admin, "load_scorer", lambda settings, model: fetched.append(model))
+    with TestClient(create_app(Settings(model=str(tiny_onnx), admin_token=TOKEN))) as c:
+        for uri in ("http://169.254.169.254/latest/model.onnx", "s3://bucket/model.onnx", "file:///etc/passwd"):
+            r = c.post("/v1/admin/reload", json={"model": uri}, headers=AUTH)
+            assert r.status_code == 422 and "CREATIVE_QA_RELOAD_SCHEMES" in r.json()["detail"], r.text
+        assert fetched == [] and c.get("/v1/model").json()["version"] == "7"
+    with TestClient(
+        create_app(Settings(model=str(tiny_onnx), admin_token=TOKEN, reload_schemes="models,runs,s3"))
+    ) as c:
+        c.post("/v1/admin/reload", json={"model": "s3://bucket/model.onnx"}, headers=AUTH)
+        assert fetched == ["s3://bucket/model.onnx"]  # allowed: handed to the loader
+
+
 def test_a_good_model_is_swapped_in_while_requests_are_in_flight(tiny_onnx, tiny_onnx_v8):
     app = create_app(Settings(model=str(tiny_onnx), admin_token=TOKEN))
     data = png_bytes(5)
