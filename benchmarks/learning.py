@@ -20,10 +20,9 @@ optimiser steps:
 * every method's recipe, and the ``default`` recipe.
 
 The floor, clean_labeled, oracle and default arms run ``--seeds`` training seeds (mean ±
-std); the other method arms run one (all of them with ``--all-seeds``). Reported per arm: validation
-mAP (what recipes are
-chosen by: never test), test / held-out / foreign macro mAP, fine-detail mAP, quality
-Spearman, flag F1 at the model's validation-calibrated thresholds and at noise-corrected
+std); the other method arms run one (all of them with ``--all-seeds``). Reported per arm:
+validation mAP (what recipes are chosen by: never test), test / held-out / foreign macro
+mAP, fine-detail mAP, quality Spearman, flag F1 at the model's validation-calibrated thresholds and at noise-corrected
 prior-matched thresholds (no labels spent), wall time and passes (views trained on, views
 forwarded without gradient). Headline: gap closed = (default - floor) / (oracle - floor),
 with a paired bootstrap 95 % interval on default - floor over test creatives. Also printed:
