@@ -22,11 +22,12 @@ optimiser steps:
 The floor, clean_labeled, oracle and default arms run ``--seeds`` training seeds (mean ±
 std); the other method arms run one (all of them with ``--all-seeds``). Reported per arm:
 validation mAP (what recipes are chosen by: never test), test / held-out / foreign macro
-mAP, fine-detail mAP, quality Spearman, flag F1 at the model's validation-calibrated thresholds and at noise-corrected
-prior-matched thresholds (no labels spent), wall time and passes (views trained on, views
-forwarded without gradient). Headline: gap closed = (default - floor) / (oracle - floor),
-with a paired bootstrap 95 % interval on default - floor over test creatives. Also printed:
-the noisy set's per-tag label precision and recall. Every arm is an MLflow run under one
+mAP, fine-detail mAP, quality Spearman, flag F1 at the model's validation-calibrated
+thresholds and at noise-corrected prior-matched thresholds (no labels spent), wall time
+and passes (views trained on, views forwarded without gradient). Headline: gap closed =
+(default - floor) / (oracle - floor), with a paired bootstrap 95 % interval on default -
+floor over test creatives. Also printed: the noisy set's per-tag label precision and
+recall. Every arm is an MLflow run under one
 parent run, which also gets the table, the JSON and a chart.
 """
 
