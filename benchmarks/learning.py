@@ -27,8 +27,8 @@ thresholds and at noise-corrected prior-matched thresholds (no labels spent), wa
 and passes (views trained on, views forwarded without gradient). Headline: gap closed =
 (default - floor) / (oracle - floor), with a paired bootstrap 95 % interval on default -
 floor over test creatives. Also printed: the noisy set's per-tag label precision and
-recall. Every arm is an MLflow run under one
-parent run, which also gets the table, the JSON and a chart.
+recall. Every arm is an MLflow run under one parent run, which also gets the table, the
+JSON and a chart.
 """
 
 from __future__ import annotations
