@@ -188,8 +188,9 @@ def cmd_demo(a: argparse.Namespace) -> None:
     print(f"test macro mAP (ONNX scorer): {macro_map(ap):.3f}   (torch, in training: {torch_map:.3f})")
     if base is not None:
         base_map = base.metrics.get("test_mAP", float("nan"))
+        what = "unlabeled data" if pool else "recipe vs baseline (no pool)"
         print(
-            f"unlabeled data: {a.recipe!r} ({cfg.method.name}) test mAP {torch_map:.3f} vs {a.baseline!r} "
+            f"{what}: {a.recipe!r} ({cfg.method.name}) test mAP {torch_map:.3f} vs {a.baseline!r} "
             f"({bcfg.method.name}) on the labels alone "
             f"{base_map:.3f}: {torch_map - base_map:+.3f} (torch, same data, steps and model)"
         )
