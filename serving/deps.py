@@ -23,10 +23,6 @@ def current_engine(request: Request) -> Engine:
     return engine
 
 
-async def get_engine(request: Request) -> Engine:
-    return current_engine(request)
-
-
 @contextmanager
 def admitted(request: Request, n: int = 1) -> Iterator[Engine]:
     """Admit ``n`` creatives to the engine serving *at this moment* and yield it.
@@ -41,8 +37,8 @@ def admitted(request: Request, n: int = 1) -> Iterator[Engine]:
         yield engine
 
 
-def get_scorer(engine: Annotated[Engine, Depends(get_engine)]) -> Scorer:
-    return engine.scorer
+async def get_scorer(request: Request) -> Scorer:
+    return current_engine(request).scorer
 
 
 async def app_settings(request: Request) -> Settings:
@@ -53,7 +49,6 @@ async def app_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-EngineDep = Annotated[Engine, Depends(get_engine)]
 ScorerDep = Annotated[Scorer, Depends(get_scorer)]
 SettingsDep = Annotated[Settings, Depends(app_settings)]
 MetricsDep = Annotated[Metrics, Depends(app_metrics)]
