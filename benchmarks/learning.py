@@ -65,6 +65,7 @@ METHOD_ARMS = (
     "mixmatch",
     "meta_pseudo_labels",
     "comatch",
+    "contrastive_pretrain",
     "full",
     "synthesis",
 )
@@ -321,6 +322,8 @@ def main() -> None:
         "noisy_student": ("noisy_student", [*unl, f"optim.epochs={max(1, a.epochs // 2)}"]),
         **{m: (m, unl) for m in ("pi_model", "temporal_ensembling", "uda", "vat", "mixmatch", "comatch")},
         "meta_pseudo_labels": ("meta_pseudo_labels", unl),  # its teacher's passes count in its budget
+        # stage 1 contrastive on the pool, stage 2 defect synthesis: the stages share the epochs
+        "contrastive_pretrain": ("contrastive_pretrain", unl),
         "full": ("full", unl),  # Mean Teacher + defect synthesis on the pool
         "synthesis": ("synthesis", unl),  # defect synthesis on the pool, no consistency
         "default": ("default", unl),

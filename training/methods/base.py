@@ -24,6 +24,8 @@ What the loop gives a method (the contract):
 * ``extra_parameters()``: parameters the method owns beside the model's (a projection
   head), which the loop's optimiser trains with the model.
 * ``state_dict()`` / ``load_state_dict()``: method state saved in checkpoints.
+* ``label_free``: set by a stage that learns without labels (self-supervised pretraining):
+  it trains the backbone only, and the tests hold it to that instead of to the label rules.
 * ``run(cfg, resume)``: a method with stages (rounds, pretraining) overrides this
   classmethod to drive several ordinary runs; the default is one run.
 * Before training, the loop sets ``self.tags`` (the taxonomy's tag names, in head order)
@@ -68,6 +70,7 @@ def register(name: str):
 class Method:
     name: ClassVar[str] = "base"
     uses_unlabeled: ClassVar[bool] = False  # the loop feeds an unlabeled batch to train_step
+    label_free: ClassVar[bool] = False  # a stage that reads no label and trains no head (pretraining)
     unlabeled_ratio: int = 1  # unlabeled batch = unlabeled_ratio x labeled batch size
     tags: list[str] = []  # set by the loop: tag names in head order
     spec: Any = None  # set by the loop: the views' creative_qa.preprocess.PreprocessSpec

@@ -1,0 +1,161 @@
+"""Self-supervised pretraining on the whole pool, then semi-supervised fine-tuning (SimCLRv2's recipe).
+
+Stage 1 (this method's ``train_step``) learns the backbone without a label: a contrastive
+(NT-Xent) loss over detail windows, where the two positives of a creative are two
+*different* detail windows of it (its served crops plus its ``crop_pool``), each flipped
+and rotated by 90 degrees independently, and every other window in the batch is a
+negative. SimCLR's colour jitter and blur are left out on purpose: they would teach the
+backbone to ignore exactly the defects it must see. Two windows of one creative share
+every degradation (defects are defined over the whole creative, DESIGN.md), so what the
+pair has in common, and what tells creatives apart, is their degradations, texture and
+palette: the idea CONTRIQUE and Re-IQA use for image quality. Labeled creatives join the
+pool batch as more unlabeled windows; no label is read.
+
+Stage 2 fine-tunes the pretrained backbone with the recipe's ``finetune`` method and its
+``finetune_params`` (defect synthesis on the pool by default): fresh heads, the backbone
+loaded from the file stage 1 writes (``model.weights``, the same route a user's own
+weights file takes). The epochs of the recipe are shared between the stages
+(``pretrain_share``), so pretraining counts in the run's budget.
+
+``run`` drives both stages as nested MLflow runs under one parent. ``--resume`` with a
+stage's checkpoint resumes that stage (and runs stage 2 after a resumed stage 1).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import mlflow
+from training import tracking
+from training.augment import hflip, per_view, rot90, vflip
+from training.methods.base import Method, get_method, register
+
+log = logging.getLogger(__name__)
+STAGE_KEYS = ("pretrain_share", "finetune", "finetune_params")
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's loss: ``z1[i]`` and ``z2[i]`` (L2-normalised) are positives, all other rows negatives."""
+    z = torch.cat([z1, z2])  # (2N, E)
+    n = len(z1)
+    sim = z @ z.t() / temperature
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(sim, target)
+
+
+def window_pairs(images: torch.Tensor, pool: torch.Tensor | None, generator: torch.Generator | None = None):
+    """Two different detail windows per creative, each flipped and rotated on its own: ``(N, 1, S, S, 3)`` x 2.
+
+    ``images`` ``(N, V, S, S, 3)`` (view 0, the whole creative, is not a window), ``pool``
+    ``(N, P, S, S, 3)`` further windows. A creative with one window in all pairs it with itself
+    (the flips and rotations still differ).
+    """
+    cands = images[:, 1:] if pool is None or pool.shape[1] == 0 else torch.cat([images[:, 1:], pool], dim=1)
+    if cands.shape[1] == 0:
+        cands = images[:, :1]
+    order = torch.rand(cands.shape[:2], generator=generator).argsort(dim=1).to(images.device)
+    first, second = order[:, 0], order[:, min(1, cands.shape[1] - 1)]
+    rows = torch.arange(len(cands), device=images.device)
+    geo = lambda v: per_view(lambda w: rot90(vflip(hflip(w, generator=generator), generator=generator), generator), v)  # noqa: E731
+    return geo(cands[rows, first][:, None]), geo(cands[rows, second][:, None])
+
+
+@register("contrastive_pretrain")
+class ContrastivePretrain(Method):
+    uses_unlabeled = True
+    label_free = True
+
+    def __init__(
+        self,
+        model,
+        quality_weight: float = 1.0,
+        temperature: float = 0.2,
+        proj_dim: int = 64,
+        unlabeled_ratio: int = 1,
+        pretrain_share: float = 0.3,
+        finetune: str = "defect_synthesis",
+        finetune_params: dict | None = None,
+    ):
+        super().__init__(model, quality_weight)
+        del pretrain_share, finetune, finetune_params  # read by run(); accepted here so one recipe drives both
+        dim = model.backbone.num_features
+        device = model.tag_head.weight.device
+        self.proj = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, proj_dim)).to(device)
+        self.temperature, self.unlabeled_ratio = temperature, unlabeled_ratio
+
+    def extra_parameters(self):
+        return list(self.proj.parameters())
+
+    def embed(self, windows: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj(self.model.features(windows)), dim=1)
+
+    def train_step(self, batch, unlabeled, step):
+        srcs = [batch] + ([unlabeled] if unlabeled is not None else [])
+        x = torch.cat([s["images"] for s in srcs])
+        pools = [s.get("crop_pool") for s in srcs]
+        pool = torch.cat(pools) if all(p is not None for p in pools) else None
+        a, b = window_pairs(x, pool)
+        loss = nt_xent(self.embed(a), self.embed(b), self.temperature)
+        return loss, {"loss_contrast": float(loss.detach())}
+
+    def state_dict(self):
+        return {"proj": self.proj.state_dict()}
+
+    def load_state_dict(self, state):
+        if "proj" in state:
+            self.proj.load_state_dict(state["proj"])
+
+    @classmethod
+    def run(cls, cfg, resume=None):
+        """Stage 1 (pretraining) then stage 2 (the ``finetune`` method), nested under one MLflow run."""
+        from training.checkpoint import Checkpoint  # noqa: PLC0415
+        from training.model import config_of  # noqa: PLC0415
+
+        if resume:
+            ckpt_cfg = config_of(Checkpoint.load(resume))
+            if ckpt_cfg.method.name != cls.name:  # a stage-2 checkpoint: resume the fine-tuning alone
+                return get_method(ckpt_cfg.method.name).run(ckpt_cfg, resume)
+        params = dict(cfg.method.params)
+        share = float(params.get("pretrain_share", 0.3))
+        if not 0 < share < 1:
+            raise ValueError(f"pretrain_share must be in (0, 1), got {share}")
+        pre_epochs = min(max(1, round(cfg.optim.epochs * share)), cfg.optim.epochs - 1)
+        if pre_epochs < 1:
+            raise ValueError("contrastive_pretrain needs optim.epochs >= 2 (one per stage)")
+        exp_id = tracking.setup(cfg.experiment)
+        with mlflow.start_run(
+            experiment_id=exp_id,
+            run_name=cfg.run_name or "contrastive-pretrain",
+            nested=mlflow.active_run() is not None,
+        ) as parent:
+            mlflow.set_tags({"method": cls.name, "stages": "pretrain,finetune"})
+            pre = copy.deepcopy(cfg)
+            pre.run_name = "pretrain"
+            pre.optim.epochs = pre_epochs
+            pre.output_dir = f"{cfg.output_dir}/pretrain" if cfg.output_dir else None
+            log.info("stage 1/2: contrastive pretraining, %d of %d epochs", pre_epochs, cfg.optim.epochs)
+            stage1 = super().run(pre, resume)
+            weights = Path(stage1.checkpoint).with_name("backbone.pth")
+            state = Checkpoint.load(stage1.checkpoint).model
+            torch.save({k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}, weights)
+            fine = copy.deepcopy(cfg)
+            fine.run_name = "finetune"
+            fine.optim.epochs = cfg.optim.epochs - pre_epochs
+            fine.output_dir = f"{cfg.output_dir}/finetune" if cfg.output_dir else None
+            fine.model.weights = str(weights)
+            fine.model.pretrained = False
+            fine.method.name = str(params.get("finetune", "defect_synthesis"))
+            fine.method.params = dict(params.get("finetune_params") or {})
+            log.info("stage 2/2: %s from the pretrained backbone, %d epochs", fine.method.name, fine.optim.epochs)
+            result = get_method(fine.method.name).run(fine)
+            mlflow.log_metrics({k: v for k, v in result.metrics.items() if k.endswith("mAP")})
+            mlflow.set_tags({"pretrain_run_id": stage1.run_id, "finetune_run_id": result.run_id})
+            log.info("contrastive pretraining done: parent run %s, fine-tuned %s", parent.info.run_id, result.run_id)
+            return result
