@@ -105,9 +105,13 @@ def cmd_batch(a: argparse.Namespace) -> None:
 def cmd_serve(a: argparse.Namespace) -> None:
     if a.model:
         os.environ["CREATIVE_QA_MODEL"] = a.model
+    if a.access_log:
+        os.environ["CREATIVE_QA_ACCESS_LOG"] = "true"
     uvicorn = _extra("uvicorn", "serve")
-    _extra("serving.main", "serve")
-    uvicorn.run("serving.main:create_app", factory=True, host=a.host, port=a.port, workers=1)
+    settings = _extra("serving.settings", "serve").get_settings()
+    uvicorn.run(
+        "serving.main:create_app", factory=True, host=a.host, port=a.port, workers=1, access_log=settings.access_log
+    )
 
 
 def cmd_taxonomy(a: argparse.Namespace) -> None:
@@ -274,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--model", default=None, help="ONNX path or models:/name@alias (env CREATIVE_QA_MODEL)")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument(
+        "--access-log", action="store_true", help="log a line per request (env CREATIVE_QA_ACCESS_LOG; default off)"
+    )
     sv.set_defaults(fn=cmd_serve)
 
     d = sub.add_parser("demo", help="synthesise, train, export, register and score, end to end on CPU")

@@ -1,19 +1,24 @@
 """Dynamic batching: concurrent requests' prepared frames gathered into one onnxruntime run.
 
-The first queued request opens a batch; more join until it holds ``max_batch`` frames
-or ``max_wait_s`` has passed (no wait at all when ``more_coming`` says no other request
-is on its way: a lone request is not delayed); the batch runs on one model thread while
-the next one gathers. The queue itself is bounded by the engine's admission count (a full engine
-answers 503 before anything is queued). With ``buckets`` (GPU), the batch is padded
-to the smallest bucket that holds it, so the model only ever sees those few shapes.
+The batcher is one thread, the model's: decode threads ``put`` a creative's prepared
+frames with a callback, and the thread takes the first waiting creative, lets more join
+until the batch holds ``max_batch`` frames or ``max_wait_s`` has passed (no wait at all
+when ``more_coming`` says no other creative is being prepared: a lone request is not
+delayed), runs the batch, and calls each creative's callback with its rows. Nothing of
+it runs on the event loop: a request wakes the loop once, when its scores are ready.
+The queue itself is bounded by the engine's admission count (a full engine answers 503
+before anything is queued). With ``buckets`` (GPU), the batch is padded to the smallest
+bucket that holds it, so the model only ever sees those few shapes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,12 +26,15 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 RunFn = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+Done = Callable[[np.ndarray, np.ndarray], None]
+Fail = Callable[[BaseException], None]
 
 
 @dataclass
 class _Item:
     x: np.ndarray  # (n, V, S, S, 3) one creative's frames
-    future: asyncio.Future
+    done: Done  # called with its (quality, tags) rows, on the model thread
+    fail: Fail  # called with the model's error instead
 
 
 def pad_to_bucket(x: np.ndarray, buckets: Sequence[int]) -> np.ndarray:
@@ -52,8 +60,22 @@ def run_in_buckets(run: RunFn, x: np.ndarray, buckets: Sequence[int] | None) -> 
     return np.concatenate(qs), np.concatenate(ts)
 
 
+def resolve_soon(loop: asyncio.AbstractEventLoop, fut: asyncio.Future, value=None, error=None) -> None:
+    """Settle ``fut`` on its loop from any thread (a request that gave up leaves it cancelled: no-op)."""
+
+    def settle() -> None:
+        if fut.done():
+            return
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(value)
+
+    loop.call_soon_threadsafe(settle)
+
+
 class Batcher:
-    """Gathers ``submit``-ted inputs into batches for ``run`` (one model thread)."""
+    """Gathers ``put`` inputs into batches for ``run`` on one model thread."""
 
     def __init__(
         self,
@@ -68,72 +90,80 @@ class Batcher:
         self.more_coming = more_coming
         self.buckets = list(buckets) if buckets else None
         self.on_batch = on_batch
-        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="onnx")
-        self._task: asyncio.Task | None = None
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="onnx", daemon=True)
+        self._lock = threading.Lock()
+        self._open = False
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        self._open = True
+        self._thread.start()
+
+    def put(self, x: np.ndarray, done: Done, fail: Fail) -> None:
+        """Queue one creative's frames (from any thread); ``done`` or ``fail`` is called on the model thread."""
+        with self._lock:  # NOTE: nothing may slip in behind close()'s sentinel
+            if not self._open:
+                raise RuntimeError("batcher is not running")
+            self._queue.put(_Item(x, done, fail))
 
     async def submit(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One creative's prepared frames -> its (quality, tags), run with whatever else is waiting."""
-        if self._task is None or self._task.done():
-            raise RuntimeError("batcher is not running")
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Item(x, fut))
+        """``put`` for a caller on an event loop: one creative's frames -> its (quality, tags)."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.put(x, lambda q, t: resolve_soon(loop, fut, (q, t)), lambda e: resolve_soon(loop, fut, error=e))
         return await fut
 
     async def close(self) -> None:
-        """Run what is queued, then stop."""
-        if self._task is not None and not self._task.done():
-            self._queue.put_nowait(None)
-            await self._task
-        self._executor.shutdown(wait=True)
+        """Run what is queued, then stop the model thread."""
+        with self._lock:
+            if not self._open:
+                return
+            self._open = False
+            self._queue.put(None)
+        await asyncio.to_thread(self._thread.join)
 
-    async def _gather(self, first: _Item) -> tuple[list[_Item], bool]:
-        loop = asyncio.get_running_loop()
-        items, rows, closing = [first], len(first.x), False
-        deadline = loop.time() + self.max_wait_s
+    def _gather(self, first: _Item) -> tuple[list[_Item], bool]:
+        items, rows = [first], len(first.x)
+        deadline = time.monotonic() + self.max_wait_s
         while rows < self.max_batch:
             try:
                 nxt = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                left = deadline - loop.time()
+            except queue.Empty:
+                left = deadline - time.monotonic()
                 if left <= 0 or (self.more_coming is not None and not self.more_coming()):
                     break
                 try:
-                    nxt = await asyncio.wait_for(self._queue.get(), left)
-                except asyncio.TimeoutError:
+                    nxt = self._queue.get(timeout=left)
+                except queue.Empty:
                     break
             if nxt is None:
-                closing = True
-                break
+                return items, True
             items.append(nxt)
             rows += len(nxt.x)
-        return items, closing
+        return items, False
 
-    async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _loop(self) -> None:
         closing = False
         while not closing:
-            first = await self._queue.get()
+            first = self._queue.get()
             if first is None:
                 break
-            items, closing = await self._gather(first)
+            items, closing = self._gather(first)
             x = items[0].x if len(items) == 1 else np.concatenate([it.x for it in items])
             if self.on_batch:
                 self.on_batch(len(x))
             try:
-                q, t = await loop.run_in_executor(self._executor, run_in_buckets, self.run, x, self.buckets)
+                q, t = run_in_buckets(self.run, x, self.buckets)
             except Exception as e:  # noqa: BLE001  (every waiting request gets the model's error)
                 log.exception("batch of %d failed", len(x))
                 for it in items:
-                    if not it.future.done():
-                        it.future.set_exception(e)
+                    it.fail(e)
                 continue
             start = 0
             for it in items:
                 n = len(it.x)
-                if not it.future.done():
-                    it.future.set_result((q[start : start + n], t[start : start + n]))
+                try:
+                    it.done(q[start : start + n], t[start : start + n])
+                except Exception as e:  # noqa: BLE001  (one creative's result must not stop the thread)
+                    it.fail(e)
                 start += n

@@ -2,16 +2,19 @@
 
 A request is *admitted* (or refused with ``QueueFull`` -> 503 + Retry-After) before its
 body is read; its creative is decoded and preprocessed on a pool sized to the machine
-(which also bounds how many decodes run at once), its prepared frames go through the
-dynamic batcher (or straight to the model when batching is off), and the Scores come
-back. A reload builds a new engine beside the old one and swaps; the old one finishes
-what it admitted, then closes.
+(which also bounds how many decodes run at once), and the same decode thread hands the
+prepared frames to the dynamic batcher's model thread (or, with batching off, runs the
+model itself, as the in-process ``Scorer`` does). The Scores are built where the model
+ran, and the request's coroutine is woken once, with them: the event loop does HTTP and
+nothing else. A reload builds a new engine beside the old one and swaps; the old one
+finishes what it admitted, then closes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
@@ -20,7 +23,7 @@ import numpy as np
 
 from creative_qa.media import Frame, MediaError, MediaLimitError
 from creative_qa.scorer import Scorer
-from serving.batcher import Batcher, run_in_buckets
+from serving.batcher import Batcher, resolve_soon, run_in_buckets
 from serving.metrics import Metrics
 from serving.settings import Settings
 
@@ -28,6 +31,11 @@ log = logging.getLogger(__name__)
 
 GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
 _NO_PIXELS = np.zeros((0, 0, 3), np.uint8)
+
+
+def batching_on(settings: Settings, providers: list[str]) -> bool:
+    """Dynamic batching for a model served by ``providers``: the setting, or (auto) on a GPU only."""
+    return settings.batching if settings.batching is not None else bool(GPU_PROVIDERS & set(providers))
 
 
 class QueueFull(Exception):
@@ -72,7 +80,7 @@ class Engine:
             pad = bool(GPU_PROVIDERS & set(scorer.onnx.providers))
         self.buckets = settings.buckets if pad else None
         self.batcher: Batcher | None = None
-        if settings.batching:
+        if batching_on(settings, scorer.onnx.providers):
             self.batcher = Batcher(
                 scorer.onnx.run,
                 max_batch=settings.max_batch_size,
@@ -84,6 +92,7 @@ class Engine:
         self.closing = False  # set by close(): admit nothing more
         self.inflight = 0  # admitted, not yet answered
         self.preparing = 0  # being decoded and preprocessed: about to join a batch
+        self._preparing_lock = threading.Lock()  # preparing goes up on the loop, down on decode threads
 
     async def start(self) -> None:
         if self.batcher:
@@ -117,40 +126,60 @@ class Engine:
             self.inflight -= n
             self.metrics.queue_depth.dec(n)
 
-    def _prepare(self, data: bytes, filename: str | None) -> tuple[list[Frame], np.ndarray]:
-        frames = self.scorer.decode(data, filename)
-        x = self.scorer.prepare(frames)
-        return [Frame(_NO_PIXELS, f.time_s) for f in frames], x  # drop the pixels early
+    def _prepared(self) -> None:
+        with self._preparing_lock:
+            self.preparing -= 1
 
-    def _run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return run_in_buckets(self.scorer.onnx.run, x, self.buckets)
+    def _work(self, data: bytes, filename: str | None, loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> None:
+        """On a decode thread: decode, preprocess, then batch (or run) and settle ``fut`` with the Scores."""
+        try:
+            frames = self.scorer.decode(data, filename)
+            x = self.scorer.prepare(frames)
+        except BaseException as e:  # noqa: BLE001  (the request's coroutine re-raises it)
+            self._prepared()
+            resolve_soon(loop, fut, error=e)
+            return
+        self._prepared()
+        frames = [Frame(_NO_PIXELS, f.time_s) for f in frames]  # drop the pixels early
+        is_video = len(frames) > 1
+
+        def done(q: np.ndarray, t: np.ndarray) -> None:
+            resolve_soon(loop, fut, self.scorer.scores(frames, q, t, is_video=is_video))
+
+        def fail(e: BaseException) -> None:
+            resolve_soon(loop, fut, error=e)
+
+        try:
+            if self.batcher:
+                self.batcher.put(x, done, fail)
+            else:
+                self.metrics.batch_size.observe(len(x))
+                done(*run_in_buckets(self.scorer.onnx.run, x, self.buckets))
+        except BaseException as e:  # noqa: BLE001
+            fail(e)
 
     async def score(self, data: bytes, filename: str | None = None) -> dict[str, Any]:
         """Scores for one admitted creative; ``MediaError`` for bad input."""
         loop = asyncio.get_running_loop()
-        self.preparing += 1
+        fut = loop.create_future()
+        with self._preparing_lock:
+            self.preparing += 1
         try:
-            frames, x = await loop.run_in_executor(self.pool, self._prepare, data, filename)
-        except RuntimeError as e:
+            self.pool.submit(self._work, data, filename, loop, fut)
+        except RuntimeError as e:  # the pool was shut down under us
+            self._prepared()
             if self.closing:
                 raise QueueFull("the model was replaced while this request waited, retry") from e
             raise
+        try:
+            return await fut
         except MediaLimitError:
             self.metrics.decode_failures.labels("limit").inc()
             raise
         except (MediaError, ValueError):
             self.metrics.decode_failures.labels("undecodable").inc()
             raise
-        finally:
-            self.preparing -= 1
-        try:
-            if self.batcher:
-                q, t = await self.batcher.submit(x)
-            else:
-                self.metrics.batch_size.observe(len(x))
-                q, t = await loop.run_in_executor(self.pool, self._run, x)
-        except RuntimeError as e:  # closed under a request that outlived close()'s grace period
+        except RuntimeError as e:  # the model or batcher closed under a request that outlived close()'s grace
             if self.closing:
                 raise QueueFull("the model was replaced while this request waited, retry") from e
             raise
-        return self.scorer.scores(frames, q, t, is_video=len(frames) > 1)

@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     max_decode_s: float = _LIMITS.max_decode_s  # wall time of one decode; over: 413
 
     # Throughput and back-pressure.
-    batching: bool = True  # gather concurrent requests into one onnxruntime run
+    # gather concurrent requests into one onnxruntime run; None (auto) = on where a GPU provider serves:
+    # on CPU a batch costs the same per creative (benchmarks/serving.py) and would only add its wait
+    batching: bool | None = None
     max_batch_size: int = 32  # frames per onnxruntime run
     max_wait_ms: float = 2.0  # how long a batch waits for more requests once the first arrives
     batch_buckets: str = "1,2,4,8,16,32"  # batch sizes the model sees when padding (GPU)
@@ -43,6 +45,7 @@ class Settings(BaseSettings):
     max_batch_files: int = 16  # files per POST /v1/score/batch
     max_batch_upload_mb: float = 100.0  # whole batch request
 
+    access_log: bool = False  # uvicorn's line per request; off: /metrics counts requests by route and status
     admin_token: SecretStr | None = None  # bearer token for POST /v1/admin/reload; unset = route disabled
     reload_schemes: str = "models,runs"  # URI schemes a reload may name (besides local paths)
 

@@ -48,6 +48,14 @@ async def read_limited(stream: AsyncIterator[bytes], limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _receive_by(receive, end: float):
+    """``receive()``, or ``TimeoutError`` at loop time ``end`` (a timer: cheaper than ``wait_for``'s task)."""
+    if hasattr(asyncio, "timeout_at"):  # Python 3.11+
+        async with asyncio.timeout_at(end):
+            return await receive()
+    return await asyncio.wait_for(receive(), timeout=max(0.0, end - asyncio.get_running_loop().time()))
+
+
 def _body_guarded(request: Request, limit: int, deadline_s: float) -> Request:
     """The request with its body cut off at ``limit`` (+ multipart overhead) and at ``deadline_s`` as it streams in.
 
@@ -56,13 +64,12 @@ def _body_guarded(request: Request, limit: int, deadline_s: float) -> Request:
     The deadline bounds how long a slow (or stalled) client holds the queue place it was admitted to.
     """
     receive, seen = request.receive, 0
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline_s
+    end = asyncio.get_running_loop().time() + deadline_s
 
     async def guarded():
         nonlocal seen
         try:
-            message = await asyncio.wait_for(receive(), timeout=max(0.0, end - loop.time()))
+            message = await _receive_by(receive, end)
         except TimeoutError as e:
             detail = f"upload not received within {deadline_s:g} s (CREATIVE_QA_MAX_BODY_S)"
             raise HTTPException(status_code=408, detail=detail) from e

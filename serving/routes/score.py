@@ -58,7 +58,8 @@ async def score(request: Request, settings: SettingsDep) -> Any:
     try:
         with admitted(request) as engine:
             data, filename = await single_payload(request, limit, settings.max_body_s)
-            return await _score_one(engine, data, filename)
+            # NOTE: the engine builds exactly the Scores schema; a JSONResponse skips re-validating it.
+            return JSONResponse(await _score_one(engine, data, filename))
     except QueueFull as e:
         raise _busy(settings, e) from e
     except ItemRejected as e:

@@ -14,6 +14,7 @@ def test_serving_benchmark_quick_runs_every_mode(tmp_path):
     modes = {(row["mode"], row["concurrency"]) for row in result["rows"]}
     assert modes == {(m, c) for m in ("api-batching", "api-nobatch", "in-process", "mlflow-serve") for c in (1, 4)}
     assert all(row["n_non_200"] == 0 and row["req_per_s"] > 0 for row in result["rows"])
-    assert result["ratios"]["4"]["a/c"] > 0 and result["ratios"]["4"]["a/d"] > 0
+    assert result["api"] == "api-nobatch"  # the server's default on a CPU machine: no dynamic batching
+    assert result["ratios"]["4"]["api/in-process"] > 0 and result["ratios"]["4"]["api/mlflow-serve"] > 0
     assert 0 < result["memory"]["api-batching"]["vmhwm_mb"] < 1024
-    assert "a/c" in r.stdout and "server peak memory" in r.stdout
+    assert "api/in-process" in r.stdout and "server peak memory" in r.stdout

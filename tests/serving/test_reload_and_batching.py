@@ -7,8 +7,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from creative_qa.scorer import Scorer
 from serving.batcher import Batcher, pad_to_bucket, run_in_buckets
+from serving.engine import Engine, batching_on
 from serving.main import create_app
+from serving.metrics import Metrics
 from serving.settings import Settings
 from tests.serving.conftest import live_server, png_bytes
 
@@ -161,3 +164,14 @@ def test_gpu_style_bucket_padding_shows_the_model_only_bucket_sizes(tiny_onnx):
         assert one.status_code == 200
         assert one.json() == Scorer(tiny_onnx).score_bytes(png_bytes(1))  # padding rows do not leak into results
     assert seen == [4]
+
+
+def test_batching_is_on_by_default_only_where_a_gpu_serves(tiny_onnx):
+    auto = Settings(model=str(tiny_onnx))
+    assert auto.batching is None
+    assert not batching_on(auto, ["CPUExecutionProvider"])
+    assert batching_on(auto, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert batching_on(Settings(model=str(tiny_onnx), batching=True), ["CPUExecutionProvider"])
+    assert not batching_on(Settings(model=str(tiny_onnx), batching=False), ["CUDAExecutionProvider"])
+    assert Engine(Scorer(tiny_onnx), auto, Metrics()).batcher is None  # this machine has no GPU: no batcher
+    assert Engine(Scorer(tiny_onnx), Settings(model=str(tiny_onnx), batching=True), Metrics()).batcher is not None
