@@ -321,6 +321,30 @@ def decode_bytes(
     return _decode_image(data, max_frames, limits, min_side)
 
 
+def decode_pixels(data: bytes, filename: str | None = None, min_side: int | None = None) -> int:
+    """About how many pixels decoding ``data`` holds at once, from its header alone (cheap).
+
+    A still image: its size after JPEG DCT scaling (``min_side``); an animation: its canvas,
+    twice (the frame being composed and one kept). Videos are decoded a reduced frame at a time
+    under their own limits: 0. Anything unreadable: 0 (decoding will say why).
+    """
+    if not data or _sniff_video(data) or (filename and is_video_path(filename) and not _looks_like_image(data)):
+        return 0
+    try:
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        if getattr(img, "n_frames", 1) > 1:
+            return 2 * w * h
+    except Exception:  # noqa: BLE001  (decoding reports it properly)
+        return 0
+    if img.format == "JPEG":
+        scale = 1
+        while scale < 8 and min(w, h) // (2 * scale) >= (min_side or 10**9):
+            scale *= 2
+        return math.ceil(w / scale) * math.ceil(h / scale)
+    return w * h
+
+
 def _looks_like_image(data: bytes) -> bool:
     return data[:8].startswith((b"\x89PNG", b"\xff\xd8", b"GIF8", b"BM")) or data[8:12] == b"WEBP"
 

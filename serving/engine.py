@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from creative_qa.media import Frame, MediaError, MediaLimitError
+from creative_qa.media import Frame, MediaError, MediaLimitError, decode_pixels
 from creative_qa.scorer import Scorer
 from serving.batcher import Batcher, resolve_soon, run_in_buckets
 from serving.metrics import Metrics
@@ -36,6 +36,32 @@ _NO_PIXELS = np.zeros((0, 0, 3), np.uint8)
 def batching_on(settings: Settings, providers: list[str]) -> bool:
     """Dynamic batching for a model served by ``providers``: the setting, or (auto) on a GPU only."""
     return settings.batching if settings.batching is not None else bool(GPU_PROVIDERS & set(providers))
+
+
+class PixelBudget:
+    """At most ``total`` pixels of still images being decoded at once, whatever the thread count.
+
+    Decode threads outnumber the cores (a thread waiting for the GIL leaves its core to one that
+    decodes); this keeps what they hold bounded: a creative takes its header's pixel count
+    (at most ``total``, so a giant one runs alone) and waits while the others would exceed it.
+    """
+
+    def __init__(self, total: int):
+        self.total, self.used = max(1, total), 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def reserve(self, pixels: int):
+        n = min(max(0, pixels), self.total)
+        with self._cond:
+            self._cond.wait_for(lambda: self.used + n <= self.total)
+            self.used += n
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.used -= n
+                self._cond.notify_all()
 
 
 class QueueFull(Exception):
@@ -75,6 +101,7 @@ class Engine:
     def __init__(self, scorer: Scorer, settings: Settings, metrics: Metrics):
         self.scorer, self.settings, self.metrics = scorer, settings, metrics
         self.pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="decode")
+        self.pixels = PixelBudget(int(settings.decode_megapixels * 1e6))
         pad = settings.pad_to_buckets
         if pad is None:
             pad = bool(GPU_PROVIDERS & set(scorer.onnx.providers))
@@ -133,8 +160,9 @@ class Engine:
     def _work(self, data: bytes, filename: str | None, loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> None:
         """On a decode thread: decode, preprocess, then batch (or run) and settle ``fut`` with the Scores."""
         try:
-            frames = self.scorer.decode(data, filename)
-            x = self.scorer.prepare(frames)
+            with self.pixels.reserve(decode_pixels(data, filename, self.scorer.decode_min_side)):
+                frames = self.scorer.decode(data, filename)
+                x = self.scorer.prepare(frames)
         except BaseException as e:  # noqa: BLE001  (the request's coroutine re-raises it)
             self._prepared()
             resolve_soon(loop, fut, error=e)

@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     pad_to_buckets: bool | None = None  # None: pad when a GPU provider (CUDA, TensorRT) serves
     max_queue: int = 64  # creatives being decoded, queued or run; one more gets 503 + Retry-After
     retry_after_s: int = 1  # the Retry-After of a 503
-    decode_workers: int = 0  # threads decoding and preprocessing; 0 = the machine's cores
+    decode_workers: int = 0  # threads decoding and preprocessing; 0 = 4 per core (see Engine)
+    decode_megapixels: float = 64.0  # still-image pixels being decoded at once, over all threads
     ort_threads: int = 0  # onnxruntime intra-op threads; 0 = cores (batching) or cores / decode_workers
 
     # Batch route.
@@ -58,7 +59,8 @@ class Settings(BaseSettings):
 
     @property
     def workers(self) -> int:
-        return self.decode_workers or self.cores
+        # NOTE: more threads than cores: one waiting for the GIL leaves its core to one that decodes
+        return self.decode_workers or 4 * self.cores
 
     @property
     def threads(self) -> int:

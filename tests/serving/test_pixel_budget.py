@@ -1,0 +1,55 @@
+"""Decode threads outnumber the cores; the pixel budget bounds what they hold at once."""
+
+import io
+import threading
+import time
+
+import numpy as np
+from PIL import Image
+
+from creative_qa.media import _draft_size, decode_pixels
+from serving.engine import PixelBudget
+
+
+def _encoded(w: int, h: int, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(buf, fmt)
+    return buf.getvalue()
+
+
+def test_decode_pixels_reads_the_header_and_knows_jpeg_dct_scaling():
+    assert decode_pixels(_encoded(640, 480, "PNG")) == 640 * 480
+    big = _encoded(4096, 2048, "JPEG")
+    assert decode_pixels(big) == 4096 * 2048  # no reduction asked
+    assert decode_pixels(big, min_side=512) == 1024 * 512  # 1/4 keeps the short side >= 512
+    assert decode_pixels(big, min_side=100) == 512 * 256  # 1/8 is the most DCT scaling gives
+    for side in (100, 300, 700, 1500):  # the estimate is what PIL's draft decoding really holds
+        img = Image.open(io.BytesIO(big))
+        img.draft("RGB", _draft_size(img, side))
+        assert decode_pixels(big, min_side=side) == img.size[0] * img.size[1], side
+    assert decode_pixels(b"not an image at all") == 0
+    assert decode_pixels(b"") == 0
+
+
+def test_the_budget_bounds_pixels_in_flight_and_lets_a_giant_run_alone():
+    budget = PixelBudget(100)
+    in_flight, peak, lock = [0], [0], threading.Lock()
+
+    def job(pixels: int) -> None:
+        with budget.reserve(pixels):
+            with lock:
+                in_flight[0] += min(pixels, 100)
+                peak[0] = max(peak[0], in_flight[0])
+            time.sleep(0.02)
+            with lock:
+                in_flight[0] -= min(pixels, 100)
+
+    threads = [threading.Thread(target=job, args=(p,)) for p in (40, 40, 40, 40, 500, 10, 10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert not any(t.is_alive() for t in threads)
+    assert peak[0] <= 100  # never more than the budget at once, the giant (500 -> 100) included
+    assert peak[0] >= 80  # and small ones do run side by side
+    assert budget.used == 0
