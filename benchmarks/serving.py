@@ -290,6 +290,7 @@ def _http_load(url: str, conc: int, n: int, make_request) -> tuple[list[float], 
     """``n`` requests from ``conc`` threads, each with its own keep-alive connection."""
     lat: list[float] = []
     statuses: list[int] = []
+    errors: list[BaseException] = []
     counter = iter(range(n))
     lock = threading.Lock()
 
@@ -305,6 +306,8 @@ def _http_load(url: str, conc: int, n: int, make_request) -> tuple[list[float], 
                 status, _ = make_request(client, i)
                 lat.append(time.perf_counter() - t)
                 statuses.append(status)
+        except BaseException as e:  # noqa: BLE001  (re-raised below: a load thread must not fail silently)
+            errors.append(e)
         finally:
             client.close()
 
@@ -314,7 +317,10 @@ def _http_load(url: str, conc: int, n: int, make_request) -> tuple[list[float], 
         th.start()
     for th in threads:
         th.join()
-    return lat, statuses, time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    if errors:
+        raise RuntimeError(f"{len(errors)} load thread(s) failed, first: {errors[0]!r}") from errors[0]
+    return lat, statuses, wall
 
 
 def api_load(

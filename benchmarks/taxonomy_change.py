@@ -2,6 +2,7 @@
 
     python benchmarks/taxonomy_change.py            # default scale: about 10 minutes on 2 CPU cores
     python benchmarks/taxonomy_change.py --quick    # a minute or two (what CI smoke-tests)
+    python benchmarks/taxonomy_change.py --seeds 3 --warm-lr-scales 1,0.3 --arms warm,scratch,v1_alone
 
 Data: synthetic creatives, fixed seed, labeled by the generator in both taxonomies. The
 training pool carries taxonomy-v1 labels with simulated annotator noise (the labels a team
@@ -21,6 +22,11 @@ is reported but not charged to any arm). Then, same recipe, backbone and data:
 * (b') ``scratch_same_steps``: as (b), at (a)'s step budget (same compute as (a));
 * (c) ``v1_alone``: the v1 champion on the v2 tags it still covers (kept and renamed tags;
   a merged tag as the noisy-or of its sources; a split child as its parent's probability).
+
+With ``--seeds N`` the champion and every arm train with N training seeds (data fixed) and the
+tables show means; with several ``--warm-lr-scales`` (``warm_start.lr_scale``: the warm run's
+peak learning rate as a share of the recipe's), each is an arm ``warm_lr<scale>`` and (a) is
+the one with the best mean **validation** mAP (never test).
 
 Reported: per-tag AP on the clean v2 test split, mAP on the carried-over tags (kept,
 renamed, merged) and on the new ones (split children, added), and wall time per arm.
@@ -125,7 +131,13 @@ def main() -> None:
     ap.add_argument("--blank-rate", type=float, default=0.1)
     ap.add_argument("--arms", default="all", help="comma-separated subset of: " + ",".join(ARMS))
     ap.add_argument("--quick", action="store_true", help="tiny scale, a minute or two")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="data seed, and the first training seed")
+    ap.add_argument("--seeds", type=int, default=1, help="training seeds (champion and arms); tables show means")
+    ap.add_argument(
+        "--warm-lr-scales",
+        default="1.0",
+        help="comma-separated warm_start.lr_scale candidates for (a); the best on validation mAP is (a)",
+    )
     ap.add_argument("--out", default="benchmarks/results/taxonomy_change.json")
     a = ap.parse_args()
     if a.quick:
@@ -147,54 +159,87 @@ def main() -> None:
     new = [r.target for r in mapping.rules if r.kind in ("split", "add")]
     kind = {r.target: r.kind for r in mapping.rules}
     warm_epochs = max(1, round(a.epochs * a.warm_fraction))
-    common = [f"optim.steps_per_epoch={a.steps_per_epoch}", f"data.test={data['test']}", f"seed={a.seed}"]
+    common = [f"optim.steps_per_epoch={a.steps_per_epoch}", f"data.test={data['test']}"]
     if a.quick:
         common += ["model.backbone=test_resnet", "model.input_size=64", "model.detail_side=128", "model.crops=2"]
     v2 = [f"data.labeled={data['v2_train']}", "data.taxonomy=v2", f"data.mapping={MAPPING}"]
     wanted = list(ARMS) if a.arms == "all" else a.arms.split(",")
 
+    scales = [float(x) for x in a.warm_lr_scales.split(",")]
     exp = "bench-taxonomy"
-    rows: list[dict] = []
+    runs: list[dict] = []  # one row per arm and training seed
     with mlflow.start_run(experiment_id=tracking.setup(exp), run_name=f"taxonomy-change-{a.pool}") as parent_run:
-        mlflow.log_params({"pool": a.pool, "new_labels": a.new_labels, "epochs": a.epochs, **rates})
+        mlflow.log_params({"pool": a.pool, "new_labels": a.new_labels, "epochs": a.epochs, "seeds": a.seeds, **rates})
 
-        def arm(name: str, overrides: list[str], epochs: int) -> dict:
-            print(f"--- {name} ({epochs} epochs x {a.steps_per_epoch} steps)", flush=True)
+        def arm(name: str, overrides: list[str], epochs: int, seed: int) -> dict:
+            print(f"--- {name} ({epochs} epochs x {a.steps_per_epoch} steps), seed {seed}", flush=True)
             cfg = load_config(
-                a.recipe, [*common, *overrides, f"optim.epochs={epochs}", f"experiment={exp}", f"run_name={name}"]
+                a.recipe,
+                [
+                    *common,
+                    *overrides,
+                    f"optim.epochs={epochs}",
+                    f"experiment={exp}",
+                    f"run_name={name}",
+                    f"seed={seed}",
+                ],
             )
             t = time.time()
             result = train(cfg)
             wall = time.time() - t
             ap_ = {k[len("test_AP_") :]: v for k, v in result.metrics.items() if k.startswith("test_AP_")}
-            return {"arm": name, "steps": epochs * a.steps_per_epoch, "wall_s": wall, "per_tag_AP": ap_} | {
+            return {"arm": name, "seed": seed, "steps": epochs * a.steps_per_epoch, "wall_s": wall} | {
+                "per_tag_AP": ap_,
+                "val_mAP": result.metrics.get("val_mAP"),
                 "checkpoint": str(result.checkpoint),
                 "run_id": result.run_id,
             }
 
-        champion = arm("v1_champion", [f"data.labeled={data['v1']}", "data.test=null"], a.epochs)
-        print(f"v1 champion trained in {champion['wall_s']:.0f}s (not charged to any arm)")
-        if "warm" in wanted:
-            rows.append(arm("warm", [*v2, f"warm_start.parent={champion['checkpoint']}"], warm_epochs))
-        if "scratch" in wanted:
-            rows.append(arm("scratch", v2, a.epochs))
-        if "scratch_same_steps" in wanted:
-            rows.append(arm("scratch_same_steps", v2, warm_epochs))
-        if "v1_alone" in wanted:
-            t = time.time()
-            rows.append(
-                {"arm": "v1_alone", "steps": 0, "per_tag_AP": v1_alone(champion["checkpoint"], data["test"])}
-                | {"wall_s": time.time() - t}
-            )
-        for r in rows:
+        champions = []
+        for seed in range(a.seed, a.seed + a.seeds):
+            champion = arm("v1_champion", [f"data.labeled={data['v1']}", "data.test=null"], a.epochs, seed)
+            champions.append(champion)
+            print(f"v1 champion trained in {champion['wall_s']:.0f}s (not charged to any arm)")
+            if "warm" in wanted:
+                for sc in scales:
+                    name = "warm" if len(scales) == 1 else f"warm_lr{sc:g}"
+                    ws = [f"warm_start.parent={champion['checkpoint']}", f"warm_start.lr_scale={sc}"]
+                    runs.append(arm(name, [*v2, *ws], warm_epochs, seed) | {"lr_scale": sc})
+            if "scratch" in wanted:
+                runs.append(arm("scratch", v2, a.epochs, seed))
+            if "scratch_same_steps" in wanted:
+                runs.append(arm("scratch_same_steps", v2, warm_epochs, seed))
+            if "v1_alone" in wanted:
+                t = time.time()
+                ap_ = v1_alone(champion["checkpoint"], data["test"])
+                runs.append({"arm": "v1_alone", "seed": seed, "steps": 0, "per_tag_AP": ap_, "wall_s": time.time() - t})
+        for r in runs:
             ap_ = r["per_tag_AP"]
             r["carried_mAP"] = macro_map({t: ap_[t] for t in carried if t in ap_})
             r["new_mAP"] = macro_map({t: ap_[t] for t in new if t in ap_})
             r["mAP"] = macro_map(ap_)
-            mlflow.log_metrics({f"{r['arm']}_{k}": r[k] for k in ("carried_mAP", "new_mAP", "wall_s") if r[k] == r[k]})
+
+        # Mean over training seeds per arm; with several LR scales, (a) is the one best on validation.
+        rows = []
+        for name in dict.fromkeys(r["arm"] for r in runs):
+            rs = [r for r in runs if r["arm"] == name]
+            tags = [t for t in rs[0]["per_tag_AP"] if all(t in r["per_tag_AP"] for r in rs)]
+            mean = {"arm": name, "seeds": len(rs), "steps": rs[0]["steps"]}
+            for k in ("carried_mAP", "new_mAP", "mAP", "wall_s", "val_mAP"):
+                vals = [r[k] for r in rs if r.get(k) is not None]
+                mean[k] = float(np.mean(vals)) if vals else None
+            mean["per_tag_AP"] = {t: float(np.mean([r["per_tag_AP"][t] for r in rs])) for t in tags}
+            if "lr_scale" in rs[0]:
+                mean["lr_scale"] = rs[0]["lr_scale"]
+            rows.append(mean)
+            mlflow.log_metrics(
+                {f"{name}_{k}": mean[k] for k in ("carried_mAP", "new_mAP", "wall_s") if mean[k] == mean[k]}
+            )
+        warm_rows = [r for r in rows if r["arm"].startswith("warm")]
+        chosen = max(warm_rows, key=lambda r: r["val_mAP"] or 0.0)["arm"] if warm_rows else None
 
         print()
-        print_table(rows, ["arm", "steps", "carried_mAP", "new_mAP", "mAP", "wall_s"])
+        print_table(rows, ["arm", "seeds", "steps", "val_mAP", "carried_mAP", "new_mAP", "mAP", "wall_s"])
         print()
         names = [r["arm"] for r in rows]
         by = {r["arm"]: r for r in rows}
@@ -206,20 +251,30 @@ def main() -> None:
             tag_rows.append(row)
         print_table(tag_rows, ["tag", "kind", *names])
         verdict = {}
-        if {"warm", "scratch"} <= set(by):
-            w, s = by["warm"], by["scratch"]
+        if chosen and "scratch" in by:
+            w, s = by[chosen], by["scratch"]
             shared = [t for t in carried if t in w["per_tag_AP"] and t in s["per_tag_AP"]]
             worse = [t for t in shared if w["per_tag_AP"][t] < s["per_tag_AP"][t]]
+            per_seed = []
+            for seed in range(a.seed, a.seed + a.seeds):
+                ws_ = next(r for r in runs if r["arm"] == chosen and r["seed"] == seed)["per_tag_AP"]
+                ss_ = next(r for r in runs if r["arm"] == "scratch" and r["seed"] == seed)["per_tag_AP"]
+                per_seed.append(sum(ws_[t] >= ss_[t] for t in shared))
             verdict = {
+                "warm_arm": chosen,
+                "chosen_on": "validation mAP",
                 "carried_tags_warm_ge_scratch": f"{len(shared) - len(worse)}/{len(shared)}",
                 "carried_tags_warm_below_scratch": worse,
+                "carried_tags_warm_ge_scratch_per_seed": per_seed,
                 "new_mAP_warm_ge_scratch": bool(w["new_mAP"] >= s["new_mAP"]),
                 "warm_less_wall_time": bool(w["wall_s"] < s["wall_s"]),
             }
             print()
             print(
-                f"target (a) >= (b): carried-over tags {verdict['carried_tags_warm_ge_scratch']}"
+                f"target (a) >= (b), (a) = {chosen} (best validation mAP), mean of {a.seeds} seed(s): "
+                f"carried-over tags {verdict['carried_tags_warm_ge_scratch']}"
                 + (f" (below: {', '.join(worse)})" if worse else "")
+                + f" (per seed: {per_seed} of {len(shared)})"
                 + f"; new-tag mAP {w['new_mAP']:.3f} vs {s['new_mAP']:.3f}"
                 + f"; wall {w['wall_s']:.0f}s vs {s['wall_s']:.0f}s"
             )
@@ -227,8 +282,9 @@ def main() -> None:
             a.out,
             {
                 "args": vars(a),
-                "champion": champion,
+                "champions": champions,
                 "rows": rows,
+                "runs": runs,
                 "per_tag": tag_rows,
                 "verdict": verdict,
                 "parent_run_id": parent_run.info.run_id,

@@ -316,32 +316,50 @@ def decode_bytes(
     if not data:
         raise MediaError("empty file")
     limits = limits or DecodeLimits.from_env()
-    if _sniff_video(data) or (filename and is_video_path(filename) and not _looks_like_image(data)):
+    if looks_like_video(data, filename):
         return _decode_video(data, max_frames, limits, min_side)
     return _decode_image(data, max_frames, limits, min_side)
 
 
-def decode_pixels(data: bytes, filename: str | None = None, min_side: int | None = None) -> int:
+def looks_like_video(data: bytes, filename: str | None = None) -> bool:
+    """Whether ``decode_bytes`` would decode ``data`` as a video (the content decides, then the name)."""
+    return _sniff_video(data) or bool(filename and is_video_path(filename) and not _looks_like_image(data))
+
+
+def decode_pixels(
+    data: bytes,
+    filename: str | None = None,
+    min_side: int | None = None,
+    max_frames: int = DEFAULT_MAX_FRAMES,
+    limits: DecodeLimits | None = None,
+) -> int:
     """About how many pixels decoding ``data`` holds at once, from its header alone (cheap).
 
-    A still image: its size after JPEG DCT scaling (``min_side``); an animation: its canvas,
-    twice (the frame being composed and one kept). Videos are decoded a reduced frame at a time
-    under their own limits: 0. Anything unreadable: 0 (decoding will say why).
+    A still image: its size after JPEG DCT scaling (``min_side``, as ``draft`` picks it); an
+    animation: the canvas being composed plus the ``max_frames`` kept (reduced by the same
+    factor decoding uses). Videos (decoded a frame at a time under their own limits), anything
+    unreadable, and anything over ``limits.max_frame_pixels`` (decoding refuses it before
+    allocating) hold nothing here: 0.
     """
-    if not data or _sniff_video(data) or (filename and is_video_path(filename) and not _looks_like_image(data)):
+    if not data or looks_like_video(data, filename):
         return 0
+    limits = limits or DecodeLimits.from_env()
     try:
         img = Image.open(io.BytesIO(data))
         w, h = img.size
-        if getattr(img, "n_frames", 1) > 1:
-            return 2 * w * h
+        animated = bool(getattr(img, "is_animated", False))  # NOTE: not n_frames, which walks every frame
     except Exception:  # noqa: BLE001  (decoding reports it properly)
         return 0
-    if img.format == "JPEG":
-        scale = 1
-        while scale < 8 and min(w, h) // (2 * scale) >= (min_side or 10**9):
-            scale *= 2
-        return math.ceil(w / scale) * math.ceil(h / scale)
+    if w * h > limits.max_frame_pixels:
+        return 0
+    if animated:
+        r = reduce_factor(w, h, min_side)
+        return w * h + max_frames * math.ceil(w / r) * math.ceil(h / r)
+    if img.format == "JPEG" and reduce_factor(w, h, min_side) >= 2:
+        dw, dh = _draft_size(img, min_side)
+        scale = min(w // dw, h // dh)
+        s = next(f for f in (8, 4, 2, 1) if scale >= f)  # PIL's JpegImageFile.draft
+        return math.ceil(w / s) * math.ceil(h / s)
     return w * h
 
 

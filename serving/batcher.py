@@ -101,8 +101,8 @@ class Batcher:
 
     def put(self, x: np.ndarray, done: Done, fail: Fail) -> None:
         """Queue one creative's frames (from any thread); ``done`` or ``fail`` is called on the model thread."""
-        with self._lock:  # NOTE: nothing may slip in behind close()'s sentinel
-            if not self._open:
+        with self._lock:  # NOTE: nothing may slip in behind close()'s sentinel or a dead thread's drain
+            if not self._open or not self._thread.is_alive():
                 raise RuntimeError("batcher is not running")
             self._queue.put(_Item(x, done, fail))
 
@@ -142,28 +142,54 @@ class Batcher:
             rows += len(nxt.x)
         return items, False
 
-    def _loop(self) -> None:
-        closing = False
-        while not closing:
-            first = self._queue.get()
-            if first is None:
-                break
-            items, closing = self._gather(first)
+    @staticmethod
+    def _fail(items: list[_Item], e: BaseException) -> None:
+        for it in items:
+            try:
+                it.fail(e)
+            except Exception:  # noqa: BLE001  (a callback's own error must not stop the others)
+                log.exception("could not report a failed batch to a request")
+
+    def _run_batch(self, items: list[_Item]) -> None:
+        try:
             x = items[0].x if len(items) == 1 else np.concatenate([it.x for it in items])
             if self.on_batch:
                 self.on_batch(len(x))
+            q, t = run_in_buckets(self.run, x, self.buckets)
+        except Exception as e:  # noqa: BLE001  (every waiting request gets the model's error)
+            log.exception("batch of %d creatives failed", len(items))
+            self._fail(items, e)
+            return
+        start = 0
+        for it in items:
+            n = len(it.x)
             try:
-                q, t = run_in_buckets(self.run, x, self.buckets)
-            except Exception as e:  # noqa: BLE001  (every waiting request gets the model's error)
-                log.exception("batch of %d failed", len(x))
-                for it in items:
-                    it.fail(e)
-                continue
-            start = 0
-            for it in items:
-                n = len(it.x)
+                it.done(q[start : start + n], t[start : start + n])
+            except Exception as e:  # noqa: BLE001  (one creative's result must not stop the thread)
+                self._fail([it], e)
+            start += n
+
+    def _loop(self) -> None:
+        closing, items = False, []
+        try:
+            while not closing:
+                first = self._queue.get()
+                if first is None:
+                    break
+                items, closing = self._gather(first)
+                self._run_batch(items)
+                items = []
+        except BaseException as e:  # the thread is dying: fail what it holds
+            log.exception("the batcher thread stopped")
+            self._fail(items, RuntimeError(f"batcher stopped: {e}"))
+        finally:
+            # NOTE: whatever is still queued (or slips in before put() sees this) gets an answer.
+            with self._lock:
+                self._open = False
+            while True:
                 try:
-                    it.done(q[start : start + n], t[start : start + n])
-                except Exception as e:  # noqa: BLE001  (one creative's result must not stop the thread)
-                    it.fail(e)
-                start += n
+                    rest = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if rest is not None:
+                    self._fail([rest], RuntimeError("batcher is not running"))

@@ -1,8 +1,9 @@
 """The scoring engine behind the routes: admission, a decode pool, the batcher, one model.
 
 A request is *admitted* (or refused with ``QueueFull`` -> 503 + Retry-After) before its
-body is read; its creative is decoded and preprocessed on a pool sized to the machine
-(which also bounds how many decodes run at once), and the same decode thread hands the
+body is read; its creative is decoded and preprocessed on a pool of threads (more than
+the cores, under a pixel budget and one video per core, so memory does not grow with
+their number), and the same decode thread hands the
 prepared frames to the dynamic batcher's model thread (or, with batching off, runs the
 model itself, as the in-process ``Scorer`` does). The Scores are built where the model
 ran, and the request's coroutine is woken once, with them: the event loop does HTTP and
@@ -13,6 +14,7 @@ finishes what it admitted, then closes.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from creative_qa.media import Frame, MediaError, MediaLimitError, decode_pixels
+from creative_qa.media import Frame, MediaError, MediaLimitError, decode_pixels, looks_like_video
 from creative_qa.scorer import Scorer
 from serving.batcher import Batcher, resolve_soon, run_in_buckets
 from serving.metrics import Metrics
@@ -39,29 +41,42 @@ def batching_on(settings: Settings, providers: list[str]) -> bool:
 
 
 class PixelBudget:
-    """At most ``total`` pixels of still images being decoded at once, whatever the thread count.
+    """At most ``total`` pixels of still images being decoded at once, first come first served.
 
     Decode threads outnumber the cores (a thread waiting for the GIL leaves its core to one that
-    decodes); this keeps what they hold bounded: a creative takes its header's pixel count
-    (at most ``total``, so a giant one runs alone) and waits while the others would exceed it.
+    decodes); this keeps what they hold bounded: a creative takes its header's pixel count (at
+    most ``total``, so a giant one runs alone) and waits, in arrival order, until it fits; small
+    ones cannot overtake a large one that is waiting, so nothing waits for ever.
     """
 
     def __init__(self, total: int):
         self.total, self.used = max(1, total), 0
         self._cond = threading.Condition()
+        self._line: collections.deque[object] = collections.deque()
 
     @contextmanager
     def reserve(self, pixels: int):
         n = min(max(0, pixels), self.total)
+        if n == 0:  # nothing to hold (a video, an unreadable header): no need to queue
+            yield
+            return
+        ticket = object()
         with self._cond:
-            self._cond.wait_for(lambda: self.used + n <= self.total)
+            self._line.append(ticket)
+            self._cond.wait_for(lambda: self._line[0] is ticket and self.used + n <= self.total)
+            self._line.popleft()
             self.used += n
+            self._cond.notify_all()  # the next in line may fit too
         try:
             yield
         finally:
             with self._cond:
                 self.used -= n
                 self._cond.notify_all()
+
+
+class ModelError(RuntimeError):
+    """Scoring failed after the creative was decoded (the model or building its Scores)."""
 
 
 class QueueFull(Exception):
@@ -102,6 +117,7 @@ class Engine:
         self.scorer, self.settings, self.metrics = scorer, settings, metrics
         self.pool = ThreadPoolExecutor(settings.workers, thread_name_prefix="decode")
         self.pixels = PixelBudget(int(settings.decode_megapixels * 1e6))
+        self.videos = threading.BoundedSemaphore(settings.cores)  # video decoders buffer frames: one per core
         pad = settings.pad_to_buckets
         if pad is None:
             pad = bool(GPU_PROVIDERS & set(scorer.onnx.providers))
@@ -153,6 +169,17 @@ class Engine:
             self.inflight -= n
             self.metrics.queue_depth.dec(n)
 
+    @contextmanager
+    def _decode_slot(self, data: bytes, filename: str | None):
+        """Wait for room to decode: a video slot, or the header's pixels in the budget."""
+        if looks_like_video(data, filename):
+            with self.videos:
+                yield
+            return
+        s = self.scorer
+        with self.pixels.reserve(decode_pixels(data, filename, s.decode_min_side, s.max_frames, s.limits)):
+            yield
+
     def _prepared(self) -> None:
         with self._preparing_lock:
             self.preparing -= 1
@@ -160,7 +187,7 @@ class Engine:
     def _work(self, data: bytes, filename: str | None, loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> None:
         """On a decode thread: decode, preprocess, then batch (or run) and settle ``fut`` with the Scores."""
         try:
-            with self.pixels.reserve(decode_pixels(data, filename, self.scorer.decode_min_side)):
+            with self._decode_slot(data, filename):
                 frames = self.scorer.decode(data, filename)
                 x = self.scorer.prepare(frames)
         except BaseException as e:  # noqa: BLE001  (the request's coroutine re-raises it)
@@ -175,7 +202,9 @@ class Engine:
             resolve_soon(loop, fut, self.scorer.scores(frames, q, t, is_video=is_video))
 
         def fail(e: BaseException) -> None:
-            resolve_soon(loop, fut, error=e)
+            # NOTE: past decoding, an error is the model's (a 500), never the upload's (a 4xx).
+            err = e if isinstance(e, RuntimeError) else ModelError(f"{type(e).__name__}: {e}")
+            resolve_soon(loop, fut, error=err)
 
         try:
             if self.batcher:

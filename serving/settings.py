@@ -64,6 +64,9 @@ class Settings(BaseSettings):
 
     @property
     def threads(self) -> int:
+        """onnxruntime intra-op threads: the cores when batching is forced on (one model thread runs
+        every batch), else one per decode thread (each runs the model itself). Auto batching turns
+        on only with a GPU provider, where these CPU threads do little: one."""
         if self.ort_threads:
             return self.ort_threads
         return self.cores if self.batching else max(1, self.cores // self.workers)

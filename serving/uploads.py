@@ -70,7 +70,7 @@ def _body_guarded(request: Request, limit: int, deadline_s: float) -> Request:
         nonlocal seen
         try:
             message = await _receive_by(receive, end)
-        except TimeoutError as e:
+        except (TimeoutError, asyncio.TimeoutError) as e:  # NOTE: distinct classes before Python 3.11
             detail = f"upload not received within {deadline_s:g} s (CREATIVE_QA_MAX_BODY_S)"
             raise HTTPException(status_code=408, detail=detail) from e
         if message["type"] == "http.request":

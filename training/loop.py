@@ -253,7 +253,8 @@ class Trainer:
         method = self.method_cls(model, quality_weight=cfg.optim.quality_weight, **cfg.method.params)
         method.tags, method.spec = list(self.tags), self.spec
         params = [*model.parameters(), *method.extra_parameters()]
-        opt = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        base_lr = cfg.optim.lr * (cfg.warm_start.lr_scale if self.change and self.change.parent else 1.0)
+        opt = torch.optim.AdamW(params, lr=base_lr, weight_decay=cfg.optim.weight_decay)
 
         # An epoch is one pass over the labeled set, or exactly `steps_per_epoch` steps (cycling the
         # data) when set: that is how arms with different amounts of labeled data get the same budget.
@@ -326,7 +327,7 @@ class Trainer:
                 running: dict[str, float] = {}
                 for i, batch in enumerate(bar, start=first):
                     for g in opt.param_groups:
-                        g["lr"] = lr_at(step, total, cfg.optim.warmup_steps, cfg.optim.lr)
+                        g["lr"] = lr_at(step, total, cfg.optim.warmup_steps, base_lr)
                     unl = _to(next(unl_iter), self.device) if unl_iter is not None else None
                     bag = _frame_bag(batch, unl)
                     with (

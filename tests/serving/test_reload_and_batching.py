@@ -175,3 +175,36 @@ def test_batching_is_on_by_default_only_where_a_gpu_serves(tiny_onnx):
     assert not batching_on(Settings(model=str(tiny_onnx), batching=False), ["CUDAExecutionProvider"])
     assert Engine(Scorer(tiny_onnx), auto, Metrics()).batcher is None  # this machine has no GPU: no batcher
     assert Engine(Scorer(tiny_onnx), Settings(model=str(tiny_onnx), batching=True), Metrics()).batcher is not None
+
+
+def test_a_failing_batch_answers_its_requests_and_the_batcher_goes_on():
+    calls = {"n": 0}
+
+    def on_batch(_n: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise MemoryError("no room for this batch")
+
+    def run(x):
+        return x[:, 0, 0, 0, 0].astype(np.float32), np.zeros((len(x), 1), np.float32)
+
+    class Fatal(BaseException):
+        pass
+
+    async def main():
+        b = Batcher(run, max_batch=4, max_wait_s=0.0, on_batch=on_batch)
+        b.start()
+        with pytest.raises(MemoryError):
+            await asyncio.wait_for(b.submit(np.full((1, 1, 1, 1, 3), 7, np.uint8)), 5)
+        q, _ = await asyncio.wait_for(b.submit(np.full((1, 1, 1, 1, 3), 9, np.uint8)), 5)
+        assert q.tolist() == [9.0]
+        # a dying model thread answers what it held, and nothing queues behind it afterwards
+        b.run = lambda x: (_ for _ in ()).throw(Fatal())
+        with pytest.raises(RuntimeError, match="batcher stopped"):
+            await asyncio.wait_for(b.submit(np.zeros((1, 1, 1, 1, 3), np.uint8)), 5)
+        await asyncio.sleep(0.05)
+        with pytest.raises(RuntimeError, match="not running"):
+            await asyncio.wait_for(b.submit(np.zeros((1, 1, 1, 1, 3), np.uint8)), 5)
+        await b.close()
+
+    asyncio.run(main())
