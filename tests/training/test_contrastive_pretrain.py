@@ -134,3 +134,23 @@ def test_pretraining_then_finetuning_through_the_cli(tiny_data, capsys, tmp_path
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_id}'")
     assert sorted(r.info.run_name for r in children) == ["finetune", "pretrain"]
     assert client.get_run(parent_id).data.tags["finetune_run_id"] == out["run_id"]
+
+
+def test_one_epoch_of_n_steps_is_shared_by_steps(tiny_data, capsys, tmp_path):
+    cli(
+        [
+            "train",
+            "--recipe",
+            "contrastive_pretrain",
+            *TINY_OVERRIDES,  # one epoch
+            "optim.steps_per_epoch=4",
+            f"data.labeled={tiny_data['train_labeled']}",
+            f"data.unlabeled={tiny_data['unlabeled']}",
+            "experiment=contrastive-test",
+            f"output_dir={tmp_path / 'run'}",
+        ]
+    )
+    fine = config_of(Checkpoint.load(json.loads(capsys.readouterr().out)["checkpoint"]))
+    pre = config_of(Checkpoint.load(tmp_path / "run" / "pretrain" / "last.pt"))
+    assert (pre.optim.epochs, pre.optim.steps_per_epoch) == (1, 1)  # 30 % of 4 steps, rounded
+    assert (fine.optim.epochs, fine.optim.steps_per_epoch) == (1, 3)

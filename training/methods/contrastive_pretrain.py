@@ -126,9 +126,18 @@ class ContrastivePretrain(Method):
         share = float(params.get("pretrain_share", 0.3))
         if not 0 < share < 1:
             raise ValueError(f"pretrain_share must be in (0, 1), got {share}")
-        pre_epochs = min(max(1, round(cfg.optim.epochs * share)), cfg.optim.epochs - 1)
-        if pre_epochs < 1:
-            raise ValueError("contrastive_pretrain needs optim.epochs >= 2 (one per stage)")
+        epochs, spe = cfg.optim.epochs, cfg.optim.steps_per_epoch
+        pre_spe = fine_spe = spe
+        if epochs >= 2:  # the stages share the epochs
+            pre_epochs = min(max(1, round(epochs * share)), epochs - 1)
+            fine_epochs = epochs - pre_epochs
+        elif spe and spe >= 2:  # one epoch of N steps: the stages share the steps
+            pre_epochs = fine_epochs = 1
+            pre_spe = min(max(1, round(spe * share)), spe - 1)
+            fine_spe = spe - pre_spe
+        else:  # nothing to share: one epoch each (twice the budget asked for)
+            log.warning("contrastive_pretrain: %d epoch(s) cannot be shared by two stages; running one each", epochs)
+            pre_epochs = fine_epochs = 1
         exp_id = tracking.setup(cfg.experiment)
         with mlflow.start_run(
             experiment_id=exp_id,
@@ -138,16 +147,16 @@ class ContrastivePretrain(Method):
             mlflow.set_tags({"method": cls.name, "stages": "pretrain,finetune"})
             pre = copy.deepcopy(cfg)
             pre.run_name = "pretrain"
-            pre.optim.epochs = pre_epochs
+            pre.optim.epochs, pre.optim.steps_per_epoch = pre_epochs, pre_spe
             pre.output_dir = f"{cfg.output_dir}/pretrain" if cfg.output_dir else None
-            log.info("stage 1/2: contrastive pretraining, %d of %d epochs", pre_epochs, cfg.optim.epochs)
+            log.info("stage 1/2: contrastive pretraining, %d epoch(s) of the run's %d", pre_epochs, epochs)
             stage1 = super().run(pre, resume)
             weights = Path(stage1.checkpoint).with_name("backbone.pth")
             state = Checkpoint.load(stage1.checkpoint).model
             torch.save({k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}, weights)
             fine = copy.deepcopy(cfg)
             fine.run_name = "finetune"
-            fine.optim.epochs = cfg.optim.epochs - pre_epochs
+            fine.optim.epochs, fine.optim.steps_per_epoch = fine_epochs, fine_spe
             fine.output_dir = f"{cfg.output_dir}/finetune" if cfg.output_dir else None
             fine.model.weights = str(weights)
             fine.model.pretrained = False
