@@ -3,9 +3,9 @@
 A request is *admitted* (or refused with ``QueueFull`` -> 503 + Retry-After) before its
 body is read; its creative is decoded and preprocessed on a pool of threads (more than
 the cores, under a pixel budget and one video per core, so memory does not grow with
-their number), and the same decode thread hands the
-prepared frames to the dynamic batcher's model thread (or, with batching off, runs the
-model itself, as the in-process ``Scorer`` does). The Scores are built where the model
+their number), and the same decode thread hands the prepared frames to the dynamic
+batcher's model thread (or, with batching off, runs the model itself, as the in-process
+``Scorer`` does). The Scores are built where the model
 ran, and the request's coroutine is woken once, with them: the event loop does HTTP and
 nothing else. A reload builds a new engine beside the old one and swaps; the old one
 finishes what it admitted, then closes.
@@ -35,9 +35,13 @@ GPU_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider"}
 _NO_PIXELS = np.zeros((0, 0, 3), np.uint8)
 
 
+def on_gpu(providers: list[str]) -> bool:
+    return bool(GPU_PROVIDERS & set(providers))
+
+
 def batching_on(settings: Settings, providers: list[str]) -> bool:
     """Dynamic batching for a model served by ``providers``: the setting, or (auto) on a GPU only."""
-    return settings.batching if settings.batching is not None else bool(GPU_PROVIDERS & set(providers))
+    return settings.batching if settings.batching is not None else on_gpu(providers)
 
 
 class PixelBudget:
@@ -120,7 +124,7 @@ class Engine:
         self.videos = threading.BoundedSemaphore(settings.cores)  # video decoders buffer frames: one per core
         pad = settings.pad_to_buckets
         if pad is None:
-            pad = bool(GPU_PROVIDERS & set(scorer.onnx.providers))
+            pad = on_gpu(scorer.onnx.providers)
         self.buckets = settings.buckets if pad else None
         self.batcher: Batcher | None = None
         if batching_on(settings, scorer.onnx.providers):
@@ -180,10 +184,6 @@ class Engine:
         with self.pixels.reserve(decode_pixels(data, filename, s.decode_min_side, s.max_frames, s.limits)):
             yield
 
-    def _prepared(self) -> None:
-        with self._preparing_lock:
-            self.preparing -= 1
-
     def _work(self, data: bytes, filename: str | None, loop: asyncio.AbstractEventLoop, fut: asyncio.Future) -> None:
         """On a decode thread: decode, preprocess, then batch (or run) and settle ``fut`` with the Scores."""
         try:
@@ -191,10 +191,11 @@ class Engine:
                 frames = self.scorer.decode(data, filename)
                 x = self.scorer.prepare(frames)
         except BaseException as e:  # noqa: BLE001  (the request's coroutine re-raises it)
-            self._prepared()
             resolve_soon(loop, fut, error=e)
             return
-        self._prepared()
+        finally:
+            with self._preparing_lock:
+                self.preparing -= 1
         frames = [Frame(_NO_PIXELS, f.time_s) for f in frames]  # drop the pixels early
         is_video = len(frames) > 1
 
@@ -224,7 +225,8 @@ class Engine:
         try:
             self.pool.submit(self._work, data, filename, loop, fut)
         except RuntimeError as e:  # the pool was shut down under us
-            self._prepared()
+            with self._preparing_lock:
+                self.preparing -= 1
             if self.closing:
                 raise QueueFull("the model was replaced while this request waited, retry") from e
             raise

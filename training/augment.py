@@ -84,6 +84,16 @@ def per_view(fn, images: torch.Tensor) -> torch.Tensor:
     return fn(images.reshape(n * v, 1, *images.shape[2:])).reshape(images.shape)
 
 
+def detail_windows(images: torch.Tensor, pool: torch.Tensor | None) -> torch.Tensor:
+    """A creative's detail windows: its served crops (views 1..V-1) then its ``pool``, ``(N, C + P, S, S, 3)``."""
+    return images[:, 1:] if pool is None or pool.shape[1] == 0 else torch.cat([images[:, 1:], pool], dim=1)
+
+
+def flip_rotate(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Every view flipped (both axes) and rotated by 90 degrees at random, each on its own."""
+    return per_view(lambda v: rot90(vflip(hflip(v, generator=generator), generator=generator), generator), images)
+
+
 def resample_crops(images: torch.Tensor, pool: torch.Tensor | None, generator: torch.Generator | None = None):
     """Draw each creative's detail crops at random from its served crops plus its ``pool`` of other windows.
 
@@ -92,7 +102,7 @@ def resample_crops(images: torch.Tensor, pool: torch.Tensor | None, generator: t
     crops = images.shape[1] - 1
     if crops <= 0:
         return images
-    cands = images[:, 1:] if pool is None or pool.shape[1] == 0 else torch.cat([images[:, 1:], pool], dim=1)
+    cands = detail_windows(images, pool)
     order = torch.rand(cands.shape[:2], generator=generator).argsort(dim=1)[:, :crops].to(images.device)
     picked = torch.gather(cands, 1, order.view(*order.shape, 1, 1, 1).expand(-1, -1, *cands.shape[2:]))
     return torch.cat([images[:, :1], picked], dim=1)
@@ -104,8 +114,7 @@ def strong(images: torch.Tensor, pool: torch.Tensor | None = None) -> torch.Tens
     Crops re-drawn from the creative's windows (``pool``), then every view flipped and
     rotated independently.
     """
-    x = resample_crops(images, pool)
-    return per_view(lambda v: rot90(vflip(hflip(v))), x)
+    return flip_rotate(resample_crops(images, pool))
 
 
 def weak(images: torch.Tensor) -> torch.Tensor:

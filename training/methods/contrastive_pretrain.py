@@ -33,11 +33,10 @@ from torch import nn
 
 import mlflow
 from training import tracking
-from training.augment import hflip, per_view, rot90, vflip
+from training.augment import detail_windows, flip_rotate
 from training.methods.base import Method, get_method, register
 
 log = logging.getLogger(__name__)
-STAGE_KEYS = ("pretrain_share", "finetune", "finetune_params")
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -57,14 +56,13 @@ def window_pairs(images: torch.Tensor, pool: torch.Tensor | None, generator: tor
     ``(N, P, S, S, 3)`` further windows. A creative with one window in all pairs it with itself
     (the flips and rotations still differ).
     """
-    cands = images[:, 1:] if pool is None or pool.shape[1] == 0 else torch.cat([images[:, 1:], pool], dim=1)
+    cands = detail_windows(images, pool)
     if cands.shape[1] == 0:
         cands = images[:, :1]
     order = torch.rand(cands.shape[:2], generator=generator).argsort(dim=1).to(images.device)
     first, second = order[:, 0], order[:, min(1, cands.shape[1] - 1)]
     rows = torch.arange(len(cands), device=images.device)
-    geo = lambda v: per_view(lambda w: rot90(vflip(hflip(w, generator=generator), generator=generator), generator), v)  # noqa: E731
-    return geo(cands[rows, first][:, None]), geo(cands[rows, second][:, None])
+    return flip_rotate(cands[rows, first][:, None], generator), flip_rotate(cands[rows, second][:, None], generator)
 
 
 @register("contrastive_pretrain")
