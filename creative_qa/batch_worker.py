@@ -44,7 +44,7 @@ def prepare(item: dict[str, Any], spec: PreprocessSpec, max_frames: int) -> Prep
         frames = decode_file(item["abspath"], max_frames, min_side=spec.decode_min_side)
         if not frames:
             raise MediaError("no frames to score")
-        views = np.stack([preprocess(f.pixels, spec) for f in frames])
+        views = np.stack([preprocess(f.source, spec) for f in frames])
     except MediaError as e:
         return Prepared(item, None, _stable(str(e)))
     except ValueError as e:  # preprocess refuses a degenerate frame

@@ -75,22 +75,55 @@ class DecodeLimits:
         )
 
 
-@dataclass(frozen=True)
 class Frame:
-    pixels: np.ndarray  # (H, W, 3) uint8 RGB
-    time_s: float = 0.0
+    """One decoded frame: RGB pixels and the time it shows at (0 for a still).
+
+    A still decodes to a PIL image, and preprocessing works on PIL images: the frame keeps
+    the image (``source``) and makes the ``(H, W, 3)`` array only when asked for
+    (``pixels``). The copy to an array holds the GIL; under concurrent serving that copy,
+    not the decoding, was what the decode threads queued for.
+    """
+
+    __slots__ = ("_array", "_image", "time_s")
+
+    def __init__(self, pixels: np.ndarray | Image.Image, time_s: float = 0.0):
+        if isinstance(pixels, Image.Image) and pixels.mode != "RGB":
+            raise ValueError(f"a frame's image must be RGB, got mode {pixels.mode}")
+        self._image = pixels if isinstance(pixels, Image.Image) else None
+        self._array = None if self._image is not None else pixels
+        self.time_s = time_s
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """``(H, W, 3)`` uint8 RGB (made from the image on first use)."""
+        if self._array is None:
+            self._array = np.asarray(self._image, dtype=np.uint8)
+        return self._array
+
+    @property
+    def source(self) -> np.ndarray | Image.Image:
+        """What ``preprocess`` takes without a copy: the decoder's image, else the array."""
+        return self._image if self._image is not None else self._array
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(width, height)``."""
+        if self._image is not None:
+            return self._image.size
+        return self._array.shape[1], self._array.shape[0]
 
 
 def is_video_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTS
 
 
-def _to_rgb(img: Image.Image) -> np.ndarray:
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """RGB, transparency composited on white."""
     if img.mode in ("RGBA", "LA", "P", "PA"):
         img = img.convert("RGBA")
         bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(bg, img)
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def _sample_indices(n: int, k: int) -> list[int]:
@@ -292,7 +325,7 @@ def _decode_video(data: bytes, max_frames: int, limits: DecodeLimits, min_side: 
     if not frames:
         raise MediaError("video has no decodable frames")
     for f in frames:
-        _check_pixels(f.pixels.shape[1], f.pixels.shape[0], limits, "video frame")
+        _check_pixels(*f.size, limits, "video frame")
     return frames
 
 

@@ -112,9 +112,16 @@ def detail_centres(img: Image.Image, size: int, n: int) -> list[tuple[float, flo
 
 
 def preprocess(
-    pixels: np.ndarray, spec: PreprocessSpec, centres: Sequence[tuple[float, float]] | None = None, pool: int = 0
+    pixels: np.ndarray | Image.Image,
+    spec: PreprocessSpec,
+    centres: Sequence[tuple[float, float]] | None = None,
+    pool: int = 0,
 ) -> np.ndarray:
-    """One RGB frame ``(H, W, 3)`` uint8 -> model input ``(V, S, S, 3)`` uint8.
+    """One RGB frame, ``(H, W, 3)`` uint8 or an RGB PIL image -> model input ``(V, S, S, 3)`` uint8.
+
+    Both give the same views; an image (what decoding makes of a still) is used as it is,
+    without the two full-size copies an array costs (``Frame.source`` gives whichever the
+    decoder had).
 
     ``centres`` overrides the crop centres; serving uses the defaults. ``pool > 0``
     (training only) appends ``pool`` further detail windows, the next-best by the same
@@ -122,10 +129,15 @@ def preprocess(
     the same creative: the result is ``(V + pool, S, S, 3)`` and its first ``V`` views
     are exactly what the scorer sees.
     """
-    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+    if isinstance(pixels, Image.Image):
+        if pixels.mode != "RGB":
+            raise ValueError(f"expected an RGB image, got mode {pixels.mode}")
+        img = pixels
+    elif pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 frame, got {pixels.shape} {pixels.dtype}")
+    else:
+        img = Image.fromarray(pixels)
     s = spec.input_size
-    img = Image.fromarray(pixels)
     views = [np.asarray(img.resize((s, s), Image.Resampling.BILINEAR), dtype=np.uint8)]
     if spec.crops:
         w, h = img.size
@@ -147,7 +159,7 @@ def preprocess(
     return np.stack(views)  # (V [+ pool], S, S, 3)
 
 
-def preprocess_batch(frames: Sequence[np.ndarray], spec: PreprocessSpec) -> np.ndarray:
+def preprocess_batch(frames: Sequence[np.ndarray | Image.Image], spec: PreprocessSpec) -> np.ndarray:
     """Several frames -> ``(N, V, S, S, 3)`` uint8."""
     if not frames:
         return np.zeros((0, spec.views, spec.input_size, spec.input_size, 3), dtype=np.uint8)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from PIL import Image
 
 from creative_qa.media import DEFAULT_MAX_FRAMES, DecodeLimits, Frame, MediaError, decode_bytes, decode_file
 from creative_qa.paths import tracking_uri
@@ -198,8 +199,8 @@ class Scorer:
         }
 
     # --- scoring ----------------------------------------------------------------------
-    def predict(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """RGB frames -> quality ``(N,)`` and tag probabilities ``(N, T)``, in batches."""
+    def predict(self, frames: Sequence[np.ndarray | Image.Image]) -> tuple[np.ndarray, np.ndarray]:
+        """RGB frames (arrays or PIL images) -> quality ``(N,)`` and tag probabilities ``(N, T)``, in batches."""
         qs, ts = [], []
         for i in range(0, len(frames), self.batch_size):
             x = np.stack([preprocess(f, self.spec) for f in frames[i : i + self.batch_size]])
@@ -233,7 +234,7 @@ class Scorer:
         """Decoded frames -> model input ``(N, V, S, S, 3)`` uint8 (the CPU-heavy half of scoring)."""
         if not frames:
             raise MediaError("no frames to score")
-        return np.stack([preprocess(f.pixels, self.spec) for f in frames])
+        return np.stack([preprocess(f.source, self.spec) for f in frames])
 
     def run_prepared(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Model input ``(N, V, S, S, 3)`` -> quality ``(N,)`` and tags ``(N, T)``, in ``batch_size`` chunks."""
@@ -272,7 +273,7 @@ class Scorer:
         """
         if not frames:
             raise MediaError("no frames to score")
-        quality, tags = self.predict([f.pixels for f in frames])
+        quality, tags = self.predict([f.source for f in frames])
         return self.scores(frames, quality, tags, is_video)
 
     def score_bytes(self, data: bytes, filename: str | None = None) -> dict[str, Any]:

@@ -46,6 +46,20 @@ def test_preprocess_shapes_and_views():
     assert preprocess_batch([frame, frame], spec).shape == (2, 3, 64, 64, 3)
 
 
+def test_a_decoded_still_is_preprocessed_from_its_image_with_the_same_views_as_its_array():
+    rgb = np.random.default_rng(1).integers(0, 255, (300, 420, 3), dtype=np.uint8)
+    rgba = np.concatenate([rgb, np.full((300, 420, 1), 255, np.uint8)], axis=-1)
+    spec = PreprocessSpec(input_size=64, crops=2, detail_side=128)
+    for data in (_png(rgb), _png(rgba)):
+        (frame,) = decode_bytes(data)
+        assert isinstance(frame.source, Image.Image) and frame.size == (420, 300)  # no array made yet
+        from_image = preprocess(frame.source, spec)
+        assert np.array_equal(frame.pixels, rgb)
+        assert np.array_equal(from_image, preprocess(frame.pixels, spec))
+    with pytest.raises(ValueError, match="RGB"):
+        preprocess(Image.fromarray(rgba), spec)
+
+
 def test_detail_crops_keep_the_fine_texture_the_whole_view_loses():
     # A 1-pixel checkerboard: pure fine detail (what noise and JPEG blocks look like).
     yy, xx = np.mgrid[0:512, 0:512]
