@@ -36,7 +36,7 @@ def fill_rows(
             if frames:
                 decoded = decode_file(p, max_frames=frames)
                 for f, frame in enumerate(decoded[:frames]):
-                    arr[i, f] = preprocess(frame.pixels, s, pool=pool)
+                    arr[i, f] = preprocess(frame.source, s, pool=pool)
                 out.append((i, None, min(len(decoded), frames)))
             else:
                 arr[i] = preprocess(load_frame(p), s, pool=pool)
