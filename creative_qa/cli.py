@@ -44,7 +44,7 @@ def _extra(module: str, extra: str):
 def cmd_synth(a: argparse.Namespace) -> None:
     from creative_qa.synth import SynthConfig, generate_dataset  # noqa: PLC0415
 
-    cfg = SynthConfig(size=a.size, video_frac=a.video_frac)
+    cfg = SynthConfig(size=a.size, size_max=a.size_max, video_frac=a.video_frac)
     paths = generate_dataset(
         a.out,
         n_labeled=a.labeled,
@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--unlabeled", type=int, default=1000)
     s.add_argument("--test", type=int, default=300)
     s.add_argument("--size", type=int, default=256, help="short side in pixels")
+    s.add_argument("--size-max", type=int, default=0, help="draw each still's short side from --size to this")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--video-frac", type=float, default=0.03)
     s.add_argument("--miss-rate", type=float, default=0.1, help="annotators miss this share of positives")

@@ -27,7 +27,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +47,9 @@ SPLITS = {"train": 0, "unlabeled": 1, "test": 2, "heldout": 3}
 @dataclass
 class SynthConfig:
     size: int = 256  # short side of every creative, pixels
+    # > size: each still's short side is drawn uniformly from size..size_max (its own seeded draw,
+    # so the designs and defects are the same as at a fixed size); videos stay at ``size``.
+    size_max: int = 0
     p_clean: float = 0.25  # share of creatives with no defect at all
     p_defect: float = 0.11  # per defect: chance of a positive (over-threshold) severity
     p_mild: float = 0.08  # per defect: chance of a mild, under-threshold severity (a negative)
@@ -228,6 +231,14 @@ def _row(rel: str, c: Creative, tags: list[str], **extra) -> dict:
     return row | extra
 
 
+def still_size(cfg: SynthConfig, seed: int, split: str, i: int) -> int:
+    """The short side of still ``i`` of a split: ``cfg.size``, or its own draw up to ``cfg.size_max``."""
+    if cfg.size_max <= cfg.size:
+        return cfg.size
+    # NOTE: a separate stream, so every other draw (design, defects, noise) is what a fixed size gives.
+    return int(np.random.default_rng([seed, SPLITS[split], i, 1]).integers(cfg.size, cfg.size_max + 1))
+
+
 def _make_one(args: tuple) -> list[dict]:
     seed, split, i, cfg, out_dir, tags, pair_frac = args
     rng = np.random.default_rng([seed, SPLITS[split], i])
@@ -236,9 +247,10 @@ def _make_one(args: tuple) -> list[dict]:
         rel = f"{split}/{i:06d}.mp4"
         _save_video(frames, out_dir / rel, cfg.video_fps)
         return [_row(rel, c, tags, media="video")]
+    still = replace(cfg, size=still_size(cfg, seed, split, i), size_max=0)
     if split == "test" and rng.random() < pair_frac:
         # A clean design and a degraded copy of it, for the quality-ordering check.
-        design = render_design(rng, cfg.size, fonts=cfg.fonts, backgrounds=cfg.backgrounds)
+        design = render_design(rng, still.size, fonts=cfg.fonts, backgrounds=cfg.backgrounds)
         chosen = {}
         while not chosen:
             chosen = choose_defects(rng, cfg)
@@ -252,7 +264,7 @@ def _make_one(args: tuple) -> list[dict]:
             _save_image(img, out_dir / rel)
             rows.append(_row(rel, c, tags, media="image", pair=i))
         return rows
-    c = make_creative(rng, cfg)
+    c = make_creative(rng, still)
     rel = f"{split}/{i:06d}.png"
     _save_image(c.image, out_dir / rel)
     return [_row(rel, c, tags, media="image")]

@@ -107,3 +107,20 @@ def test_videos_keep_the_split_fonts_and_backgrounds(monkeypatch):
     cfg = SynthConfig(size=64, fonts=("cmr10.ttf",), backgrounds=("flat",), video_seconds=0.5, video_fps=8)
     generate.make_video(np.random.default_rng(0), cfg)
     assert seen == [(("cmr10.ttf",), ("flat",))]
+
+
+def test_a_size_spread_changes_each_stills_size_not_its_design_or_labels(tmp_path):
+    from PIL import Image
+
+    kw = dict(n_labeled=24, n_unlabeled=0, n_test=0, seed=3, progress=False, workers=1)
+    fixed = generate_dataset(tmp_path / "fixed", cfg=SynthConfig(size=128, video_frac=0.0), **kw)
+    spread = generate_dataset(tmp_path / "spread", cfg=SynthConfig(size=128, size_max=320, video_frac=0.0), **kw)
+    a, b = pd.read_csv(fixed["train_labeled_clean"]), pd.read_csv(spread["train_labeled_clean"])
+    tags = load_taxonomy().tag_names
+    # Scale-relative and native defects are defined so a creative's truth does not depend on its
+    # size: the same draws give the same labels, but for rounding to whole pixels at a threshold
+    # (a different design would change about a fifth of them).
+    assert (a[tags].to_numpy() != b[tags].to_numpy()).mean() < 0.03
+    shorts = [min(Image.open(tmp_path / "spread" / p).size) for p in b["path"]]
+    assert all(128 <= s <= 320 for s in shorts) and len(set(shorts)) > 8
+    assert {min(Image.open(tmp_path / "fixed" / p).size) for p in a["path"]} == {128}
