@@ -787,7 +787,7 @@ def score_frame_table(
                 rows[i] = _flat(display[i], None, str(e), scorer.tags, 0)
                 continue
             if len(frames) == 1:
-                pending.append((i, frames[0].pixels))
+                pending.append((i, frames[0].source))
             else:
                 rows[i] = _flat(display[i], scorer.score_frames(frames, is_video=True), None, scorer.tags, len(frames))
         if pending:

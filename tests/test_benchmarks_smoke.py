@@ -2,6 +2,8 @@
 
 import json
 
+import pandas as pd
+
 from creative_qa.taxonomy import load_taxonomy
 from tests.benchmark_runner import run_benchmark as _run
 
@@ -49,3 +51,23 @@ def test_strong_view_quick(tmp_path):
     rows = {row["tag"]: row for row in json.loads(out.read_text())["rows"]}
     assert set(rows) == {*load_taxonomy().tag_names, "mean"}
     assert all(0 <= row["before"] <= 1 and 0 <= row["after"] <= 1 for row in rows.values())
+
+
+def test_scale_sweep_quick(tmp_path):
+    out = tmp_path / "sweep.json"
+    r = _run(["benchmarks/scale_sweep.py", "--quick", "--out", str(out)], tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["info"]["sizes"] == [64, 128]
+    rows = {row["tag"]: row for row in result["rows"]}
+    assert set(rows) <= set(load_taxonomy().tag_names) and len(rows) >= 8  # tags with a positive in 24 creatives
+    for row in rows.values():
+        assert 0 <= row["ap_64"] <= 1 and 0 <= row["ap_128"] <= 1
+        assert abs(row["worst_fall"] - (row["ap_64"] - row["ap_128"])) < 1e-9
+    assert result["failing"] == [t for t, row in rows.items() if row["worst_fall"] > 0.05]
+    # the same designs at both sizes: the test creatives' labels agree but for whole-pixel rounding
+    home = tmp_path / "bench" / "scale_sweep"
+    small, large = (pd.read_csv(home / f"test-{s}" / "test.csv") for s in (64, 128))
+    tags = load_taxonomy().tag_names
+    assert list(small["path"]) == list(large["path"])
+    assert (small[tags].to_numpy() != large[tags].to_numpy()).mean() < 0.05
