@@ -8,9 +8,15 @@ coverage, exposure) need the whole frame. So the model sees ``1 + crops`` views 
 * view 0: the whole creative, stretched to the square (no padding: padding would
   look exactly like letterbox bars);
 * views 1..crops: detail crops taken from the creative rescaled so its short side
-  is ``detail_side`` pixels. Defects are defined relative to the creative's own size
-  (DESIGN.md), so a fixed short side keeps their scale constant from a 256 px
-  thumbnail to a 1080 px original; ``detail_side=0`` takes crops at native size.
+  is ``detail_side`` pixels. Blur, pixelation and letterbox bars are defined relative
+  to the creative's own size (DESIGN.md), so a fixed short side keeps their scale
+  constant from a 256 px thumbnail to a 1080 px original; ``detail_side=0`` takes
+  crops at native size;
+* the last ``native_crops`` views: crops at the creative's own pixels. Noise, JPEG
+  blocks and the softness an upscale leaves are pixel-level evidence that rescaling a
+  1080 px creative to 256 averages away (``benchmarks/scale_sweep.py`` measures it);
+  these crops keep it. They go to the windows of *median* edge energy: noise and JPEG
+  blocks show on smooth areas, and the detail crops already cover the edges.
 
 Where the crops go matters as much: blur, JPEG blocking and upscaling are invisible
 on a flat area and plain at an edge. With ``crop_policy="detail"`` (the default) the
@@ -41,12 +47,15 @@ class PreprocessSpec:
     detail_side: int = 256  # short side the creative is rescaled to before cropping; 0 = native
     resize: str = "stretch"  # how the whole view is made; only "stretch" (see module doc)
     crop_policy: str = "detail"  # "detail": crops where the edges are; "fixed": CROP_CENTRES
+    native_crops: int = 0  # crops at the creative's own pixels, after the detail crops
 
     def __post_init__(self) -> None:
         if self.input_size < 16:
             raise ValueError(f"input_size must be >= 16, got {self.input_size}")
         if not 0 <= self.crops <= len(CROP_CENTRES):
             raise ValueError(f"crops must be in 0..{len(CROP_CENTRES)}, got {self.crops}")
+        if not 0 <= self.native_crops <= len(CROP_CENTRES):
+            raise ValueError(f"native_crops must be in 0..{len(CROP_CENTRES)}, got {self.native_crops}")
         if self.detail_side and self.detail_side < self.input_size:
             raise ValueError(f"detail_side ({self.detail_side}) must be 0 or >= input_size ({self.input_size})")
         if self.resize != "stretch":
@@ -56,7 +65,7 @@ class PreprocessSpec:
 
     @property
     def views(self) -> int:
-        return 1 + self.crops
+        return 1 + self.crops + self.native_crops
 
     @property
     def decode_min_side(self) -> int | None:
@@ -64,9 +73,9 @@ class PreprocessSpec:
 
         Detail crops are cut after rescaling the short side to ``detail_side`` (the whole view
         needs only ``input_size``); twice that leaves the final resize its anti-aliasing margin.
-        Native-size crops (``detail_side=0``) need the full resolution: ``None``.
+        Native-size crops (``detail_side=0``, or ``native_crops``) need the full resolution: ``None``.
         """
-        if self.crops and not self.detail_side:
+        if (self.crops and not self.detail_side) or self.native_crops:
             return None
         return 2 * (self.detail_side if self.crops else self.input_size)
 
@@ -88,25 +97,36 @@ def _crop(img: Image.Image, size: int, centre: tuple[float, float]) -> np.ndarra
     return np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
-def detail_centres(img: Image.Image, size: int, n: int) -> list[tuple[float, float]]:
-    """Centres (fractions of width, height) of ``n`` non-overlapping ``size`` windows with the most edge energy."""
+def _window_energy(img: Image.Image, size: int, f: int = 4) -> np.ndarray | None:
+    """Edge energy summed over every ``size`` window (on a ``f``x-reduced luma map): ``(H-k+1, W-k+1)``."""
     w, h = img.size
-    f = 4
     small = np.asarray(img.convert("L").resize((max(1, w // f), max(1, h // f)), Image.Resampling.BOX), np.float32)
     gy, gx = np.abs(np.diff(small, axis=0))[:, :-1], np.abs(np.diff(small, axis=1))[:-1, :]
     energy = gx + gy
     k = max(1, size // f)
     if energy.shape[0] < k or energy.shape[1] < k:
-        return list(CROP_CENTRES[:n])
+        return None
     ii = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    win = ii[k:, k:] - ii[:-k, k:] - ii[k:, :-k] + ii[:-k, :-k]  # (H-k+1, W-k+1) window sums
+    return ii[k:, k:] - ii[:-k, k:] - ii[k:, :-k] + ii[:-k, :-k]
+
+
+def detail_centres(img: Image.Image, size: int, n: int, median: bool = False) -> list[tuple[float, float]]:
+    """Centres (fractions of width, height) of ``n`` non-overlapping ``size`` windows with the most edge
+    energy (``median``: the energy nearest the median window's)."""
+    w, h = img.size
+    f = 4
+    win = _window_energy(img, size, f)
+    if win is None:
+        return list(CROP_CENTRES[:n])
+    k = max(1, size // f)
+    score = -np.abs(win - np.median(win)) if median else win
     out = []
     for _ in range(n):
-        y, x = np.unravel_index(int(np.argmax(win)), win.shape)
+        y, x = np.unravel_index(int(np.argmax(score)), score.shape)
         out.append(((x * f + size / 2) / w, (y * f + size / 2) / h))
         # NOTE: suppress every window overlapping this one, so crops see different places.
-        win[max(0, y - k + 1) : y + k, max(0, x - k + 1) : x + k] = -1.0
-        if win.max() < 0:
+        score[max(0, y - k + 1) : y + k, max(0, x - k + 1) : x + k] = -np.inf
+        if not np.isfinite(score.max()):
             break
     return out + list(CROP_CENTRES[len(out) : n])
 
@@ -139,6 +159,7 @@ def preprocess(
         img = Image.fromarray(pixels)
     s = spec.input_size
     views = [np.asarray(img.resize((s, s), Image.Resampling.BILINEAR), dtype=np.uint8)]
+    native = img
     if spec.crops:
         w, h = img.size
         short = min(w, h)
@@ -154,8 +175,20 @@ def preprocess(
             # NOTE: the greedy search is prefix-stable, so the extra windows come after the served ones.
             extra = detail_centres(img, s, spec.crops + pool)[spec.crops :]
             centres += [extra[i % len(extra)] for i in range(pool)] if extra else centres[:1] * pool
-        for c in centres:
-            views.append(_crop(img, s, c))
+        served, extra = centres[: spec.crops], centres[spec.crops :]
+    else:
+        served, extra = [], []
+    for c in served:
+        views.append(_crop(img, s, c))
+    if spec.native_crops:
+        if min(native.size) < s:  # never crop more than the creative has: a tiny one is upscaled
+            r = s / min(native.size)
+            size = (max(s, round(native.width * r)), max(s, round(native.height * r)))
+            native = native.resize(size, Image.Resampling.BILINEAR)
+        for c in detail_centres(native, s, spec.native_crops, median=True):
+            views.append(_crop(native, s, c))
+    for c in extra:
+        views.append(_crop(img, s, c))
     return np.stack(views)  # (V [+ pool], S, S, 3)
 
 

@@ -35,6 +35,30 @@ from __future__ import annotations
 
 import torch
 
+# NOTE: views have roles (creative_qa.preprocess): the whole view, the detail crops, then the
+# native-pixel crops. Crops are shuffled and re-drawn only within their role, so the last
+# `_native_views` views stay native crops. The loop sets it from the run's preprocessing spec.
+_native_views = 0
+
+
+def set_native_views(n: int) -> None:
+    """How many views at the end of every batch are native-pixel crops (0: none)."""
+    global _native_views
+    _native_views = int(n)
+
+
+def _roles(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``images`` split into its whole view, detail crops and native crops (views on the same tensor)."""
+    v = images.shape[1]
+    k = min(_native_views, max(0, v - 1))
+    return images[:, :1], images[:, 1 : v - k], images[:, v - k :]
+
+
+def _shuffle(views: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    if views.shape[1] < 2:
+        return views
+    return views[:, torch.randperm(views.shape[1], generator=generator)]
+
 
 def _flip(images: torch.Tensor, axis: int, p: float, generator: torch.Generator | None) -> torch.Tensor:
     flip = torch.rand(images.shape[0], generator=generator, device=images.device) < p
@@ -54,12 +78,11 @@ def hflip(images: torch.Tensor, p: float = 0.5, generator: torch.Generator | Non
 
 
 def view_shuffle_crops(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Swap the order of the detail crops (views 1..V-1); the whole view stays first."""
-    v = images.shape[1]
-    if v <= 2:
+    """Swap the order of the crops within each role (detail, native); the whole view stays first."""
+    if images.shape[1] <= 2:
         return images
-    perm = torch.randperm(v - 1, generator=generator) + 1
-    return torch.cat([images[:, :1], images[:, perm]], dim=1)
+    whole, detail, native = _roles(images)
+    return torch.cat([whole, _shuffle(detail, generator), _shuffle(native, generator)], dim=1)
 
 
 def vflip(images: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -85,8 +108,9 @@ def per_view(fn, images: torch.Tensor) -> torch.Tensor:
 
 
 def detail_windows(images: torch.Tensor, pool: torch.Tensor | None) -> torch.Tensor:
-    """A creative's detail windows: its served crops (views 1..V-1) then its ``pool``, ``(N, C + P, S, S, 3)``."""
-    return images[:, 1:] if pool is None or pool.shape[1] == 0 else torch.cat([images[:, 1:], pool], dim=1)
+    """A creative's detail windows: its served detail crops then its ``pool``, ``(N, C + P, S, S, 3)``."""
+    detail = _roles(images)[1]
+    return detail if pool is None or pool.shape[1] == 0 else torch.cat([detail, pool], dim=1)
 
 
 def flip_rotate(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -97,15 +121,17 @@ def flip_rotate(images: torch.Tensor, generator: torch.Generator | None = None) 
 def resample_crops(images: torch.Tensor, pool: torch.Tensor | None, generator: torch.Generator | None = None):
     """Draw each creative's detail crops at random from its served crops plus its ``pool`` of other windows.
 
-    ``images`` ``(N, V, S, S, 3)``, ``pool`` ``(N, P, S, S, 3)``; the whole view (view 0) stays first.
+    ``images`` ``(N, V, S, S, 3)``, ``pool`` ``(N, P, S, S, 3)``; the whole view (view 0) stays first and
+    native crops (if any) stay last, in random order.
     """
-    crops = images.shape[1] - 1
+    whole, detail, native = _roles(images)
+    crops = detail.shape[1]
     if crops <= 0:
         return images
     cands = detail_windows(images, pool)
     order = torch.rand(cands.shape[:2], generator=generator).argsort(dim=1)[:, :crops].to(images.device)
     picked = torch.gather(cands, 1, order.view(*order.shape, 1, 1, 1).expand(-1, -1, *cands.shape[2:]))
-    return torch.cat([images[:, :1], picked], dim=1)
+    return torch.cat([whole, picked, _shuffle(native, generator)], dim=1)
 
 
 def strong(images: torch.Tensor, pool: torch.Tensor | None = None) -> torch.Tensor:

@@ -57,6 +57,7 @@ class ModelConfig:
     crops: int = 3  # detail crops next to the whole view (see creative_qa.preprocess)
     detail_side: int = 256  # short side the creative is rescaled to before cropping
     crop_policy: str = "detail"  # "detail": crops where the edges are; "fixed": fixed positions
+    native_crops: int = 0  # crops at the creative's own pixels (noise, JPEG, upscaling at any size)
     drop_rate: float = 0.1  # dropout before the heads
     drop_path_rate: float = 0.0  # stochastic depth, where the backbone supports it
     prior_bias: bool = True  # start the tag head's bias at each tag's prior in the labeled set

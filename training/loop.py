@@ -34,7 +34,7 @@ from creative_qa.paths import home
 from creative_qa.preprocess import PreprocessSpec
 from creative_qa.taxonomy import Taxonomy, load_taxonomy
 from creative_qa.taxonomy_map import labels_for
-from training import distributed, tracking
+from training import augment, distributed, tracking
 from training.checkpoint import Checkpoint, capture_rng, restore_rng
 from training.config import TrainConfig
 from training.data import (
@@ -77,7 +77,13 @@ def seed_everything(seed: int) -> None:
 
 def spec_of(cfg: TrainConfig) -> PreprocessSpec:
     m = cfg.model
-    return PreprocessSpec(input_size=m.input_size, crops=m.crops, detail_side=m.detail_side, crop_policy=m.crop_policy)
+    return PreprocessSpec(
+        input_size=m.input_size,
+        crops=m.crops,
+        detail_side=m.detail_side,
+        crop_policy=m.crop_policy,
+        native_crops=m.native_crops,
+    )
 
 
 @torch.no_grad()
@@ -179,6 +185,7 @@ class Trainer:
         self.taxonomy = self.change.taxonomy if self.change else (taxonomy or load_taxonomy(cfg.data.taxonomy))
         self.tags = self.taxonomy.tag_names
         self.spec = spec_of(cfg)
+        augment.set_native_views(self.spec.native_crops)
         self.dist = distributed.from_env()
         self.device = distributed.init(self.dist, resolve_device(cfg.device))
         if cfg.threads:

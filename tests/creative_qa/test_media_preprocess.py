@@ -228,3 +228,27 @@ def test_scorer_decodes_no_smaller_than_its_preprocessing_needs(tiny_onnx):
     reduced = scorer.score_bytes(data)
     assert abs(full["quality"] - reduced["quality"]) < 0.02
     assert max(abs(full["tags"][t] - reduced["tags"][t]) for t in scorer.tags) < 0.05
+
+
+def test_native_crops_keep_pixel_noise_that_rescaling_averages_away():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:1024, 0:1280]
+    smooth = np.stack([(xx / 1280 * 200 + 20), (yy / 1024 * 200 + 20), np.full(xx.shape, 128.0)], -1)
+    noisy = np.clip(smooth + rng.normal(0, 20, smooth.shape), 0, 255).astype(np.uint8)
+    spec = PreprocessSpec(input_size=64, crops=2, detail_side=256, native_crops=2)
+    assert spec.views == 5 and spec.decode_min_side is None  # native crops need the full resolution
+    out = preprocess(noisy, spec).astype(float)
+    assert out.shape == (5, 64, 64, 3)
+
+    def residual(view):  # pixel noise: what a 3x3 mean leaves
+        return np.abs(
+            view[1:-1, 1:-1]
+            - sum(np.roll(np.roll(view, dy, 0), dx, 1) for dy in (-1, 0, 1) for dx in (-1, 0, 1))[1:-1, 1:-1] / 9
+        ).mean()
+
+    detail, native = [residual(v) for v in out[1:3]], [residual(v) for v in out[3:5]]
+    assert min(native) > 2 * max(detail)  # rescaling 1024 -> 256 averaged the noise away; native crops keep it
+    served = PreprocessSpec(input_size=64, crops=2, detail_side=256)
+    assert np.array_equal(out[:3], preprocess(noisy, served).astype(float))  # whole + detail views unchanged
+    tiny = preprocess(np.zeros((40, 50, 3), np.uint8), spec)
+    assert tiny.shape == (5, 64, 64, 3)  # a creative smaller than a view is upscaled, never cropped past its edge
