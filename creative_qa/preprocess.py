@@ -15,8 +15,8 @@ coverage, exposure) need the whole frame. So the model sees ``1 + crops`` views 
 * the last ``native_crops`` views: crops at the creative's own pixels. Noise, JPEG
   blocks and the softness an upscale leaves are pixel-level evidence that rescaling a
   1080 px creative to 256 averages away (``benchmarks/scale_sweep.py`` measures it);
-  these crops keep it. They go to the windows of *median* edge energy: noise and JPEG
-  blocks show on smooth areas, and the detail crops already cover the edges.
+  these crops keep it. They alternate between the most edge energy (an upscale's soft
+  ramps, JPEG ringing) and the median (smooth areas, where noise and JPEG blocks show).
 
 Where the crops go matters as much: blur, JPEG blocking and upscaling are invisible
 on a flat area and plain at an edge. With ``crop_policy="detail"`` (the default) the
@@ -32,9 +32,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from itertools import zip_longest
 
 import numpy as np
 from PIL import Image
+
+# NOTE: bump when the views a spec gives change (a new window policy): view caches key on it.
+VIEWS_VERSION = 2
 
 # Crop centres as fractions of (width, height); the first `crops` are used.
 CROP_CENTRES: tuple[tuple[float, float], ...] = ((0.5, 0.5), (0.28, 0.3), (0.72, 0.7), (0.28, 0.7), (0.72, 0.3))
@@ -131,6 +135,14 @@ def detail_centres(img: Image.Image, size: int, n: int, median: bool = False) ->
     return out + list(CROP_CENTRES[len(out) : n])
 
 
+def native_centres(img: Image.Image, size: int, n: int) -> list[tuple[float, float]]:
+    """Windows for native-pixel crops, alternating between the edges (where an upscale leaves its soft
+    ramps and JPEG its ringing) and the median edge energy (smooth areas: noise, JPEG blocks)."""
+    edges = detail_centres(img, size, (n + 1) // 2)
+    smooth = detail_centres(img, size, n // 2, median=True)
+    return [c for pair in zip_longest(edges, smooth) for c in pair if c is not None][:n]
+
+
 def preprocess(
     pixels: np.ndarray | Image.Image,
     spec: PreprocessSpec,
@@ -185,7 +197,7 @@ def preprocess(
             r = s / min(native.size)
             size = (max(s, round(native.width * r)), max(s, round(native.height * r)))
             native = native.resize(size, Image.Resampling.BILINEAR)
-        for c in detail_centres(native, s, spec.native_crops, median=True):
+        for c in native_centres(native, s, spec.native_crops):
             views.append(_crop(native, s, c))
     for c in extra:
         views.append(_crop(img, s, c))

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from creative_qa.manifest import label_matrix, quality_vector, read_manifest
 from creative_qa.media import MediaError, is_video_path, load_frame
-from creative_qa.preprocess import PreprocessSpec, preprocess
+from creative_qa.preprocess import VIEWS_VERSION, PreprocessSpec, preprocess
 from training.cache_worker import fill_rows
 
 log = logging.getLogger(__name__)
@@ -289,7 +289,7 @@ def cache_key(paths: list[str], spec: PreprocessSpec, pool: int, frames: int = 0
     """Content key of a split's cache: every file's identity, the preprocessing spec, the pool size
     (and for a store of video frames, how many frames)."""
     h = hashlib.sha256()
-    head = {"version": CACHE_VERSION, "spec": spec.to_dict(), "pool": pool, "frames": frames}
+    head = {"version": CACHE_VERSION, "views": VIEWS_VERSION, "spec": spec.to_dict(), "pool": pool, "frames": frames}
     h.update(json.dumps(head, sort_keys=True).encode())
     for ident in map(_file_identity, paths):
         h.update(json.dumps(ident).encode())
