@@ -150,6 +150,13 @@ def test_a_run_from_a_parent_adopts_its_model_and_needs_a_mapping_for_another_ta
     change = TaxonomyChange.create(cfg)
     assert change.taxonomy.version == "2" and change.mapping.old.version == "1"
     assert cfg.model.input_size == parent_cfg.model.input_size == 64  # the weights only fit the parent's model
+    # ... its views too: a parent with native-pixel crops has a wider head
+    wide_cfg = load_config("default", [*TINY_OVERRIDES, "model.native_crops=2"])
+    wide = build_model(wide_cfg.model, len(V1))
+    Checkpoint.for_model(wide, wide_cfg, V1, spec_of(wide_cfg)).save(tmp_path / "wide.pt")
+    cfg = load_config("default", [f"warm_start.parent={tmp_path / 'wide.pt'}"])
+    TaxonomyChange.create(cfg)
+    assert cfg.model.native_crops == 2 and spec_of(cfg).views == wide.views
     # a parent alone: continue in its taxonomy
     cfg = load_config("default", [f"warm_start.parent={ckpt}"])
     assert TaxonomyChange.create(cfg).mapping.is_identity
