@@ -113,13 +113,14 @@ def main() -> None:
     for size in sizes:
         print(f"scoring {a.test} test creatives at {size} px")
         aps[size] = score_ap(exp.onnx_path, test_set(work, size, a.test, a.seed, video_frac))
-    tags = list(aps[sizes[0]])
+    # NOTE: a tag without a positive at some size has no AP there: compare the tags every size has.
+    tags = [t for t in aps[sizes[0]] if all(t in aps[s] for s in sizes)]
     rows: list[dict[str, Any]] = []
     for tag in tags:
         row: dict[str, Any] = {"tag": tag, **{f"ap_{s}": aps[s][tag] for s in sizes}}
         row["worst_fall"] = max(aps[sizes[0]][tag] - aps[s][tag] for s in sizes[1:]) if len(sizes) > 1 else 0.0
         rows.append(row)
-    mean = {"tag": "macro mAP", **{f"ap_{s}": float(np.nanmean(list(aps[s].values()))) for s in sizes}}
+    mean = {"tag": "macro mAP", **{f"ap_{s}": float(np.mean([aps[s][t] for t in tags])) for s in sizes}}
     mean["worst_fall"] = max(mean[f"ap_{sizes[0]}"] - mean[f"ap_{s}"] for s in sizes[1:]) if len(sizes) > 1 else 0.0
     failing = [r["tag"] for r in rows if r["worst_fall"] > a.max_drop]
 

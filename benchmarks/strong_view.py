@@ -64,7 +64,7 @@ def main() -> None:
 
     from creative_qa.preprocess import PreprocessSpec
     from creative_qa.taxonomy import load_taxonomy
-    from training.augment import strong
+    from training.augment import set_native_views, strong
     from training.config import load_config
     from training.data import load_manifest_dataset
     from training.loop import load_checkpoint, train
@@ -84,6 +84,7 @@ def main() -> None:
             checkpoint = str(train(cfg).checkpoint)
     ckpt = load_checkpoint(checkpoint)
     spec = PreprocessSpec.from_dict(ckpt.preprocess)
+    set_native_views(spec.native_crops)  # the augmentations keep native crops in their role
     ds, _ = load_manifest_dataset(manifest, tags, spec, pool=a.pool, desc="views")
     model = model_from_checkpoint(ckpt)
     before = disagreement(model, ds.views, ds.pool, legacy_strong, a.draws)

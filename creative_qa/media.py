@@ -185,7 +185,9 @@ def _decode_image(data: bytes, max_frames: int, limits: DecodeLimits, min_side: 
             if time.monotonic() > deadline:
                 raise MediaLimitError(f"decoding took longer than {limits.max_decode_s:g} s (CREATIVE_QA_MAX_DECODE_S)")
             if i in wanted:
-                frames.append(Frame(_to_rgb(_reduce(f, reduce_factor(f.width, f.height, min_side))), t))
+                rgb = _to_rgb(_reduce(f, reduce_factor(f.width, f.height, min_side)))
+                # NOTE: the iterator moves one image object from frame to frame: keep a copy, not the object.
+                frames.append(Frame(rgb.copy() if rgb is f else rgb, t))
             t += float(f.info.get("duration", 100)) / 1000.0
         return frames
     except MediaError:

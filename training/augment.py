@@ -36,8 +36,8 @@ from __future__ import annotations
 import torch
 
 # NOTE: views have roles (creative_qa.preprocess): the whole view, the detail crops, then the
-# native-pixel crops. Crops are shuffled and re-drawn only within their role, so the last
-# `_native_views` views stay native crops. The loop sets it from the run's preprocessing spec.
+# native-pixel crops, which alternate between edge and smooth windows and so keep their places.
+# Only detail crops are shuffled and re-drawn. The loop sets the count from the run's spec.
 _native_views = 0
 
 
@@ -78,11 +78,11 @@ def hflip(images: torch.Tensor, p: float = 0.5, generator: torch.Generator | Non
 
 
 def view_shuffle_crops(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Swap the order of the crops within each role (detail, native); the whole view stays first."""
+    """Swap the order of the detail crops; the whole view stays first and native crops stay last, in place."""
     if images.shape[1] <= 2:
         return images
     whole, detail, native = _roles(images)
-    return torch.cat([whole, _shuffle(detail, generator), _shuffle(native, generator)], dim=1)
+    return torch.cat([whole, _shuffle(detail, generator), native], dim=1)
 
 
 def vflip(images: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -122,7 +122,7 @@ def resample_crops(images: torch.Tensor, pool: torch.Tensor | None, generator: t
     """Draw each creative's detail crops at random from its served crops plus its ``pool`` of other windows.
 
     ``images`` ``(N, V, S, S, 3)``, ``pool`` ``(N, P, S, S, 3)``; the whole view (view 0) stays first and
-    native crops (if any) stay last, in random order.
+    native crops (if any) stay last, in place.
     """
     whole, detail, native = _roles(images)
     crops = detail.shape[1]
@@ -131,7 +131,7 @@ def resample_crops(images: torch.Tensor, pool: torch.Tensor | None, generator: t
     cands = detail_windows(images, pool)
     order = torch.rand(cands.shape[:2], generator=generator).argsort(dim=1)[:, :crops].to(images.device)
     picked = torch.gather(cands, 1, order.view(*order.shape, 1, 1, 1).expand(-1, -1, *cands.shape[2:]))
-    return torch.cat([whole, picked, _shuffle(native, generator)], dim=1)
+    return torch.cat([whole, picked, native], dim=1)
 
 
 def strong(images: torch.Tensor, pool: torch.Tensor | None = None) -> torch.Tensor:

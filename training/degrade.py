@@ -162,7 +162,13 @@ OPS: dict[str, Op] = {
 
 
 def view_scales(views: int, input_size: int, detail_side: int) -> torch.Tensor:
-    """The creative's short side in pixels as each view shows it: ``S`` (whole view), ``detail_side`` (crops)."""
+    """The creative's short side in pixels as each view shows it: ``S`` (whole view), ``detail_side`` (crops).
+
+    NOTE: native-pixel crops (``native_crops``) get ``detail_side`` too, as if the creative were that
+    size: its real size is not in the batch. Scale-free defects (noise, JPEG, exposure, contrast,
+    an upscale by a factor) are right there at any size; blur and pixelation are too weak on a
+    large creative's native crops.
+    """
     return torch.tensor([float(input_size)] + [float(detail_side or input_size)] * (views - 1))
 
 

@@ -24,6 +24,8 @@ def test_decode_png_and_gif_and_video(tiny_data):
     imgs[0].save(gif, format="GIF", save_all=True, append_images=imgs[1:], duration=200)
     frames = decode_bytes(gif.getvalue())
     assert len(frames) == 3 and frames[2].time_s == pytest.approx(0.4)
+    # each sampled frame keeps its own pixels (the GIF iterator moves one image object along)
+    assert [int(f.pixels.mean()) for f in frames] == [0, 120, 250]
 
     videos = sorted(tiny_data["train_labeled"].parent.rglob("*.mp4"))
     assert videos, "the tiny data set should contain a video"
