@@ -11,7 +11,8 @@ inside) and scores the *same* test creatives rendered at several short sides (de
 512 and 1,080 px). They are the same designs with the same defects: blur, pixelation,
 upscaling, letterbox bars and watermarks are defined relative to the creative's size, noise
 and JPEG at its own pixels (DESIGN.md), so every label holds at every size. Prints per-tag AP
-at each size and its fall from the smallest; a tag that falls by more than ``--max-drop``
+at each size and its fall from the smallest (with ``--seeds N``: the mean over N data draws
+and trainings, and each seed's fall); a tag whose mean falls by more than ``--max-drop``
 (0.05) fails the sweep (exit status 1 with ``--check``).
 """
 
@@ -40,7 +41,8 @@ def test_set(work: Path, size: int, n: int, seed: int, video_frac: float) -> Pat
     from creative_qa.synth import SynthConfig
 
     cfg = SynthConfig(size=size, video_frac=video_frac)
-    paths = synth_once(work / f"test-{size}", n_labeled=1, n_unlabeled=0, n_test=n, seed=seed, cfg=cfg)
+    folder = work / f"test-{size}" / f"seed{seed}"
+    paths = synth_once(folder, n_labeled=1, n_unlabeled=0, n_test=n, seed=seed, cfg=cfg)
     return paths["test"]
 
 
@@ -67,7 +69,8 @@ def main() -> None:
     ap.add_argument("--labeled", type=int, default=400, help="noisy-labeled training creatives (as the demo)")
     ap.add_argument("--unlabeled", type=int, default=1600, help="unlabeled pool (as the demo)")
     ap.add_argument("--test", type=int, default=300, help="test creatives per size")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="first data and training seed")
+    ap.add_argument("--seeds", type=int, default=1, help="seeds from --seed on; AP is averaged over them")
     ap.add_argument("--max-drop", type=float, default=0.05, help="largest AP fall allowed as the size grows")
     ap.add_argument("--check", action="store_true", help="exit 1 when a tag falls by more than --max-drop")
     ap.add_argument("--quick", action="store_true", help="tiny sizes and one epoch (CI smoke)")
@@ -89,48 +92,70 @@ def main() -> None:
 
     work = default_bench_dir("scale_sweep")
     video_frac = 0.0 if a.quick else 0.03
-    t0 = time.time()
     train_cfg = SynthConfig(size=lo, size_max=hi if hi > lo else 0, video_frac=video_frac)
-    data = synth_once(
-        work / f"train-{lo}-{hi}-{a.labeled}-{a.unlabeled}",
-        n_labeled=a.labeled,
-        n_unlabeled=a.unlabeled,
-        n_test=a.test,
-        seed=a.seed,
-        cfg=train_cfg,
-        **ANNOTATOR_NOISE,
-    )
-    overrides = [f"data.labeled={data['train_labeled']}", f"data.test={data['test']}"]
-    overrides += [f"data.unlabeled={data['unlabeled']}"] if a.unlabeled else []
     run = f"{a.recipe} train {a.train_size}px" + (f" {' '.join(a.overrides)}" if a.overrides else "")
-    cfg = load_config(a.recipe, [*overrides, *a.overrides, "experiment=scale_sweep", f"run_name={run}"])
-    print(f"training {run!r} on {a.labeled} noisy labels + {a.unlabeled} unlabeled")
-    result = train(cfg)
-    exp = export_checkpoint(result.checkpoint, register=False)
-    t_train = time.time() - t0
 
-    aps: dict[int, dict[str, float]] = {}
-    for size in sizes:
-        print(f"scoring {a.test} test creatives at {size} px")
-        aps[size] = score_ap(exp.onnx_path, test_set(work, size, a.test, a.seed, video_frac))
-    # NOTE: a tag without a positive at some size has no AP there: compare the tags every size has.
-    tags = [t for t in aps[sizes[0]] if all(t in aps[s] for s in sizes)]
+    def one_seed(seed: int) -> tuple[dict[int, dict[str, float]], str, float]:
+        """Data drawn and the model trained with ``seed``; per-size, per-tag AP of its exported model."""
+        t0 = time.time()
+        data = synth_once(
+            work / f"train-{lo}-{hi}-{a.labeled}-{a.unlabeled}" / f"seed{seed}",
+            n_labeled=a.labeled,
+            n_unlabeled=a.unlabeled,
+            n_test=a.test,
+            seed=seed,
+            cfg=train_cfg,
+            **ANNOTATOR_NOISE,
+        )
+        overrides = [f"data.labeled={data['train_labeled']}", f"data.test={data['test']}", f"seed={seed}"]
+        overrides += [f"data.unlabeled={data['unlabeled']}"] if a.unlabeled else []
+        cfg = load_config(a.recipe, [*overrides, *a.overrides, "experiment=scale_sweep", f"run_name={run} s{seed}"])
+        print(f"seed {seed}: training {run!r} on {a.labeled} noisy labels + {a.unlabeled} unlabeled")
+        result = train(cfg)
+        exp = export_checkpoint(result.checkpoint, register=False)
+        t_train = time.time() - t0
+        aps = {}
+        for size in sizes:
+            print(f"seed {seed}: scoring {a.test} test creatives at {size} px")
+            aps[size] = score_ap(exp.onnx_path, test_set(work, size, a.test, seed, video_frac))
+        return aps, result.run_id, t_train
+
+    seeds = [a.seed + k for k in range(a.seeds)]
+    per_seed = {seed: one_seed(seed) for seed in seeds}
+    # NOTE: a tag without a positive at some size or seed has no AP there: compare the tags all have.
+    tags = [t for t in per_seed[seeds[0]][0][sizes[0]] if all(t in r[0][s] for r in per_seed.values() for s in sizes)]
+
+    def falls(ap: dict[int, float]) -> float:
+        return max(ap[sizes[0]] - ap[s] for s in sizes[1:]) if len(sizes) > 1 else 0.0
+
     rows: list[dict[str, Any]] = []
     for tag in tags:
-        row: dict[str, Any] = {"tag": tag, **{f"ap_{s}": aps[s][tag] for s in sizes}}
-        row["worst_fall"] = max(aps[sizes[0]][tag] - aps[s][tag] for s in sizes[1:]) if len(sizes) > 1 else 0.0
+        row: dict[str, Any] = {"tag": tag}
+        row |= {f"ap_{s}": float(np.mean([r[0][s][tag] for r in per_seed.values()])) for s in sizes}
+        row["worst_fall"] = falls({s: row[f"ap_{s}"] for s in sizes})
+        row["fall_by_seed"] = [falls({s: r[0][s][tag] for s in sizes}) for r in per_seed.values()]
         rows.append(row)
-    mean = {"tag": "macro mAP", **{f"ap_{s}": float(np.mean([aps[s][t] for t in tags])) for s in sizes}}
-    mean["worst_fall"] = max(mean[f"ap_{sizes[0]}"] - mean[f"ap_{s}"] for s in sizes[1:]) if len(sizes) > 1 else 0.0
+    mean: dict[str, Any] = {
+        "tag": "macro mAP",
+        **{f"ap_{s}": float(np.mean([r[f"ap_{s}"] for r in rows])) for s in sizes},
+    }
+    mean["worst_fall"] = falls({s: mean[f"ap_{s}"] for s in sizes})
+    mean["fall_by_seed"] = [
+        falls({s: float(np.mean([r[0][s][t] for t in tags])) for s in sizes}) for r in per_seed.values()
+    ]
     failing = [r["tag"] for r in rows if r["worst_fall"] > a.max_drop]
+    t_train = sum(r[2] for r in per_seed.values())
 
     print()
+    many = len(seeds) > 1
     head = f"{'tag':<16}" + "".join(f"{f'AP {s}px':>10}" for s in sizes) + f"{'fall':>8}"
-    print(head)
+    print(f"mean over {len(seeds)} seeds ({', '.join(map(str, seeds))})" if many else f"seed {seeds[0]}")
+    print(head + ("  fall by seed" if many else ""))
     for r in [*rows, mean]:
         mark = "  <- falls" if r["tag"] in failing else ""
         cells = "".join(f"{r[f'ap_{s}']:>10.3f}" for s in sizes)
-        print(f"{r['tag']:<16}{cells}{r['worst_fall']:>8.3f}{mark}")
+        by_seed = "  " + " ".join(f"{f:.3f}" for f in r["fall_by_seed"]) if many else ""
+        print(f"{r['tag']:<16}{cells}{r['worst_fall']:>8.3f}{by_seed}{mark}")
     verdict = "holds" if not failing else f"fails on {', '.join(failing)}"
     print(f"\nsweep {verdict} (largest fall allowed {a.max_drop}); trained in {t_train:.0f} s")
     info = {
@@ -141,8 +166,8 @@ def main() -> None:
         "unlabeled": a.unlabeled,
         "test": a.test,
         "sizes": sizes,
-        "seed": a.seed,
-        "run_id": result.run_id,
+        "seeds": seeds,
+        "run_ids": [r[1] for r in per_seed.values()],
         "train_s": t_train,
     }
     out = write_json(a.out, {"info": info, "rows": rows, "mean": mean, "failing": failing})

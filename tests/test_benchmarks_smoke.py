@@ -55,19 +55,22 @@ def test_strong_view_quick(tmp_path):
 
 def test_scale_sweep_quick(tmp_path):
     out = tmp_path / "sweep.json"
-    r = _run(["benchmarks/scale_sweep.py", "--quick", "--out", str(out)], tmp_path)
+    r = _run(["benchmarks/scale_sweep.py", "--quick", "--seeds", "2", "--out", str(out)], tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(out.read_text())
-    assert result["info"]["sizes"] == [64, 128]
+    assert result["info"]["sizes"] == [64, 128] and result["info"]["seeds"] == [0, 1]
+    assert len(set(result["info"]["run_ids"])) == 2  # one model per seed
     rows = {row["tag"]: row for row in result["rows"]}
-    assert set(rows) <= set(load_taxonomy().tag_names) and len(rows) >= 8  # tags with a positive in 24 creatives
+    assert set(rows) <= set(load_taxonomy().tag_names) and len(rows) >= 6  # tags with a positive at every seed
     for row in rows.values():
         assert 0 <= row["ap_64"] <= 1 and 0 <= row["ap_128"] <= 1
-        assert abs(row["worst_fall"] - (row["ap_64"] - row["ap_128"])) < 1e-9
+        assert abs(row["worst_fall"] - (row["ap_64"] - row["ap_128"])) < 1e-9  # the fall of the seeds' mean AP
+        assert len(row["fall_by_seed"]) == 2
+        assert abs(sum(row["fall_by_seed"]) / 2 - row["worst_fall"]) < 1e-9  # with two sizes, the mean of the falls
     assert result["failing"] == [t for t, row in rows.items() if row["worst_fall"] > 0.05]
     # the same designs at both sizes: the test creatives' labels agree but for whole-pixel rounding
     home = tmp_path / "bench" / "scale_sweep"
-    small, large = (pd.read_csv(home / f"test-{s}" / "test.csv") for s in (64, 128))
+    small, large = (pd.read_csv(home / f"test-{s}" / "seed1" / "test.csv") for s in (64, 128))
     tags = load_taxonomy().tag_names
     assert list(small["path"]) == list(large["path"])
     assert (small[tags].to_numpy() != large[tags].to_numpy()).mean() < 0.05
