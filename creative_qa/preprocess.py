@@ -114,16 +114,10 @@ def _window_energy(img: Image.Image, size: int, f: int = 4) -> np.ndarray | None
     return ii[k:, k:] - ii[:-k, k:] - ii[k:, :-k] + ii[:-k, :-k]
 
 
-def detail_centres(img: Image.Image, size: int, n: int, median: bool = False) -> list[tuple[float, float]]:
-    """Centres (fractions of width, height) of ``n`` non-overlapping ``size`` windows with the most edge
-    energy (``median``: the energy nearest the median window's)."""
-    w, h = img.size
-    f = 4
-    win = _window_energy(img, size, f)
-    if win is None:
-        return list(CROP_CENTRES[:n])
+def _greedy(score: np.ndarray, n: int, img_size: tuple[int, int], size: int, f: int = 4) -> list[tuple[float, float]]:
+    """Centres of the ``n`` best-scored non-overlapping windows (``score`` is overwritten)."""
+    w, h = img_size
     k = max(1, size // f)
-    score = -np.abs(win - np.median(win)) if median else win
     out = []
     for _ in range(n):
         y, x = np.unravel_index(int(np.argmax(score)), score.shape)
@@ -135,11 +129,28 @@ def detail_centres(img: Image.Image, size: int, n: int, median: bool = False) ->
     return out + list(CROP_CENTRES[len(out) : n])
 
 
+def _median_score(win: np.ndarray) -> np.ndarray:
+    return -np.abs(win - np.median(win))
+
+
+def detail_centres(img: Image.Image, size: int, n: int, median: bool = False) -> list[tuple[float, float]]:
+    """Centres (fractions of width, height) of ``n`` non-overlapping ``size`` windows with the most edge
+    energy (``median``: the energy nearest the median window's)."""
+    win = _window_energy(img, size)
+    if win is None:
+        return list(CROP_CENTRES[:n])
+    return _greedy(_median_score(win) if median else win, n, img.size, size)
+
+
 def native_centres(img: Image.Image, size: int, n: int) -> list[tuple[float, float]]:
     """Windows for native-pixel crops, alternating between the edges (where an upscale leaves its soft
     ramps and JPEG its ringing) and the median edge energy (smooth areas: noise, JPEG blocks)."""
-    edges = detail_centres(img, size, (n + 1) // 2)
-    smooth = detail_centres(img, size, n // 2, median=True)
+    win = _window_energy(img, size)  # NOTE: once, for both searches: this map is of the full-size creative
+    if win is None:
+        edges, smooth = list(CROP_CENTRES[: (n + 1) // 2]), list(CROP_CENTRES[: n // 2])
+    else:
+        smooth = _greedy(_median_score(win), n // 2, img.size, size)
+        edges = _greedy(win, (n + 1) // 2, img.size, size)
     return [c for pair in zip_longest(edges, smooth) for c in pair if c is not None][:n]
 
 
@@ -180,12 +191,14 @@ def preprocess(
         if short != target:
             scale = target / short
             img = img.resize((max(s, round(w * scale)), max(s, round(h * scale))), Image.Resampling.BILINEAR)
+        # NOTE: the greedy search is prefix-stable: one search gives the served windows, then the pool's.
+        search = pool or (centres is None and spec.crop_policy == "detail")
+        ranked = detail_centres(img, s, spec.crops + pool) if search else []
         if centres is None:
-            centres = detail_centres(img, s, spec.crops) if spec.crop_policy == "detail" else CROP_CENTRES
+            centres = ranked if spec.crop_policy == "detail" else CROP_CENTRES
         centres = list(centres[: spec.crops])
         if pool:
-            # NOTE: the greedy search is prefix-stable, so the extra windows come after the served ones.
-            extra = detail_centres(img, s, spec.crops + pool)[spec.crops :]
+            extra = ranked[spec.crops :]
             centres += [extra[i % len(extra)] for i in range(pool)] if extra else centres[:1] * pool
         served, extra = centres[: spec.crops], centres[spec.crops :]
     else:

@@ -144,7 +144,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
         f"[2/5] training the {a.recipe!r} recipe: {cfg.method.name} on {a.labeled} labels"
         + (f" + {a.unlabeled} unlabeled" if pool else "")
         + f", {cfg.model.backbone}, {cfg.optim.epochs} epochs, "
-        + f"{1 + cfg.model.crops + cfg.model.native_crops} views of {cfg.model.input_size}px"
+        + f"{cfg.model.views} views of {cfg.model.input_size}px"
     )
     result = train(cfg)
     t_train = time.time() - t0 - t_synth

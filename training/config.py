@@ -62,6 +62,11 @@ class ModelConfig:
     drop_path_rate: float = 0.0  # stochastic depth, where the backbone supports it
     prior_bias: bool = True  # start the tag head's bias at each tag's prior in the labeled set
 
+    @property
+    def views(self) -> int:
+        """Views per creative: the whole one, the detail crops and the native crops."""
+        return 1 + self.crops + self.native_crops
+
 
 @dataclass
 class OptimConfig:

@@ -173,7 +173,7 @@ def build_model(model_cfg, num_tags: int) -> CreativeModel:
     return CreativeModel(
         model_cfg.backbone,
         num_tags,
-        views=1 + model_cfg.crops + model_cfg.native_crops,
+        views=model_cfg.views,
         pretrained=model_cfg.pretrained,
         weights=model_cfg.weights,
         drop_rate=model_cfg.drop_rate,
