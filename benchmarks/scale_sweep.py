@@ -48,17 +48,16 @@ def test_set(work: Path, size: int, n: int, seed: int, video_frac: float) -> Pat
 
 def score_ap(onnx: Path, manifest: Path) -> dict[str, float]:
     """Per-tag AP of the exported model on a labeled manifest, through the shipped scorer."""
-    from creative_qa.batch import score_frame_table
+    from creative_qa.batch import score_manifest
     from creative_qa.manifest import label_matrix, read_manifest
     from creative_qa.scorer import Scorer
     from training.metrics import per_tag_ap
 
     scorer = Scorer(str(onnx))
     df = read_manifest(manifest)
-    table = score_frame_table(scorer, df["abspath"].tolist(), df["path"].tolist(), progress=True)
+    table, probs = score_manifest(scorer, df, progress=True)
     ok = table["error"].isna().to_numpy()
-    probs = table[scorer.tags].to_numpy(dtype=np.float32)[ok]
-    return per_tag_ap(probs, label_matrix(df, scorer.tags)[ok], scorer.tags)
+    return per_tag_ap(probs[ok], label_matrix(df, scorer.tags)[ok], scorer.tags)
 
 
 def main() -> None:

@@ -803,6 +803,15 @@ def score_frame_table(
     return pd.DataFrame(rows)
 
 
+def score_manifest(scorer: Scorer, df: pd.DataFrame, progress: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
+    """A read manifest's files scored in this process: the table, and the ``(N, T)`` tag probabilities
+    with NaN rows where a file could not be scored."""
+    table = score_frame_table(scorer, df["abspath"].tolist(), df["path"].tolist(), progress=progress)
+    probs = table[scorer.tags].to_numpy(dtype=np.float64, copy=True)
+    probs[table["error"].notna().to_numpy()] = np.nan
+    return table, probs
+
+
 __all__ = [
     "BatchSummary",
     "PartStore",
@@ -815,5 +824,6 @@ __all__ = [
     "WorkerPool",
     "run_local",
     "score_frame_table",
+    "score_manifest",
     "score_prepared",
 ]

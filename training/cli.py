@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from creative_qa.batch import score_frame_table
+from creative_qa.batch import score_manifest
 from creative_qa.manifest import label_matrix, read_manifest
 from creative_qa.paths import home
 from creative_qa.scorer import Scorer
@@ -162,8 +162,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
     print(f"[5/5] scoring the test split through {exp.model_uri}")
     scorer = Scorer(exp.model_uri)
     df = read_manifest(paths["test"])
-    table = score_frame_table(scorer, df["abspath"].tolist(), df["path"].tolist(), progress=False)
-    probs = table[scorer.tags].to_numpy(dtype=np.float32)
+    table, probs = score_manifest(scorer, df)
     labels = label_matrix(df, scorer.tags)
     ok = table["error"].isna().to_numpy()
     ap = per_tag_ap(probs[ok], labels[ok], scorer.tags)

@@ -25,7 +25,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 import mlflow
-from creative_qa.batch import score_frame_table
+from creative_qa.batch import score_manifest
 from creative_qa.manifest import read_manifest
 from creative_qa.scorer import Scorer
 from creative_qa.taxonomy import Taxonomy
@@ -121,10 +121,7 @@ def compare(
 
 def _scores(uri: str, df) -> tuple[np.ndarray, Taxonomy]:
     scorer = Scorer(uri)
-    table = score_frame_table(scorer, df["abspath"].tolist(), df["path"].tolist(), progress=False)
-    probs = table[scorer.tags].to_numpy(dtype=np.float64, copy=True)
-    probs[table["error"].notna().to_numpy()] = np.nan
-    return probs, scorer.taxonomy
+    return score_manifest(scorer, df)[1], scorer.taxonomy
 
 
 def _mapping_for(
