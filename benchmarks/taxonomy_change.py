@@ -138,6 +138,11 @@ def main() -> None:
         default="1.0",
         help="comma-separated warm_start.lr_scale candidates for (a); the best on validation mAP is (a)",
     )
+    ap.add_argument(
+        "--warm-distills",
+        default=None,
+        help="comma-separated warm_start.distill candidates for (a) (default: the recipe's); each is an arm too",
+    )
     ap.add_argument("--out", default="benchmarks/results/taxonomy_change.json")
     a = ap.parse_args()
     if a.quick:
@@ -166,6 +171,13 @@ def main() -> None:
     wanted = list(ARMS) if a.arms == "all" else a.arms.split(",")
 
     scales = [float(x) for x in a.warm_lr_scales.split(",")]
+    distills = [float(x) for x in a.warm_distills.split(",")] if a.warm_distills else [None]
+    variants = [(sc, d) for sc in scales for d in distills]
+
+    def warm_name(sc: float, d: float | None) -> str:
+        parts = ([f"lr{sc:g}"] if len(scales) > 1 else []) + ([f"d{d:g}"] if len(distills) > 1 else [])
+        return "_".join(["warm", *parts])
+
     exp = "bench-taxonomy"
     runs: list[dict] = []  # one row per arm and training seed
     with mlflow.start_run(experiment_id=tracking.setup(exp), run_name=f"taxonomy-change-{a.pool}") as parent_run:
@@ -201,10 +213,10 @@ def main() -> None:
             champions.append(champion)
             print(f"v1 champion trained in {champion['wall_s']:.0f}s (not charged to any arm)")
             if "warm" in wanted:
-                for sc in scales:
-                    name = "warm" if len(scales) == 1 else f"warm_lr{sc:g}"
+                for sc, d in variants:
                     ws = [f"warm_start.parent={champion['checkpoint']}", f"warm_start.lr_scale={sc}"]
-                    runs.append(arm(name, [*v2, *ws], warm_epochs, seed) | {"lr_scale": sc})
+                    ws += [f"warm_start.distill={d}"] if d is not None else []
+                    runs.append(arm(warm_name(sc, d), [*v2, *ws], warm_epochs, seed) | {"lr_scale": sc, "distill": d})
             if "scratch" in wanted:
                 runs.append(arm("scratch", v2, a.epochs, seed))
             if "scratch_same_steps" in wanted:
@@ -229,8 +241,9 @@ def main() -> None:
                 vals = [r[k] for r in rs if r.get(k) is not None]
                 mean[k] = float(np.mean(vals)) if vals else None
             mean["per_tag_AP"] = {t: float(np.mean([r["per_tag_AP"][t] for r in rs])) for t in tags}
-            if "lr_scale" in rs[0]:
-                mean["lr_scale"] = rs[0]["lr_scale"]
+            for k in ("lr_scale", "distill"):
+                if k in rs[0]:
+                    mean[k] = rs[0][k]
             rows.append(mean)
             mlflow.log_metrics(
                 {f"{name}_{k}": mean[k] for k in ("carried_mAP", "new_mAP", "wall_s") if mean[k] == mean[k]}
@@ -260,7 +273,26 @@ def main() -> None:
                 ws_ = next(r for r in runs if r["arm"] == chosen and r["seed"] == seed)["per_tag_AP"]
                 ss_ = next(r for r in runs if r["arm"] == "scratch" and r["seed"] == seed)["per_tag_AP"]
                 per_seed.append(sum(ws_[t] >= ss_[t] for t in shared))
+            # Per carried-over tag: warm minus scratch, its mean and spread over training seeds.
+            diffs = {t: [] for t in shared}
+            for seed in range(a.seed, a.seed + a.seeds):
+                ws_ = next(r for r in runs if r["arm"] == chosen and r["seed"] == seed)["per_tag_AP"]
+                ss_ = next(r for r in runs if r["arm"] == "scratch" and r["seed"] == seed)["per_tag_AP"]
+                for t in shared:
+                    diffs[t].append(ws_[t] - ss_[t])
+            diff_rows = [
+                {
+                    "tag": t,
+                    "warm_minus_scratch": float(np.mean(d)),
+                    "seed_std": float(np.std(d, ddof=1)) if len(d) > 1 else float("nan"),
+                    "seeds_warm_ge": f"{sum(x >= 0 for x in d)}/{len(d)}",
+                }
+                for t, d in diffs.items()
+            ]
+            print()
+            print_table(diff_rows, ["tag", "warm_minus_scratch", "seed_std", "seeds_warm_ge"])
             verdict = {
+                "per_tag_warm_minus_scratch": diff_rows,
                 "warm_arm": chosen,
                 "chosen_on": "validation mAP",
                 "carried_tags_warm_ge_scratch": f"{len(shared) - len(worse)}/{len(shared)}",

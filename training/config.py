@@ -98,6 +98,9 @@ class WarmStartConfig:
     # Peak learning rate of a warm-started run = optim.lr x lr_scale. 1 by default: 0.3 measured no
     # better on validation (benchmarks/taxonomy_change.py --warm-lr-scales, 3 seeds).
     lr_scale: float = 1.0
+    # Carried-over tags learn from (1 - distill) x label + distill x the parent's prediction, and
+    # blanks from the prediction (training.warmstart.distill_targets); 0 = the labels alone.
+    distill: float = 0.0
 
 
 @dataclass

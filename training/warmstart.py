@@ -211,6 +211,31 @@ def pseudo_labels(
     return out, counts
 
 
+def distill_targets(mapping: TaxonomyMapping, labels: np.ndarray, old_probs: np.ndarray, weight: float) -> np.ndarray:
+    """Soft targets on the carried-over tags: the labels blended with the parent's predictions.
+
+    The parent learnt every carried-over tag (kept, renamed, merged) from the team's noisy labels;
+    its prediction is a denoised copy of them and what the new model must not forget (Learning
+    without Forgetting, as the source notes' recipe: the old model predicts the old tags on the
+    data). A known label becomes ``(1 - weight) * label + weight * p``; a blank becomes ``p``
+    (a merged tag's ``p`` is the noisy-or of its sources). Split children and added tags are
+    untouched: the parent cannot say them. ``weight = 0`` returns the labels unchanged.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"warm_start.distill must be in [0, 1], got {weight}")
+    out = labels.copy()
+    if weight == 0.0:
+        return out
+    idx = {t: j for j, t in enumerate(mapping.old.tag_names)}
+    for j, r in enumerate(mapping.rules):
+        if r.kind not in ("keep", "rename", "merge"):
+            continue
+        p = 1.0 - np.prod(1.0 - old_probs[:, [idx[s] for s in r.sources]], axis=1)
+        col = out[:, j]
+        out[:, j] = np.where(np.isnan(col), p, (1.0 - weight) * col + weight * p)
+    return out
+
+
 @dataclass
 class TaxonomyChange:
     """What a run needs when it starts from a parent model and/or reads manifests of an older taxonomy."""
@@ -221,6 +246,7 @@ class TaxonomyChange:
     low: float = 0.1
     high: float = 0.9
     use_pseudo_labels: bool = True
+    distill: float = 0.0
     pseudo_counts: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -253,7 +279,7 @@ class TaxonomyChange:
             for f in _ARCH_FIELDS:
                 setattr(cfg.model, f, getattr(pm, f))
             cfg.model.pretrained, cfg.model.weights = False, None  # the parent has the weights
-        return cls(taxonomy, mapping, parent, ws.confident_low, ws.confident_high, ws.pseudo_labels)
+        return cls(taxonomy, mapping, parent, ws.confident_low, ws.confident_high, ws.pseudo_labels, ws.distill)
 
     def labels(self, df: pd.DataFrame) -> np.ndarray:
         """A manifest's labels in the run's taxonomy (migrated if it is of the old one)."""
@@ -267,12 +293,14 @@ class TaxonomyChange:
         old_logits = tag_logits(parent, train_ds.views, device)
         labels = train_ds.labels.numpy()
         model = warm_start_model(parent.cpu(), self.mapping, label_prior(labels), old_logits)
+        old_probs = 1 / (1 + np.exp(-old_logits))
         if self.use_pseudo_labels:
-            filled, self.pseudo_counts = pseudo_labels(
-                self.mapping, labels, 1 / (1 + np.exp(-old_logits)), self.low, self.high
-            )
-            train_ds.labels = torch.from_numpy(filled.astype(np.float32))
+            labels, self.pseudo_counts = pseudo_labels(self.mapping, labels, old_probs, self.low, self.high)
             log.info("pseudo-labels from the parent: %s", self.pseudo_counts)
+        if self.distill:
+            labels = distill_targets(self.mapping, labels, old_probs, self.distill)
+            log.info("carried-over tags: targets blended with the parent's predictions (weight %g)", self.distill)
+        train_ds.labels = torch.from_numpy(labels.astype(np.float32))
         return model
 
     def log(self) -> None:
