@@ -15,6 +15,7 @@ from training.config import load_config
 from training.model import build_model
 from training.warmstart import (
     build_tag_head,
+    distill_targets,
     fit_merge,
     label_prior,
     noisy_or_logit,
@@ -122,6 +123,32 @@ def test_pseudo_labels_fill_only_migration_blanks_where_the_parent_is_confident(
     assert np.isnan(col["photo_background"]).all()  # the old model knows nothing of an added tag
     assert np.isnan(col["noisy"]).all()  # an annotator's blank on a kept tag is the method's job
     assert counts == {"motion_blur": 1, "defocus_blur": 1, "bad_exposure": 2}
+
+
+def test_distill_targets_blend_carried_tags_with_the_parent_and_leave_the_rest():
+    m = load_mapping("v1_to_v2")
+    i = {t: j for j, t in enumerate(V1.tag_names)}
+    labels = m.migrate(np.zeros((3, len(V1)), np.float32))
+    labels[0, V2.index("noisy")] = 1.0
+    labels[2, V2.index("noisy")] = np.nan  # an annotator's blank
+    labels[1, V2.index("compression_artifacts")] = 1.0
+    probs = np.full((3, len(V1)), 0.2, np.float32)
+    probs[:, i["noisy"]] = [0.9, 0.3, 0.6]
+    probs[:, i["jpeg_artifacts"]] = 0.7
+    probs[:, i["overexposed"]], probs[:, i["underexposed"]] = 0.5, 0.4
+    out = distill_targets(m, labels, probs, 0.25)
+    col = {t: out[:, V2.index(t)] for t in V2.tag_names}
+    np.testing.assert_allclose(col["noisy"][:2], [0.75 * 1 + 0.25 * 0.9, 0.75 * 0 + 0.25 * 0.3], rtol=1e-6)
+    assert col["noisy"][2] == pytest.approx(0.6)  # a blank takes the parent's prediction
+    # a renamed tag reads its old name's prediction; a merged one the noisy-or of its sources
+    np.testing.assert_allclose(col["compression_artifacts"], [0.25 * 0.7, 0.75 + 0.25 * 0.7, 0.25 * 0.7], rtol=1e-6)
+    np.testing.assert_allclose(col["bad_exposure"], 0.25 * (1 - 0.5 * 0.6), rtol=1e-6)
+    # what the parent cannot say is left as the migration made it: split children and added tags
+    for t in ("motion_blur", "defocus_blur", "photo_background", "striped_background"):
+        np.testing.assert_array_equal(col[t], labels[:, V2.index(t)])
+    np.testing.assert_array_equal(distill_targets(m, labels, probs, 0.0), labels)
+    with pytest.raises(ValueError, match="distill"):
+        distill_targets(m, labels, probs, 1.5)
 
 
 def test_unknown_parent_is_a_clear_error(tmp_path):
