@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 
 import pandas as pd
 import pytest
@@ -59,6 +60,9 @@ def test_v1_to_v2_retrain_register_challenger_and_promote(
     labeled = tmp_path / "train_v2.csv"
     pd.concat([old, new]).to_csv(labeled, index=False)
 
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the parent's checkpoint is downloaded
     cli(
         [
             "train",
@@ -76,6 +80,7 @@ def test_v1_to_v2_retrain_register_challenger_and_promote(
     )
     out = json.loads(capsys.readouterr().out)
     assert out["challenger"] == {"uri": "models:/creative-qa@challenger", "version": "2"}
+    assert not list(scratch.glob("cqa-parent-*"))  # the downloaded parent checkpoint is not left behind
 
     from mlflow.tracking import MlflowClient
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +63,7 @@ class Parent:
 
 def resolve_parent(uri: str, experiment: str = "creative-qa") -> Parent:
     """``models:/name@alias``, ``models:/name/N``, ``runs:/<run id>`` or a checkpoint path -> its checkpoint."""
-    name = version = run_id = None
+    name = version = run_id = dst = None
     path = Path(uri)
     if not uri.startswith(("models:/", "runs:/")):
         if not path.is_file():
@@ -92,11 +93,15 @@ def resolve_parent(uri: str, experiment: str = "creative-qa") -> Parent:
                 mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT, dst_path=str(dst))
             )
         except (mlflow.exceptions.MlflowException, OSError) as e:
+            shutil.rmtree(dst, ignore_errors=True)
             raise ValueError(f"--from {uri}: run {run_id} has no {CHECKPOINT_ARTIFACT} artifact ({e})") from e
     try:
-        ckpt = Checkpoint.load(path)
+        ckpt = Checkpoint.load(path)  # NOTE: read whole into memory, so a downloaded copy can go
     except (ValueError, TypeError, KeyError, RuntimeError, OSError) as e:
         raise ValueError(f"--from {uri}: {path} is not a creative-qa training checkpoint ({e})") from e
+    finally:
+        if dst is not None:
+            shutil.rmtree(dst, ignore_errors=True)
     taxonomy = taxonomy_from_dict(ckpt.taxonomy, f"<parent {uri}>")
     log.info("parent model %s: taxonomy v%s, run %s, version %s", uri, taxonomy.version, run_id, version)
     return Parent(uri, ckpt, taxonomy, run_id or ckpt.run_id, name, version)
