@@ -14,7 +14,8 @@ Work is bounded whatever the input:
 * ``min_side``: the model only sees small views (``creative_qa.preprocess``), so a
   caller that knows the smallest short side it needs gets large JPEGs decoded
   reduced through the DCT (PIL ``draft``, almost free), other stills and video frames
-  reduced by an integer factor, never below ``min_side``.
+  reduced by an integer factor, never below ``min_side``. Without it (the model reads
+  native pixels) a frame over ``NATIVE_MAX_PIXELS`` is reduced all the same.
 
 Limits default to ``DecodeLimits.from_env()`` (``CREATIVE_QA_MAX_*`` variables, the
 same names the serving settings read), so serving, batch scoring and training share them.
@@ -41,6 +42,10 @@ MEDIA_EXTS = IMAGE_EXTS | VIDEO_EXTS
 DEFAULT_MAX_FRAMES = 8
 # NOTE: refuse decompression bombs explicitly instead of PIL's warning-then-error dance.
 MAX_PIXELS = 64_000_000
+# Where the model asks for a creative's own pixels (native crops, the grid view), a still or frame
+# over this many is reduced all the same: bounded memory per decode (16 Mpx = 48 MB of RGB; a
+# 4,000 x 4,000 creative is read at its own pixels).
+NATIVE_MAX_PIXELS = 16_000_000
 # Seek instead of decoding forward when the next sample is further away than this.
 _SEEK_GAP_S = 1.0
 
@@ -133,9 +138,14 @@ def _sample_indices(n: int, k: int) -> list[int]:
 
 
 def reduce_factor(width: int, height: int, min_side: int | None) -> int:
-    """The largest integer factor that keeps the short side at ``min_side`` or more (1 = keep)."""
+    """The largest integer factor that keeps the short side at ``min_side`` or more (1 = keep).
+
+    Without ``min_side`` (the model asks for native pixels: native crops, the grid view), a
+    frame over ``NATIVE_MAX_PIXELS`` is still reduced, by the smallest factor that brings it under.
+    """
     if not min_side or min_side <= 0:
-        return 1
+        over = width * height / NATIVE_MAX_PIXELS
+        return 1 if over <= 1 else math.ceil(math.sqrt(over))
     return max(1, min(width, height) // min_side)
 
 
@@ -197,9 +207,12 @@ def _decode_image(data: bytes, max_frames: int, limits: DecodeLimits, min_side: 
 
 
 def _draft_size(img: Image.Image, min_side: int | None) -> tuple[int, int]:
-    """The size to ask ``draft`` for so that the short side stays at ``min_side`` or more."""
-    side = min_side or 1
-    scale = side / min(img.width, img.height)
+    """The size to ask ``draft`` for so that the short side stays at ``min_side`` or more (without
+    ``min_side``: the size ``reduce_factor`` reduces to)."""
+    if not min_side or min_side <= 0:
+        r = reduce_factor(img.width, img.height, None)
+        return max(1, math.ceil(img.width / r)), max(1, math.ceil(img.height / r))
+    scale = min_side / min(img.width, img.height)
     return max(1, math.ceil(img.width * scale)), max(1, math.ceil(img.height * scale))
 
 

@@ -17,6 +17,12 @@ coverage, exposure) need the whole frame. So the model sees ``1 + crops`` views 
   1080 px creative to 256 averages away (``benchmarks/scale_sweep.py`` measures it);
   these crops keep it. They alternate between the most edge energy (an upscale's soft
   ramps, JPEG ringing) and the median (smooth areas, where noise and JPEG blocks show).
+* with ``grid_view``, a last view that is not a picture: the creative's JPEG block-grid
+  signature (``grid_view``), three numbers as uniform colour planes. A JPEG's blocks are
+  sparse evidence on a flat vector design: they show only next to edges and on gradients,
+  rarely inside any one crop. Folded over the whole creative's native pixels, they are
+  plain: the mean luma step across every 8th column and row stands out against the
+  other seven positions.
 
 Where the crops go matters as much: blur, JPEG blocking and upscaling are invisible
 on a flat area and plain at an edge. With ``crop_policy="detail"`` (the default) the
@@ -38,7 +44,12 @@ import numpy as np
 from PIL import Image
 
 # NOTE: bump when the views a spec gives change (a new window policy): view caches key on it.
-VIEWS_VERSION = 2
+VIEWS_VERSION = 3
+
+# The grid view folds at most this many pixels square of a creative (its centre, on the block grid):
+# bounded work and memory at any size.
+GRID_REGION = 1024
+GRID_CLIP = 16.0  # luma steps above this (edges) are clipped, so a few strong edges cannot drown the grid
 
 # Crop centres as fractions of (width, height); the first `crops` are used.
 CROP_CENTRES: tuple[tuple[float, float], ...] = ((0.5, 0.5), (0.28, 0.3), (0.72, 0.7), (0.28, 0.7), (0.72, 0.3))
@@ -52,6 +63,7 @@ class PreprocessSpec:
     resize: str = "stretch"  # how the whole view is made; only "stretch" (see module doc)
     crop_policy: str = "detail"  # "detail": crops where the edges are; "fixed": CROP_CENTRES
     native_crops: int = 0  # crops at the creative's own pixels, after the detail crops
+    grid_view: int = 0  # 1: a last view with the creative's JPEG block-grid signature (see grid_view)
 
     def __post_init__(self) -> None:
         if self.input_size < 16:
@@ -60,6 +72,8 @@ class PreprocessSpec:
             raise ValueError(f"crops must be in 0..{len(CROP_CENTRES)}, got {self.crops}")
         if not 0 <= self.native_crops <= len(CROP_CENTRES):
             raise ValueError(f"native_crops must be in 0..{len(CROP_CENTRES)}, got {self.native_crops}")
+        if self.grid_view not in (0, 1):
+            raise ValueError(f"grid_view must be 0 or 1, got {self.grid_view}")
         if self.detail_side and self.detail_side < self.input_size:
             raise ValueError(f"detail_side ({self.detail_side}) must be 0 or >= input_size ({self.input_size})")
         if self.resize != "stretch":
@@ -69,7 +83,7 @@ class PreprocessSpec:
 
     @property
     def views(self) -> int:
-        return 1 + self.crops + self.native_crops
+        return 1 + self.crops + self.native_crops + self.grid_view
 
     @property
     def decode_min_side(self) -> int | None:
@@ -77,9 +91,10 @@ class PreprocessSpec:
 
         Detail crops are cut after rescaling the short side to ``detail_side`` (the whole view
         needs only ``input_size``); twice that leaves the final resize its anti-aliasing margin.
-        Native-size crops (``detail_side=0``, or ``native_crops``) need the full resolution: ``None``.
+        Native-size crops (``detail_side=0``, or ``native_crops``) and the grid view need the full
+        resolution: ``None``.
         """
-        if (self.crops and not self.detail_side) or self.native_crops:
+        if (self.crops and not self.detail_side) or self.native_crops or self.grid_view:
             return None
         return 2 * (self.detail_side if self.crops else self.input_size)
 
@@ -154,6 +169,90 @@ def native_centres(img: Image.Image, size: int, n: int) -> list[tuple[float, flo
     return [c for pair in zip_longest(edges, smooth) for c in pair if c is not None][:n]
 
 
+def grid_fold(luma: np.ndarray, clip: float = GRID_CLIP) -> np.ndarray:
+    """Mean clipped luma step at each position of the 8x8 block grid: ``(2, 8, 8)`` float32.
+
+    ``[0, r, c]`` is the mean ``|y[i, j+1] - y[i, j]|`` over pixels with ``i % 8 == r`` and
+    ``j % 8 == c`` (horizontal steps), ``[1]`` the same for vertical steps. A JPEG's block
+    boundaries make column 7 of ``[0]`` and row 7 of ``[1]`` stand out. ``luma`` is ``(H, W)``
+    with its origin on the block grid.
+    """
+    y = np.asarray(luma, dtype=np.float32)
+    h, w = y.shape
+    out = np.zeros((2, 8, 8), np.float32)
+    for k, (d, shape) in enumerate(((np.diff(y, axis=1), (h, w - 1)), (np.diff(y, axis=0), (h - 1, w)))):
+        step = np.minimum(np.abs(d), clip)
+        hh, ww = -(-shape[0] // 8) * 8, -(-shape[1] // 8) * 8  # pad to whole blocks; counts exclude the pad
+        pad = ((0, hh - shape[0]), (0, ww - shape[1]))
+        total = np.pad(step, pad).reshape(hh // 8, 8, ww // 8, 8).sum((0, 2))
+        count = np.pad(np.ones(shape, np.float32), pad).reshape(hh // 8, 8, ww // 8, 8).sum((0, 2))
+        out[k] = total / np.maximum(count, 1.0)
+    return out
+
+
+def _dct_matrix(n: int = 8) -> np.ndarray:
+    k = np.arange(n)
+    d = np.sqrt(2.0 / n) * np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n))
+    d[0] /= np.sqrt(2.0)
+    return d
+
+
+_DCT8 = _dct_matrix()
+
+
+def quantisation_evidence(luma: np.ndarray, prior: float = 8.0) -> float:
+    """How coarsely the lowest AC coefficients of the 8x8 luma blocks are quantised: 0 (no sign) .. 1.
+
+    A JPEG at quality q stores the (0, 1) and (1, 0) luma coefficients as multiples of about
+    ``16 * 50 / q`` levels (the standard table's 11 and 12, scaled): at q <= 20 no block has one
+    between about 4 and 22 in size, at q >= 40 or without a JPEG many do. The evidence is the
+    share of clearly non-zero coefficients outside that gap, shrunk towards 0 by ``prior``
+    coefficients so a flat creative (few non-zero ones) shows none. ``luma``: ``(H, W)``, H and W
+    multiples of 8, its origin on the block grid.
+    """
+    h, w = luma.shape
+    blocks = (np.asarray(luma, np.float32) - 128.0).reshape(h // 8, 8, w // 8, 8).transpose(0, 2, 1, 3)
+    c = _DCT8 @ blocks.reshape(-1, 8, 8) @ _DCT8.T
+    low = np.abs(np.concatenate([c[:, 0, 1], c[:, 1, 0]]))
+    nonzero = int((low > 4.0).sum())
+    gap = int(((low > 4.0) & (low < 22.0)).sum())
+    return (nonzero - gap) / (nonzero + prior)
+
+
+def grid_features(fold: np.ndarray, evidence: float, eps: float = 0.5) -> np.ndarray:
+    """Three numbers of a creative's JPEG evidence, each as a uint8 (``grid_view``):
+
+    * how far the steps across the 8th column and row (where a JPEG's blocks meet; a decoded JPEG's
+      grid starts at its corner) exceed the mean step of the fold (``grid_fold``), a ratio on a log
+      scale: 64 = none, +64 per doubling;
+    * ``quantisation_evidence`` x 255;
+    * the same excess in luma levels, 128 = none (a ratio over a flat image means little).
+    """
+    mx, my = fold[0], fold[1]
+    at7 = ((mx[:, 7].mean() + eps) / (mx.mean() + eps) + (my[7, :].mean() + eps) / (my.mean() + eps)) / 2
+    levels = ((mx[:, 7].mean() - mx[:, :7].mean()) + (my[7, :].mean() - my[:7, :].mean())) / 2
+    values = [64.0 + 64.0 * np.log2(at7), 255.0 * evidence, 128.0 + 32.0 * levels]
+    return np.clip(np.array(values) + 0.5, 0, 255).astype(np.uint8)
+
+
+def grid_view(img: Image.Image, size: int) -> np.ndarray:
+    """The grid view of an RGB image: ``(size, size, 3)`` uint8, each channel one of ``grid_features``.
+
+    Uniform planes, not a picture: a flip or a rotation of the view leaves it unchanged, and the
+    model (``training.model.CreativeModel``) reads the three numbers off one pixel.
+
+    At most the central ``GRID_REGION`` pixels square are read (its corner on the grid, which a
+    JPEG's blocks start at the image's corner).
+    """
+    w, h = img.size
+    rw, rh = min(w, GRID_REGION), min(h, GRID_REGION)
+    left, top = (w - rw) // 2 // 8 * 8, (h - rh) // 2 // 8 * 8
+    luma = np.asarray(img.crop((left, top, left + rw, top + rh)).convert("L"), dtype=np.float32)
+    blocks = luma[: rh // 8 * 8, : rw // 8 * 8]
+    evidence = quantisation_evidence(blocks) if blocks.size else 0.0
+    return np.broadcast_to(grid_features(grid_fold(luma), evidence), (size, size, 3)).copy()
+
+
 def preprocess(
     pixels: np.ndarray | Image.Image,
     spec: PreprocessSpec,
@@ -170,7 +269,7 @@ def preprocess(
     (training only) appends ``pool`` further detail windows, the next-best by the same
     greedy edge-energy search, so a strong view can swap a crop for another window of
     the same creative: the result is ``(V + pool, S, S, 3)`` and its first ``V`` views
-    are exactly what the scorer sees.
+    are exactly what the scorer sees. Order: whole view, detail crops, native crops, grid view.
     """
     if isinstance(pixels, Image.Image):
         if pixels.mode != "RGB":
@@ -182,7 +281,7 @@ def preprocess(
         img = Image.fromarray(pixels)
     s = spec.input_size
     views = [np.asarray(img.resize((s, s), Image.Resampling.BILINEAR), dtype=np.uint8)]
-    native = img
+    native = original = img  # the creative at its own pixels
     if spec.crops:
         w, h = img.size
         short = min(w, h)
@@ -212,6 +311,8 @@ def preprocess(
             native = native.resize(size, Image.Resampling.BILINEAR)
         for c in native_centres(native, s, spec.native_crops):
             views.append(_crop(native, s, c))
+    if spec.grid_view:
+        views.append(grid_view(original, s))
     for c in extra:
         views.append(_crop(img, s, c))
     return np.stack(views)  # (V [+ pool], S, S, 3)

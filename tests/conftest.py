@@ -44,17 +44,17 @@ def tiny_onnx(tmp_path_factory, tiny_data) -> Path:
     """An untrained tiny model exported through the real export path (no registry)."""
     import torch
 
-    from creative_qa.preprocess import PreprocessSpec
     from creative_qa.taxonomy import load_taxonomy
     from training.checkpoint import Checkpoint
     from training.config import load_config
     from training.export import export_onnx
+    from training.loop import spec_of
     from training.model import build_model
 
     cfg = load_config("default", TINY_OVERRIDES)
     tax = load_taxonomy()
     torch.manual_seed(0)
     model = build_model(cfg.model, len(tax))
-    spec = PreprocessSpec(cfg.model.input_size, cfg.model.crops, cfg.model.detail_side)
+    spec = spec_of(cfg)
     ckpt = Checkpoint.for_model(model, cfg, tax, spec, run_id="test")
     return export_onnx(ckpt, tmp_path_factory.mktemp("onnx") / "tiny.onnx", version="7", name="tiny")

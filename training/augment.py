@@ -36,13 +36,14 @@ from __future__ import annotations
 import torch
 
 # NOTE: views have roles (creative_qa.preprocess): the whole view, the detail crops, then the
-# native-pixel crops, which alternate between edge and smooth windows and so keep their places.
-# Only detail crops are shuffled and re-drawn. The loop sets the count from the run's spec.
+# native-pixel crops, which alternate between edge and smooth windows and so keep their places,
+# and the grid view (a block-grid signature, not a window). Only detail crops are shuffled and
+# re-drawn. The loop sets the count of views kept in place from the run's spec.
 _native_views = 0
 
 
 def set_native_views(n: int) -> None:
-    """How many views at the end of every batch are native-pixel crops (0: none)."""
+    """How many views at the end of every batch keep their place: native-pixel crops and the grid view (0: none)."""
     global _native_views
     _native_views = int(n)
 

@@ -58,6 +58,7 @@ class ModelConfig:
     detail_side: int = 256  # short side the creative is rescaled to before cropping
     crop_policy: str = "detail"  # "detail": crops where the edges are; "fixed": fixed positions
     native_crops: int = 0  # crops at the creative's own pixels (noise, JPEG, upscaling at any size)
+    grid_view: int = 1  # 1: a view of the creative's JPEG evidence, three numbers (creative_qa.preprocess.grid_view)
     drop_rate: float = 0.1  # dropout before the heads
     drop_path_rate: float = 0.0  # stochastic depth, where the backbone supports it
     prior_bias: bool = True  # start the tag head's bias at each tag's prior in the labeled set
@@ -65,7 +66,7 @@ class ModelConfig:
     @property
     def views(self) -> int:
         """Views per creative: the whole one, the detail crops and the native crops."""
-        return 1 + self.crops + self.native_crops
+        return 1 + self.crops + self.native_crops + self.grid_view
 
 
 @dataclass

@@ -83,6 +83,7 @@ def spec_of(cfg: TrainConfig) -> PreprocessSpec:
         detail_side=m.detail_side,
         crop_policy=m.crop_policy,
         native_crops=m.native_crops,
+        grid_view=m.grid_view,
     )
 
 
@@ -185,7 +186,7 @@ class Trainer:
         self.taxonomy = self.change.taxonomy if self.change else (taxonomy or load_taxonomy(cfg.data.taxonomy))
         self.tags = self.taxonomy.tag_names
         self.spec = spec_of(cfg)
-        augment.set_native_views(self.spec.native_crops)
+        augment.set_native_views(self.spec.native_crops + self.spec.grid_view)
         self.dist = distributed.from_env()
         self.device = distributed.init(self.dist, resolve_device(cfg.device))
         if cfg.threads:

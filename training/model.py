@@ -21,6 +21,8 @@ from training.checkpoint import Checkpoint
 
 log = logging.getLogger(__name__)
 
+GRID_FEATURES = 3  # numbers in a grid view (creative_qa.preprocess.grid_features)
+
 
 class PassCounter:
     """Views through any ``CreativeModel`` in this process, with and without autograd.
@@ -98,6 +100,7 @@ class CreativeModel(nn.Module):
         weights: str | None = None,
         drop_rate: float = 0.1,
         drop_path_rate: float = 0.0,
+        grid_view: bool = False,
     ):
         super().__init__()
         kwargs = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
@@ -111,13 +114,27 @@ class CreativeModel(nn.Module):
         self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
         self.views = views
         self.backbone_name = backbone
+        # The grid view (creative_qa.preprocess.grid_view) is three numbers as uniform planes, not a
+        # picture: they join the features as they are, read off one pixel, and skip the backbone.
+        self.grid_view = bool(grid_view)
+        self.register_buffer("grid_centre", torch.tensor([64.0, 128.0, 128.0]), persistent=False)
         dim = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        width = dim * (views - self.grid_view) + GRID_FEATURES * self.grid_view
         # NOTE: views have fixed roles (whole, detail crops), so features are concatenated, not pooled.
         self.dropout = nn.Dropout(drop_rate)
-        self.tag_head = nn.Linear(dim * views, num_tags)
-        self.quality_head = nn.Linear(dim * views, 1)
+        self.tag_head = nn.Linear(width, num_tags)
+        self.quality_head = nn.Linear(width, 1)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(N, V, S, S, 3)`` -> ``(N, F)``: each picture view's backbone features, then the grid's numbers.
+
+        A call with other than the model's ``views`` (a method embedding single windows) has no grid view.
+        """
+        grid = None
+        if self.grid_view and images.shape[1] == self.views:
+            # (level - a no-JPEG level) / 4: a doubled step at the block edges is 16
+            grid = (images[:, -1, 0, 0, :].float() - self.grid_centre) / 4.0
+            images = images[:, :-1]
         n, v, h, w, c = images.shape  # (N, V, S, S, 3) uint8
         if torch.is_grad_enabled():
             PASSES.grad_views += n * v
@@ -126,7 +143,8 @@ class CreativeModel(nn.Module):
         x = images.reshape(n * v, h, w, c).permute(0, 3, 1, 2).float()  # (N*V, 3, S, S)
         x = (x - self.mean) / self.std
         f = self.backbone(x)  # (N*V, D)
-        return f.reshape(n, v * f.shape[-1])  # (N, V*D)
+        f = f.reshape(n, v * f.shape[-1])  # (N, V*D)
+        return f if grid is None else torch.cat([f, grid.to(f.dtype)], dim=1)
 
     def heads(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features ``(N, V*D)`` -> tag logits ``(N, T)`` and quality logit ``(N,)`` (methods that work in
@@ -178,6 +196,7 @@ def build_model(model_cfg, num_tags: int) -> CreativeModel:
         weights=model_cfg.weights,
         drop_rate=model_cfg.drop_rate,
         drop_path_rate=model_cfg.drop_path_rate,
+        grid_view=bool(model_cfg.grid_view),
     )
 
 

@@ -46,7 +46,7 @@ from training.model import CreativeModel, build_model, config_of, model_from_che
 
 log = logging.getLogger(__name__)
 CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
-_ARCH_FIELDS = ("backbone", "input_size", "crops", "detail_side", "crop_policy", "native_crops")
+_ARCH_FIELDS = ("backbone", "input_size", "crops", "detail_side", "crop_policy", "native_crops", "grid_view")
 
 
 @dataclass

@@ -195,6 +195,18 @@ def test_large_jpeg_is_decoded_reduced_but_the_model_sees_the_same_views():
     assert diff < 2.0  # of 255: the same views to the model
 
 
+def test_native_pixels_are_read_up_to_a_cap_and_larger_creatives_reduced(monkeypatch):
+    import creative_qa.media as media
+
+    monkeypatch.setattr(media, "NATIVE_MAX_PIXELS", 1_000_000)
+    data = _big_jpeg(3000, 2000)  # 6 Mpx: brought under 1 Mpx (the DCT halves it, then a factor 2)
+    frame = decode_bytes(data)[0].pixels
+    assert frame.shape[0] * frame.shape[1] <= 1_000_000 and frame.shape[0] >= 2000 // 4
+    png = decode_bytes(_png(np.zeros((900, 1300, 3), np.uint8)))[0].pixels
+    assert png.shape == (450, 650, 3)  # 1.17 Mpx: factor 2
+    assert decode_bytes(_png(np.zeros((800, 1200, 3), np.uint8)))[0].pixels.shape == (800, 1200, 3)  # under: kept
+
+
 def test_png_is_reduced_by_an_integer_factor_never_below_min_side():
     frames = decode_bytes(_png(np.zeros((900, 1300, 3), np.uint8)), min_side=256)
     assert frames[0].pixels.shape == (300, 434, 3)  # factor 3 (rounded up): 900 // 3 = 300 >= 256
@@ -223,13 +235,16 @@ def test_scorer_decodes_no_smaller_than_its_preprocessing_needs(tiny_onnx):
     from creative_qa.scorer import Scorer
 
     scorer = Scorer(tiny_onnx)
-    assert scorer.spec.detail_side == 128 and scorer.decode_min_side == 256
+    assert scorer.spec.detail_side == 128 and scorer.spec.grid_view == 1
+    assert scorer.decode_min_side is None  # the grid view reads the creative's own pixels
+    assert PreprocessSpec(64, 2, 128).decode_min_side == 256  # without it, twice the detail side would do
     data = _big_jpeg(2400, 1600)
-    assert min(scorer.decode(data)[0].pixels.shape[:2]) >= 256
+    assert scorer.decode(data)[0].pixels.shape[:2] == (1600, 2400)  # 3.8 Mpx: under the native cap
     full = scorer.score_frames(decode_bytes(data))
-    reduced = scorer.score_bytes(data)
-    assert abs(full["quality"] - reduced["quality"]) < 0.02
-    assert max(abs(full["tags"][t] - reduced["tags"][t]) for t in scorer.tags) < 0.05
+    assert scorer.score_bytes(data) == full  # what it scores is the creative at its own pixels
+    # ... which matters: a decode reduced through the DCT no longer shows the JPEG's block grid
+    views = [preprocess(decode_bytes(data, min_side=m)[0].pixels, scorer.spec) for m in (None, 256)]
+    assert not np.array_equal(views[0][-1], views[1][-1])
 
 
 def test_native_crops_keep_pixel_noise_that_rescaling_averages_away():
@@ -254,3 +269,32 @@ def test_native_crops_keep_pixel_noise_that_rescaling_averages_away():
     assert np.array_equal(out[:3], preprocess(noisy, served).astype(float))  # whole + detail views unchanged
     tiny = preprocess(np.zeros((40, 50, 3), np.uint8), spec)
     assert tiny.shape == (5, 64, 64, 3)  # a creative smaller than a view is upscaled, never cropped past its edge
+
+
+def _jpeg(pixels: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(buf).convert("RGB"))
+
+
+@pytest.mark.parametrize("size", [256, 1500])
+def test_grid_view_shows_the_jpeg_block_grid_that_a_clean_creative_lacks(size):
+    from creative_qa.synth import SynthConfig, make_creative
+    from creative_qa.synth.defects import to_pil
+
+    c = make_creative(np.random.default_rng(5), SynthConfig(size=256), chosen={})
+    clean = np.asarray(to_pil(c.image).resize((size * c.image.shape[1] // c.image.shape[0], size)))
+    spec = PreprocessSpec(input_size=64, crops=2, detail_side=256, grid_view=1)
+    assert spec.views == 4 and spec.decode_min_side is None  # the grid needs the creative's own pixels
+    served = PreprocessSpec(input_size=64, crops=2, detail_side=256)
+    grid = {}
+    for name, pixels in (("clean", clean), ("q10", _jpeg(clean, 10)), ("q85", _jpeg(clean, 85))):
+        views = preprocess(pixels, spec)
+        assert views.shape == (4, 64, 64, 3)
+        assert np.array_equal(views[:3], preprocess(pixels, served))  # the other views are unchanged
+        assert (views[-1] == views[-1, 0, 0]).all()  # uniform planes: flips and rotations leave it as it is
+        grid[name] = views[-1, 0, 0].astype(int)  # block-edge lift at the 8th column/row, at the top one, in levels
+    # steps across every 8th column and row (where the blocks meet) stand out in the coarse JPEG only
+    assert grid["q10"][0] > 1.3 * 64 and grid["q10"][0] > max(grid["clean"][0], grid["q85"][0]) + 10, grid
+    assert grid["clean"][0] < 1.2 * 64 and grid["q10"][2] > grid["clean"][2] + 8, grid
+    assert grid["q10"][1] >= grid["q10"][0]  # the top position is at least the 8th

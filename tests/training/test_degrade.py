@@ -127,3 +127,18 @@ def test_synthesize_labels_one_known_tag_and_leaves_the_rest_unknown(views):
     synthesised = {TAGS[j] for j in known.nonzero()[:, 1].tolist()}
     assert synthesised <= set(OPS)
     assert not (out == x).all(dim=(1, 2, 3, 4)).any()  # every copy changed
+
+
+def test_with_a_grid_view_every_copy_keeps_its_sources_grid_view_and_jpeg_is_not_synthesised():
+    spec = PreprocessSpec(input_size=64, crops=3, detail_side=256, grid_view=1)
+    creatives = [make_creative(np.random.default_rng(i), SynthConfig(), chosen={}) for i in range(4)]
+    x = torch.from_numpy(np.stack([preprocess(np.asarray(to_pil(c.image)), spec) for c in creatives]))
+    g = torch.Generator().manual_seed(0)
+    out, labels = synthesize(x, TAGS, spec.detail_side, g, grid_view=True)
+    assert torch.equal(out[:, -1], x[:, -1])  # the signature is relative: the defects keep the source's
+    assert not torch.equal(out[:, 1:-1], x[:, 1:-1])
+    assert torch.isnan(labels[:, TAGS.index("jpeg_artifacts")]).all()
+    with pytest.raises(ValueError, match="no synthesisable"):
+        synthesize(x, TAGS, spec.detail_side, g, ops=("jpeg_artifacts",), grid_view=True)
+    _, labels = synthesize(x, TAGS, spec.detail_side, g, ops=("jpeg_artifacts",))
+    assert (labels[:, TAGS.index("jpeg_artifacts")] == 1).all()  # without a grid view it is

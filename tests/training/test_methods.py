@@ -9,9 +9,10 @@ from training.methods import METHODS, get_method
 from training.model import build_model
 
 NAN = float("nan")
+VIEWS = load_config("default", TINY_OVERRIDES).model.views  # whole view, 2 crops, the grid view
 
 
-def _batch(n: int = 4, t: int = 14, v: int = 3, s: int = 64, pool: int = 2) -> dict[str, torch.Tensor]:
+def _batch(n: int = 4, t: int = 14, v: int = VIEWS, s: int = 64, pool: int = 2) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 2, (n, t), generator=g).float()
     labels[0, :5] = NAN

@@ -53,10 +53,10 @@ def two_models(tmp_path_factory, tiny_data):
     """Two differently initialised tiny models of taxonomy v1, exported to ONNX."""
     import torch
 
-    from creative_qa.preprocess import PreprocessSpec
     from training.checkpoint import Checkpoint
     from training.config import load_config
     from training.export import export_onnx
+    from training.loop import spec_of
     from training.model import build_model
 
     cfg = load_config("default", TINY_OVERRIDES)
@@ -68,7 +68,7 @@ def two_models(tmp_path_factory, tiny_data):
             build_model(cfg.model, len(tax)),
             cfg,
             tax,
-            PreprocessSpec(cfg.model.input_size, cfg.model.crops, cfg.model.detail_side),
+            spec_of(cfg),
             run_id="test",
         )
         out.append(export_onnx(ckpt, tmp_path_factory.mktemp(f"m{seed}") / "m.onnx", version="0", name=NAME))

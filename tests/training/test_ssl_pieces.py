@@ -183,3 +183,26 @@ def test_kl_consistency_keeps_pushing_a_confident_student():
     assert abs(grad("mse")) < 0.01 * abs(grad("kl"))
     with pytest.raises(ValueError):
         consistency_loss(same, teacher, kind="l1")
+
+
+def test_the_grid_views_numbers_join_the_heads_and_skip_the_backbone():
+    from training.model import CreativeModel
+
+    torch.manual_seed(0)
+    model = CreativeModel("test_resnet", num_tags=3, views=3, grid_view=True).eval()
+    dim = model.backbone.num_features
+    assert model.tag_head.in_features == 2 * dim + 3  # two picture views, three numbers
+    seen = []
+    model.backbone.register_forward_hook(lambda m, i, o: seen.append(i[0].shape[0]))
+    x = torch.randint(0, 256, (2, 3, 32, 32, 3), dtype=torch.uint8)
+    x[:, -1] = torch.tensor([64, 128, 128], dtype=torch.uint8)  # a creative without JPEG evidence
+    with torch.no_grad():
+        f = model.features(x)
+        assert seen == [4]  # 2 creatives x 2 picture views: the grid view never reaches the backbone
+        np.testing.assert_allclose(f[:, -3:].numpy(), 0.0)
+        tags, _ = model(x)
+        blocky = x.clone()
+        blocky[:, -1] = torch.tensor([160, 250, 200], dtype=torch.uint8)
+        assert not torch.allclose(model(blocky)[0], tags)  # the numbers reach the heads
+        np.testing.assert_allclose(model.features(blocky)[:, -3:].numpy(), [[24.0, 30.5, 18.0]] * 2)
+        assert model.features(x[:, :1]).shape == (2, dim)  # a single window (a method's embedding): no grid

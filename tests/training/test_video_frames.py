@@ -31,7 +31,7 @@ def test_model_pools_a_bag_and_only_inside_the_block():
     cfg = load_config("default", TINY_OVERRIDES)
     torch.manual_seed(0)
     model = build_model(cfg.model, 4).eval()
-    x = torch.randint(0, 256, (5, 3, 64, 64, 3), dtype=torch.uint8)
+    x = torch.randint(0, 256, (5, cfg.model.views, 64, 64, 3), dtype=torch.uint8)
     tags, q = model(x)
     with frame_bags(torch.tensor([0, 1, 1, 1, 2]), 3):
         pooled, pq = model(x)

@@ -39,7 +39,8 @@ def parent():
 
 def _images(n: int = 24, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 256, (n, 3, 64, 64, 3), dtype=torch.uint8, generator=g)
+    views = load_config("default", TINY_OVERRIDES).model.views
+    return torch.randint(0, 256, (n, views, 64, 64, 3), dtype=torch.uint8, generator=g)
 
 
 def test_noisy_or_logit_hand_computed():
