@@ -49,7 +49,7 @@ VIEWS_VERSION = 3
 # The grid view folds at most this many pixels square of a creative (its centre, on the block grid):
 # bounded work and memory at any size.
 GRID_REGION = 1024
-GRID_CLIP = 16.0  # luma steps above this (edges) are clipped, so a few strong edges cannot drown the grid
+GRID_CLIP = 16  # luma steps above this (edges) are clipped, so a few strong edges cannot drown the grid
 
 # Crop centres as fractions of (width, height); the first `crops` are used.
 CROP_CENTRES: tuple[tuple[float, float], ...] = ((0.5, 0.5), (0.28, 0.3), (0.72, 0.7), (0.28, 0.7), (0.72, 0.3))
@@ -169,35 +169,27 @@ def native_centres(img: Image.Image, size: int, n: int) -> list[tuple[float, flo
     return [c for pair in zip_longest(edges, smooth) for c in pair if c is not None][:n]
 
 
-def grid_fold(luma: np.ndarray, clip: float = GRID_CLIP) -> np.ndarray:
-    """Mean clipped luma step at each position of the 8x8 block grid: ``(2, 8, 8)`` float32.
+def grid_fold(luma: np.ndarray, clip: int = GRID_CLIP) -> np.ndarray:
+    """Mean clipped luma step at each position of the 8 px block grid: ``(2, 8)`` float32.
 
-    ``[0, r, c]`` is the mean ``|y[i, j+1] - y[i, j]|`` over pixels with ``i % 8 == r`` and
-    ``j % 8 == c`` (horizontal steps), ``[1]`` the same for vertical steps. A JPEG's block
-    boundaries make column 7 of ``[0]`` and row 7 of ``[1]`` stand out. ``luma`` is ``(H, W)``
-    with its origin on the block grid.
+    ``[0, c]`` is the mean ``|y[i, j+1] - y[i, j]|`` over every row and the columns ``j % 8 == c``
+    (horizontal steps), ``[1, r]`` the same for vertical steps across rows ``i % 8 == r``. A JPEG's
+    block edges make position 7 stand out. ``luma``: ``(H, W)``, its origin on the block grid.
     """
-    y = np.asarray(luma, dtype=np.float32)
-    h, w = y.shape
-    out = np.zeros((2, 8, 8), np.float32)
-    for k, (d, shape) in enumerate(((np.diff(y, axis=1), (h, w - 1)), (np.diff(y, axis=0), (h - 1, w)))):
-        step = np.minimum(np.abs(d), clip)
-        hh, ww = -(-shape[0] // 8) * 8, -(-shape[1] // 8) * 8  # pad to whole blocks; counts exclude the pad
-        pad = ((0, hh - shape[0]), (0, ww - shape[1]))
-        total = np.pad(step, pad).reshape(hh // 8, 8, ww // 8, 8).sum((0, 2))
-        count = np.pad(np.ones(shape, np.float32), pad).reshape(hh // 8, 8, ww // 8, 8).sum((0, 2))
-        out[k] = total / np.maximum(count, 1.0)
+    y = np.asarray(luma, dtype=np.int16)
+    out = np.zeros((2, 8), np.float32)
+    for k, axis in enumerate((1, 0)):
+        step = np.abs(np.diff(y, axis=axis))
+        np.minimum(step, clip, out=step)
+        profile = step.sum(axis=1 - axis, dtype=np.int64)  # per column (horizontal) or row (vertical)
+        pos = np.arange(len(profile)) % 8
+        count = np.maximum(np.bincount(pos, minlength=8), 1) * step.shape[1 - axis]
+        out[k] = np.bincount(pos, weights=profile, minlength=8) / count
     return out
 
 
-def _dct_matrix(n: int = 8) -> np.ndarray:
-    k = np.arange(n)
-    d = np.sqrt(2.0 / n) * np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * n))
-    d[0] /= np.sqrt(2.0)
-    return d
-
-
-_DCT8 = _dct_matrix()
+_K = np.arange(8)
+_DCT1 = np.sqrt(2.0 / 8.0) * np.cos(np.pi * (2 * _K + 1) / 16.0)  # the first AC basis vector of the 8-point DCT
 
 
 def quantisation_evidence(luma: np.ndarray, prior: float = 8.0) -> float:
@@ -211,9 +203,12 @@ def quantisation_evidence(luma: np.ndarray, prior: float = 8.0) -> float:
     multiples of 8, its origin on the block grid.
     """
     h, w = luma.shape
-    blocks = (np.asarray(luma, np.float32) - 128.0).reshape(h // 8, 8, w // 8, 8).transpose(0, 2, 1, 3)
-    c = _DCT8 @ blocks.reshape(-1, 8, 8) @ _DCT8.T
-    low = np.abs(np.concatenate([c[:, 0, 1], c[:, 1, 0]]))
+    y = np.asarray(luma, dtype=np.float32)
+    # (0, 1): the DC basis (1/sqrt 8) down each block's columns, the first AC one across them; (1, 0) the
+    # transpose. Block column sums and row sums give both without a full 2-D DCT.
+    cols = y.reshape(h // 8, 8, w).sum(axis=1).reshape(h // 8, w // 8, 8) @ _DCT1
+    rows = np.tensordot(y.reshape(h, w // 8, 8).sum(axis=2).reshape(h // 8, 8, w // 8), _DCT1, axes=(1, 0))
+    low = np.abs(np.concatenate([cols.ravel(), rows.ravel()])) / np.sqrt(8.0)
     nonzero = int((low > 4.0).sum())
     gap = int(((low > 4.0) & (low < 22.0)).sum())
     return (nonzero - gap) / (nonzero + prior)
@@ -228,10 +223,9 @@ def grid_features(fold: np.ndarray, evidence: float, eps: float = 0.5) -> np.nda
     * ``quantisation_evidence`` x 255;
     * the same excess in luma levels, 128 = none (a ratio over a flat image means little).
     """
-    mx, my = fold[0], fold[1]
-    at7 = ((mx[:, 7].mean() + eps) / (mx.mean() + eps) + (my[7, :].mean() + eps) / (my.mean() + eps)) / 2
-    levels = ((mx[:, 7].mean() - mx[:, :7].mean()) + (my[7, :].mean() - my[:7, :].mean())) / 2
-    values = [64.0 + 64.0 * np.log2(at7), 255.0 * evidence, 128.0 + 32.0 * levels]
+    lift = ((fold[:, 7] + eps) / (fold.mean(axis=1) + eps)).mean()
+    levels = (fold[:, 7] - fold[:, :7].mean(axis=1)).mean()
+    values = [64.0 + 64.0 * np.log2(lift), 255.0 * evidence, 128.0 + 32.0 * levels]
     return np.clip(np.array(values) + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -247,7 +241,7 @@ def grid_view(img: Image.Image, size: int) -> np.ndarray:
     w, h = img.size
     rw, rh = min(w, GRID_REGION), min(h, GRID_REGION)
     left, top = (w - rw) // 2 // 8 * 8, (h - rh) // 2 // 8 * 8
-    luma = np.asarray(img.crop((left, top, left + rw, top + rh)).convert("L"), dtype=np.float32)
+    luma = np.asarray(img.crop((left, top, left + rw, top + rh)).convert("L"))
     blocks = luma[: rh // 8 * 8, : rw // 8 * 8]
     evidence = quantisation_evidence(blocks) if blocks.size else 0.0
     return np.broadcast_to(grid_features(grid_fold(luma), evidence), (size, size, 3)).copy()
