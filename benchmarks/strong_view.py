@@ -84,7 +84,7 @@ def main() -> None:
             checkpoint = str(train(cfg).checkpoint)
     ckpt = load_checkpoint(checkpoint)
     spec = PreprocessSpec.from_dict(ckpt.preprocess)
-    set_native_views(spec.native_crops)  # the augmentations keep native crops in their role
+    set_native_views(spec.native_crops + spec.grid_view)  # the augmentations keep these views in their role
     ds, _ = load_manifest_dataset(manifest, tags, spec, pool=a.pool, desc="views")
     model = model_from_checkpoint(ckpt)
     before = disagreement(model, ds.views, ds.pool, legacy_strong, a.draws)

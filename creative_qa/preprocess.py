@@ -2,7 +2,7 @@
 
 Shrinking a whole creative to a small square erases the very evidence of blur,
 noise, JPEG blocks and pixelation, while layout defects (letterbox bars, text
-coverage, exposure) need the whole frame. So the model sees ``1 + crops`` views of
+coverage, exposure) need the whole frame. So the model sees ``PreprocessSpec.views`` views of
 ``input_size`` x ``input_size`` uint8 RGB pixels:
 
 * view 0: the whole creative, stretched to the square (no padding: padding would
@@ -12,7 +12,7 @@ coverage, exposure) need the whole frame. So the model sees ``1 + crops`` views 
   to the creative's own size (DESIGN.md), so a fixed short side keeps their scale
   constant from a 256 px thumbnail to a 1080 px original; ``detail_side=0`` takes
   crops at native size;
-* the last ``native_crops`` views: crops at the creative's own pixels. Noise, JPEG
+* then ``native_crops`` views: crops at the creative's own pixels. Noise, JPEG
   blocks and the softness an upscale leaves are pixel-level evidence that rescaling a
   1080 px creative to 256 averages away (``benchmarks/scale_sweep.py`` measures it);
   these crops keep it. They alternate between the most edge energy (an upscale's soft
@@ -195,11 +195,12 @@ _DCT1 = np.sqrt(2.0 / 8.0) * np.cos(np.pi * (2 * _K + 1) / 16.0)  # the first AC
 def quantisation_evidence(luma: np.ndarray, prior: float = 8.0) -> float:
     """How coarsely the lowest AC coefficients of the 8x8 luma blocks are quantised: 0 (no sign) .. 1.
 
-    A JPEG at quality q stores the (0, 1) and (1, 0) luma coefficients as multiples of about
-    ``16 * 50 / q`` levels (the standard table's 11 and 12, scaled): at q <= 20 no block has one
-    between about 4 and 22 in size, at q >= 40 or without a JPEG many do. The evidence is the
-    share of clearly non-zero coefficients outside that gap, shrunk towards 0 by ``prior``
-    coefficients so a flat creative (few non-zero ones) shows none. ``luma``: ``(H, W)``, H and W
+    A JPEG at quality q stores the (0, 1) and (1, 0) luma coefficients as multiples of
+    ``11 * 50 / q`` and ``12 * 50 / q`` levels (the standard luminance table, scaled): at q <= 20 no
+    block has one between about 4 and 22 in size, at q >= 40 or without a JPEG many do. The
+    evidence is the share of clearly non-zero coefficients outside that gap, shrunk towards 0 by
+    ``prior`` coefficients so a flat creative (few non-zero ones) shows none; a creative without a
+    JPEG reads about 0.5, a coarse JPEG near 1. ``luma``: ``(H, W)``, H and W
     multiples of 8, its origin on the block grid.
     """
     h, w = luma.shape
@@ -235,11 +236,15 @@ def grid_view(img: Image.Image, size: int) -> np.ndarray:
     Uniform planes, not a picture: a flip or a rotation of the view leaves it unchanged, and the
     model (``training.model.CreativeModel``) reads the three numbers off one pixel.
 
-    At most the central ``GRID_REGION`` pixels square are read (its corner on the grid, which a
-    JPEG's blocks start at the image's corner).
+    At most the central ``GRID_REGION`` pixels square are read, its corner on the 8 px grid from
+    the image's corner, where a decoded JPEG's blocks start. NOTE: only that grid is read: a JPEG
+    cropped afterwards by other than a multiple of 8, or one so large that decoding halved it
+    (``creative_qa.media.NATIVE_MAX_PIXELS``), shows little of its evidence here.
     """
     w, h = img.size
     rw, rh = min(w, GRID_REGION), min(h, GRID_REGION)
+    if min(rw, rh) < 16:  # under two blocks: no grid to read (no lift, no evidence, no excess)
+        return np.broadcast_to(np.array([64, 0, 128], np.uint8), (size, size, 3)).copy()
     left, top = (w - rw) // 2 // 8 * 8, (h - rh) // 2 // 8 * 8
     luma = np.asarray(img.crop((left, top, left + rw, top + rh)).convert("L"))
     blocks = luma[: rh // 8 * 8, : rw // 8 * 8]

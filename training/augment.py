@@ -79,7 +79,7 @@ def hflip(images: torch.Tensor, p: float = 0.5, generator: torch.Generator | Non
 
 
 def view_shuffle_crops(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Swap the order of the detail crops; the whole view stays first and native crops stay last, in place."""
+    """Swap the order of the detail crops; the whole view stays first, native crops and the grid view last, in place."""
     if images.shape[1] <= 2:
         return images
     whole, detail, native = _roles(images)
@@ -123,7 +123,7 @@ def resample_crops(images: torch.Tensor, pool: torch.Tensor | None, generator: t
     """Draw each creative's detail crops at random from its served crops plus its ``pool`` of other windows.
 
     ``images`` ``(N, V, S, S, 3)``, ``pool`` ``(N, P, S, S, 3)``; the whole view (view 0) stays first and
-    native crops (if any) stay last, in place.
+    native crops and the grid view (if any) stay last, in place.
     """
     whole, detail, native = _roles(images)
     crops = detail.shape[1]

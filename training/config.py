@@ -65,7 +65,7 @@ class ModelConfig:
 
     @property
     def views(self) -> int:
-        """Views per creative: the whole one, the detail crops and the native crops."""
+        """Views per creative: the whole one, the detail crops, the native crops and the grid view."""
         return 1 + self.crops + self.native_crops + self.grid_view
 
 
@@ -100,7 +100,9 @@ class WarmStartConfig:
     # better on validation (benchmarks/taxonomy_change.py --warm-lr-scales, 3 seeds).
     lr_scale: float = 1.0
     # Carried-over tags learn from (1 - distill) x label + distill x the parent's prediction, and
-    # blanks from the prediction (training.warmstart.distill_targets); 0 = the labels alone.
+    # blanks from the prediction (training.warmstart.distill_targets); 0 = the labels alone. The
+    # targets become soft: methods that act on exact 0/1 labels (DivideMix's clean split, large-loss
+    # rejection, UDA's TSA) leave those tags alone; the BCE-based ones (the default) learn from them.
     distill: float = 0.0
 
 

@@ -185,12 +185,14 @@ def synthesize(
     Each copy gets one defect drawn from ``ops`` (default: every synthesisable tag in ``tags``); its label
     row is 1 for that tag and NaN (unknown) everywhere else.
 
-    With ``grid_view`` the last view is the creative's block-grid signature, folded over the whole
-    creative (``creative_qa.preprocess.grid_view``), not a picture. Every copy keeps its source's: the
-    signature is relative, so blur, noise or exposure barely move it. JPEG is then not synthesised: its
-    copy's signature would have to come from the crops alone, where edges drown the blocks (measured:
-    a lift of 1.1-1.2 at the block edges against 1.3-3.3 for the same codec on the whole creative), so
-    the copies would teach a fainter grid than real JPEGs show.
+    With ``grid_view`` the last view is the creative's JPEG evidence read over its own pixels
+    (``creative_qa.preprocess.grid_view``), not a picture; the whole creative is not here to read it
+    again, so every copy keeps its source's. That is right for a source without a JPEG (noise, blur
+    or exposure leave its numbers near neutral); a copy of a coarse JPEG keeps a JPEG's numbers that
+    the noise or blur would in truth have weakened. Only the synthesised tag is labeled, so this
+    teaches nothing false about ``jpeg_artifacts``. JPEG itself is not synthesised then: a copy's
+    numbers would have to come from its crops alone, where edges drown the blocks (measured: a lift
+    of 1.1-1.2 at the block edges against 1.3-3.3 for the same codec on the whole creative).
     """
     g = generator or torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
     names = [t for t in (ops or tuple(OPS)) if t in OPS and t in tags and not (grid_view and t == "jpeg_artifacts")]

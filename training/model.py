@@ -132,7 +132,7 @@ class CreativeModel(nn.Module):
         """
         grid = None
         if self.grid_view and images.shape[1] == self.views:
-            # (level - a no-JPEG level) / 4: a doubled step at the block edges is 16
+            # (level - the neutral level: no lift, half the evidence, no excess) / 4; a doubled step is 16
             grid = (images[:, -1, 0, 0, :].float() - self.grid_centre) / 4.0
             images = images[:, :-1]
         n, v, h, w, c = images.shape  # (N, V, S, S, 3) uint8
@@ -147,7 +147,7 @@ class CreativeModel(nn.Module):
         return f if grid is None else torch.cat([f, grid.to(f.dtype)], dim=1)
 
     def heads(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features ``(N, V*D)`` -> tag logits ``(N, T)`` and quality logit ``(N,)`` (methods that work in
+        """Features ``(N, F)`` (``features``) -> tag logits ``(N, T)`` and quality logit ``(N,)`` (methods that work in
         embedding space, such as VAT or mixup, perturb ``f`` and call this)."""
         f = self.dropout(f)
         return self.tag_head(f), self.quality_head(f).squeeze(-1)
@@ -201,10 +201,16 @@ def build_model(model_cfg, num_tags: int) -> CreativeModel:
 
 
 def config_of(ckpt: Checkpoint):
-    """The ``TrainConfig`` a checkpoint was trained with."""
+    """The ``TrainConfig`` a checkpoint was trained with.
+
+    Its views come from its preprocessing spec: a checkpoint from before the grid view existed
+    has none, whatever today's default is.
+    """
     from training.config import TrainConfig, build_config  # noqa: PLC0415
 
-    return build_config(TrainConfig, ckpt.config, "<checkpoint>", strict=False)
+    cfg = build_config(TrainConfig, ckpt.config, "<checkpoint>", strict=False)
+    cfg.model.grid_view = int((ckpt.preprocess or {}).get("grid_view", 0))
+    return cfg
 
 
 def model_from_checkpoint(ckpt: Checkpoint | str | Path) -> CreativeModel:

@@ -276,6 +276,8 @@ class TaxonomyChange:
                 f"the parent's taxonomy (v{parent.taxonomy.version}) differs from v{taxonomy.version}: give --mapping "
                 "(`creative-qa taxonomy diff OLD NEW` proposes one)"
             )
+        if not 0.0 <= ws.distill <= 1.0:
+            raise ValueError(f"warm_start.distill must be in [0, 1], got {ws.distill}")
         if parent is not None:
             pm = config_of(parent.ckpt).model
             changed = [f for f in _ARCH_FIELDS if getattr(cfg.model, f) != getattr(pm, f)]

@@ -297,4 +297,11 @@ def test_grid_view_shows_the_jpeg_block_grid_that_a_clean_creative_lacks(size):
     # steps across every 8th column and row (where the blocks meet) stand out in the coarse JPEG only
     assert grid["q10"][0] > 1.3 * 64 and grid["q10"][0] > max(grid["clean"][0], grid["q85"][0]) + 10, grid
     assert grid["clean"][0] < 1.2 * 64 and grid["q10"][2] > grid["clean"][2] + 8, grid
-    assert grid["q10"][1] >= grid["q10"][0]  # the top position is at least the 8th
+    assert grid["q10"][1] > 0.9 * 255 and grid["clean"][1] < 0.75 * 255, grid  # coarse quantisation: q10 only
+
+
+def test_a_creative_too_small_for_the_block_grid_reads_as_no_evidence():
+    spec = PreprocessSpec(input_size=16, crops=1, detail_side=16, grid_view=1)
+    for shape in ((6, 5, 3), (12, 40, 3)):
+        pixels = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+        assert preprocess(pixels, spec)[-1, 0, 0].tolist() == [64, 0, 128]

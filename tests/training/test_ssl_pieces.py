@@ -206,3 +206,20 @@ def test_the_grid_views_numbers_join_the_heads_and_skip_the_backbone():
         assert not torch.allclose(model(blocky)[0], tags)  # the numbers reach the heads
         np.testing.assert_allclose(model.features(blocky)[:, -3:].numpy(), [[24.0, 30.5, 18.0]] * 2)
         assert model.features(x[:, :1]).shape == (2, dim)  # a single window (a method's embedding): no grid
+
+
+def test_a_checkpoint_from_before_the_grid_view_loads_with_the_views_it_was_trained_on():
+    from creative_qa.taxonomy import load_taxonomy
+    from tests.conftest import TINY_OVERRIDES
+    from training.checkpoint import Checkpoint
+    from training.config import load_config
+    from training.loop import spec_of
+    from training.model import build_model, model_from_checkpoint
+
+    cfg = load_config("default", [*TINY_OVERRIDES, "model.grid_view=0"])
+    model = build_model(cfg.model, len(load_taxonomy()))
+    ckpt = Checkpoint.for_model(model, cfg, load_taxonomy(), spec_of(cfg))
+    del ckpt.config["model"]["grid_view"], ckpt.preprocess["grid_view"]  # as saved before the field existed
+    loaded = model_from_checkpoint(ckpt)  # today's default (grid_view=1) would not fit its tag head
+    assert not loaded.grid_view and loaded.views == 3
+    assert torch.equal(loaded.tag_head.weight, model.tag_head.weight)
