@@ -25,8 +25,10 @@ is reported but not charged to any arm). Then, same recipe, backbone and data:
 
 With ``--seeds N`` the champion and every arm train with N training seeds (data fixed) and the
 tables show means; with several ``--warm-lr-scales`` (``warm_start.lr_scale``: the warm run's
-peak learning rate as a share of the recipe's), each is an arm ``warm_lr<scale>`` and (a) is
-the one with the best mean **validation** mAP (never test).
+peak learning rate as a share of the recipe's) or ``--warm-distills`` (``warm_start.distill``:
+how much the parent's predictions weigh in the carried-over tags' targets), each combination
+is an arm (``warm_lr<scale>_d<distill>``) and (a) is the one with the best mean **validation**
+mAP (never test). A last table gives, per carried-over tag, (a) minus (b) over the seeds.
 
 Reported: per-tag AP on the clean v2 test split, mAP on the carried-over tags (kept,
 renamed, merged) and on the new ones (split children, added), and wall time per arm.
