@@ -176,10 +176,12 @@ def grid_fold(luma: np.ndarray, clip: int = GRID_CLIP) -> np.ndarray:
     (horizontal steps), ``[1, r]`` the same for vertical steps across rows ``i % 8 == r``. A JPEG's
     block edges make position 7 stand out. ``luma``: ``(H, W)``, its origin on the block grid.
     """
-    y = np.asarray(luma, dtype=np.int16)
+    y = np.asarray(luma, dtype=np.uint8)
     out = np.zeros((2, 8), np.float32)
     for k, axis in enumerate((1, 0)):
-        step = np.abs(np.diff(y, axis=axis))
+        a, b = (y[:, 1:], y[:, :-1]) if axis == 1 else (y[1:], y[:-1])
+        step = np.maximum(a, b)
+        step -= np.minimum(a, b)  # |a - b| in uint8, without a wider copy (the serving path runs this per creative)
         np.minimum(step, clip, out=step)
         profile = step.sum(axis=1 - axis, dtype=np.int64)  # per column (horizontal) or row (vertical)
         pos = np.arange(len(profile)) % 8
@@ -189,7 +191,9 @@ def grid_fold(luma: np.ndarray, clip: int = GRID_CLIP) -> np.ndarray:
 
 
 _K = np.arange(8)
-_DCT1 = np.sqrt(2.0 / 8.0) * np.cos(np.pi * (2 * _K + 1) / 16.0)  # the first AC basis vector of the 8-point DCT
+# the 8-point DCT's first AC basis vector
+_DCT1 = (np.sqrt(2.0 / 8.0) * np.cos(np.pi * (2 * _K + 1) / 16.0)).astype(np.float32)
+_DOWN = np.stack([np.ones(8, np.float32), _DCT1])
 
 
 def quantisation_evidence(luma: np.ndarray, prior: float = 8.0) -> float:
@@ -204,11 +208,13 @@ def quantisation_evidence(luma: np.ndarray, prior: float = 8.0) -> float:
     multiples of 8, its origin on the block grid.
     """
     h, w = luma.shape
-    y = np.asarray(luma, dtype=np.float32)
+    y = np.asarray(luma, dtype=np.float32).reshape(h // 8, 8, w)
     # (0, 1): the DC basis (1/sqrt 8) down each block's columns, the first AC one across them; (1, 0) the
-    # transpose. Block column sums and row sums give both without a full 2-D DCT.
-    cols = y.reshape(h // 8, 8, w).sum(axis=1).reshape(h // 8, w // 8, 8) @ _DCT1
-    rows = np.tensordot(y.reshape(h, w // 8, 8).sum(axis=2).reshape(h // 8, 8, w // 8), _DCT1, axes=(1, 0))
+    # transpose. One contraction down the block rows (plain sum, first AC basis) gives both without a
+    # 2-D DCT; the rest works on an 8x smaller array.
+    down = np.einsum("ki,biw->kbw", _DOWN, y)  # (2, H/8, W)
+    cols = down[0].reshape(h // 8, w // 8, 8) @ _DCT1
+    rows = down[1].reshape(h // 8, w // 8, 8).sum(axis=-1)
     low = np.abs(np.concatenate([cols.ravel(), rows.ravel()])) / np.sqrt(8.0)
     nonzero = int((low > 4.0).sum())
     gap = int(((low > 4.0) & (low < 22.0)).sum())

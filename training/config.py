@@ -58,7 +58,10 @@ class ModelConfig:
     detail_side: int = 256  # short side the creative is rescaled to before cropping
     crop_policy: str = "detail"  # "detail": crops where the edges are; "fixed": fixed positions
     native_crops: int = 0  # crops at the creative's own pixels (noise, JPEG, upscaling at any size)
-    grid_view: int = 1  # 1: a view of the creative's JPEG evidence, three numbers (creative_qa.preprocess.grid_view)
+    # 1: a view of the creative's JPEG evidence, three numbers (creative_qa.preprocess.grid_view). Off by
+    # default until serving keeps its pace with it: the API reaches 0.75x the in-process scorer with
+    # it (0.99x without, benchmarks/serving.py at concurrency 8).
+    grid_view: int = 0
     drop_rate: float = 0.1  # dropout before the heads
     drop_path_rate: float = 0.0  # stochastic depth, where the backbone supports it
     prior_bias: bool = True  # start the tag head's bias at each tag's prior in the labeled set

@@ -9,7 +9,7 @@ from training.methods import METHODS, get_method
 from training.model import build_model
 
 NAN = float("nan")
-VIEWS = load_config("default", TINY_OVERRIDES).model.views  # whole view, 2 crops, the grid view
+VIEWS = load_config("default", TINY_OVERRIDES).model.views
 
 
 def _batch(n: int = 4, t: int = 14, v: int = VIEWS, s: int = 64, pool: int = 2) -> dict[str, torch.Tensor]:

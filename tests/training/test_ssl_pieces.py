@@ -208,7 +208,7 @@ def test_the_grid_views_numbers_join_the_heads_and_skip_the_backbone():
         assert model.features(x[:, :1]).shape == (2, dim)  # a single window (a method's embedding): no grid
 
 
-def test_a_checkpoint_from_before_the_grid_view_loads_with_the_views_it_was_trained_on():
+def test_a_checkpoint_loads_with_the_views_its_spec_names_whatever_the_config_default():
     from creative_qa.taxonomy import load_taxonomy
     from tests.conftest import TINY_OVERRIDES
     from training.checkpoint import Checkpoint
@@ -216,10 +216,13 @@ def test_a_checkpoint_from_before_the_grid_view_loads_with_the_views_it_was_trai
     from training.loop import spec_of
     from training.model import build_model, model_from_checkpoint
 
-    cfg = load_config("default", [*TINY_OVERRIDES, "model.grid_view=0"])
-    model = build_model(cfg.model, len(load_taxonomy()))
-    ckpt = Checkpoint.for_model(model, cfg, load_taxonomy(), spec_of(cfg))
-    del ckpt.config["model"]["grid_view"], ckpt.preprocess["grid_view"]  # as saved before the field existed
-    loaded = model_from_checkpoint(ckpt)  # today's default (grid_view=1) would not fit its tag head
-    assert not loaded.grid_view and loaded.views == 3
-    assert torch.equal(loaded.tag_head.weight, model.tag_head.weight)
+    for grid in (0, 1):
+        cfg = load_config("default", [*TINY_OVERRIDES, f"model.grid_view={grid}"])
+        model = build_model(cfg.model, len(load_taxonomy()))
+        ckpt = Checkpoint.for_model(model, cfg, load_taxonomy(), spec_of(cfg))
+        del ckpt.config["model"]["grid_view"]  # a config without the field reads as the default ...
+        if not grid:
+            del ckpt.preprocess["grid_view"]  # ... and a spec from before the field existed as 0
+        loaded = model_from_checkpoint(ckpt)  # the wrong view count would not fit the tag head
+        assert loaded.grid_view == bool(grid) and loaded.views == 3 + grid
+        assert torch.equal(loaded.tag_head.weight, model.tag_head.weight)
