@@ -270,18 +270,14 @@ def main() -> None:
             w, s = by[chosen], by["scratch"]
             shared = [t for t in carried if t in w["per_tag_AP"] and t in s["per_tag_AP"]]
             worse = [t for t in shared if w["per_tag_AP"][t] < s["per_tag_AP"][t]]
-            per_seed = []
-            for seed in range(a.seed, a.seed + a.seeds):
-                ws_ = next(r for r in runs if r["arm"] == chosen and r["seed"] == seed)["per_tag_AP"]
-                ss_ = next(r for r in runs if r["arm"] == "scratch" and r["seed"] == seed)["per_tag_AP"]
-                per_seed.append(sum(ws_[t] >= ss_[t] for t in shared))
-            # Per carried-over tag: warm minus scratch, its mean and spread over training seeds.
+            # Per carried-over tag and training seed: warm minus scratch.
             diffs = {t: [] for t in shared}
             for seed in range(a.seed, a.seed + a.seeds):
                 ws_ = next(r for r in runs if r["arm"] == chosen and r["seed"] == seed)["per_tag_AP"]
                 ss_ = next(r for r in runs if r["arm"] == "scratch" and r["seed"] == seed)["per_tag_AP"]
                 for t in shared:
                     diffs[t].append(ws_[t] - ss_[t])
+            per_seed = [sum(d[i] >= 0 for d in diffs.values()) for i in range(a.seeds)]
             diff_rows = [
                 {
                     "tag": t,

@@ -190,9 +190,8 @@ def grid_fold(luma: np.ndarray, clip: int = GRID_CLIP) -> np.ndarray:
     return out
 
 
-_K = np.arange(8)
 # the 8-point DCT's first AC basis vector
-_DCT1 = (np.sqrt(2.0 / 8.0) * np.cos(np.pi * (2 * _K + 1) / 16.0)).astype(np.float32)
+_DCT1 = (np.sqrt(2.0 / 8.0) * np.cos(np.pi * (2 * np.arange(8) + 1) / 16.0)).astype(np.float32)
 _DOWN = np.stack([np.ones(8, np.float32), _DCT1])
 
 
@@ -250,12 +249,12 @@ def grid_view(img: Image.Image, size: int) -> np.ndarray:
     w, h = img.size
     rw, rh = min(w, GRID_REGION), min(h, GRID_REGION)
     if min(rw, rh) < 16:  # under two blocks: no grid to read (no lift, no evidence, no excess)
-        return np.broadcast_to(np.array([64, 0, 128], np.uint8), (size, size, 3)).copy()
-    left, top = (w - rw) // 2 // 8 * 8, (h - rh) // 2 // 8 * 8
-    luma = np.asarray(img.crop((left, top, left + rw, top + rh)).convert("L"))
-    blocks = luma[: rh // 8 * 8, : rw // 8 * 8]
-    evidence = quantisation_evidence(blocks) if blocks.size else 0.0
-    return np.broadcast_to(grid_features(grid_fold(luma), evidence), (size, size, 3)).copy()
+        values = np.array([64, 0, 128], np.uint8)
+    else:
+        left, top = (w - rw) // 2 // 8 * 8, (h - rh) // 2 // 8 * 8
+        luma = np.asarray(img.crop((left, top, left + rw, top + rh)).convert("L"))
+        values = grid_features(grid_fold(luma), quantisation_evidence(luma[: rh // 8 * 8, : rw // 8 * 8]))
+    return np.broadcast_to(values, (size, size, 3)).copy()
 
 
 def preprocess(

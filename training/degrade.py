@@ -210,10 +210,11 @@ def synthesize(
         op = OPS[name]
         value = op.low + float(params[i]) * (op.high - op.low)
         out[i] = op.fn(x[i], value, scales, g)
-        if grid_view:
-            out[i, -1] = x[i, -1]
         labels[i, tags.index(name)] = 1.0
-    return (out * 255 + 0.5).clamp(0, 255).to(torch.uint8), labels
+    copies = (out * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+    if grid_view:
+        copies[:, -1] = images[:, -1]
+    return copies, labels
 
 
 def ranking_loss(q_source: torch.Tensor, q_degraded: torch.Tensor, margin: float = 0.5) -> torch.Tensor:

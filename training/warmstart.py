@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,9 +60,16 @@ class Parent:
     version: str | None = None
 
 
+def _read_checkpoint(uri: str, path: Path) -> Checkpoint:
+    try:
+        return Checkpoint.load(path)
+    except (ValueError, TypeError, KeyError, RuntimeError, OSError) as e:
+        raise ValueError(f"--from {uri}: {path} is not a creative-qa training checkpoint ({e})") from e
+
+
 def resolve_parent(uri: str, experiment: str = "creative-qa") -> Parent:
     """``models:/name@alias``, ``models:/name/N``, ``runs:/<run id>`` or a checkpoint path -> its checkpoint."""
-    name = version = run_id = dst = None
+    name = version = run_id = None
     path = Path(uri)
     if not uri.startswith(("models:/", "runs:/")):
         if not path.is_file():
@@ -87,21 +93,17 @@ def resolve_parent(uri: str, experiment: str = "creative-qa") -> Parent:
                 raise ValueError(f"--from {uri}: version {version} has no MLflow run to take a checkpoint from")
         else:
             run_id = uri[len("runs:/") :].strip("/").split("/")[0]
-        dst = Path(tempfile.mkdtemp(prefix="cqa-parent-"))
-        try:
-            path = Path(
-                mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT, dst_path=str(dst))
-            )
-        except (mlflow.exceptions.MlflowException, OSError) as e:
-            shutil.rmtree(dst, ignore_errors=True)
-            raise ValueError(f"--from {uri}: run {run_id} has no {CHECKPOINT_ARTIFACT} artifact ({e})") from e
-    try:
-        ckpt = Checkpoint.load(path)  # NOTE: read whole into memory, so a downloaded copy can go
-    except (ValueError, TypeError, KeyError, RuntimeError, OSError) as e:
-        raise ValueError(f"--from {uri}: {path} is not a creative-qa training checkpoint ({e})") from e
-    finally:
-        if dst is not None:
-            shutil.rmtree(dst, ignore_errors=True)
+        # NOTE: the checkpoint is read whole into memory, so its downloaded copy goes with the folder.
+        with tempfile.TemporaryDirectory(prefix="cqa-parent-") as dst:
+            try:
+                path = Path(
+                    mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT, dst_path=dst)
+                )
+            except (mlflow.exceptions.MlflowException, OSError) as e:
+                raise ValueError(f"--from {uri}: run {run_id} has no {CHECKPOINT_ARTIFACT} artifact ({e})") from e
+            ckpt = _read_checkpoint(uri, path)
+    if not uri.startswith(("models:/", "runs:/")):
+        ckpt = _read_checkpoint(uri, path)
     taxonomy = taxonomy_from_dict(ckpt.taxonomy, f"<parent {uri}>")
     log.info("parent model %s: taxonomy v%s, run %s, version %s", uri, taxonomy.version, run_id, version)
     return Parent(uri, ckpt, taxonomy, run_id or ckpt.run_id, name, version)
@@ -216,6 +218,11 @@ def pseudo_labels(
     return out, counts
 
 
+def check_distill(weight: float) -> None:
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"warm_start.distill must be in [0, 1], got {weight}")
+
+
 def distill_targets(mapping: TaxonomyMapping, labels: np.ndarray, old_probs: np.ndarray, weight: float) -> np.ndarray:
     """Soft targets on the carried-over tags: the labels blended with the parent's predictions.
 
@@ -226,8 +233,7 @@ def distill_targets(mapping: TaxonomyMapping, labels: np.ndarray, old_probs: np.
     (a merged tag's ``p`` is the noisy-or of its sources). Split children and added tags are
     untouched: the parent cannot say them. ``weight = 0`` returns the labels unchanged.
     """
-    if not 0.0 <= weight <= 1.0:
-        raise ValueError(f"warm_start.distill must be in [0, 1], got {weight}")
+    check_distill(weight)
     out = labels.copy()
     if weight == 0.0:
         return out
@@ -276,8 +282,7 @@ class TaxonomyChange:
                 f"the parent's taxonomy (v{parent.taxonomy.version}) differs from v{taxonomy.version}: give --mapping "
                 "(`creative-qa taxonomy diff OLD NEW` proposes one)"
             )
-        if not 0.0 <= ws.distill <= 1.0:
-            raise ValueError(f"warm_start.distill must be in [0, 1], got {ws.distill}")
+        check_distill(ws.distill)  # before the parent predicts on the whole training set
         if parent is not None:
             pm = config_of(parent.ckpt).model
             changed = [f for f in _ARCH_FIELDS if getattr(cfg.model, f) != getattr(pm, f)]
