@@ -68,11 +68,14 @@ class RayScorer:
 
         data = ray.get(model[0])  # NOTE: wrapped in a list so Ray Data hands us the reference, not a copy per call
         fd, path = tempfile.mkstemp(suffix=".onnx", prefix="creative-qa-actor-")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        self.scorer = Scorer(path, providers=None if gpu else ["CPUExecutionProvider"], max_frames=max_frames)
-        if not gpu:
-            tune_cpu_session(self.scorer, 1)  # one CPU per actor
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            self.scorer = Scorer(path, providers=None if gpu else ["CPUExecutionProvider"], max_frames=max_frames)
+            if not gpu:
+                tune_cpu_session(self.scorer, 1)  # one CPU per actor
+        finally:
+            os.unlink(path)  # NOTE: the session holds the model; every actor of every run would leave a copy
         self.batch_size = batch_size
         self.columns = output_schema(self.scorer.tags).names
 

@@ -1,13 +1,21 @@
 """The Ray Data engine on a local in-process Ray gives the local engine's table."""
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import pandas as pd
 
 from creative_qa import batch_ray
 from creative_qa.batch import batch_score
 
 
-def test_ray_engine_matches_local(tiny_onnx, tiny_data, tmp_path, monkeypatch):
+def test_ray_engine_matches_local(tiny_onnx, tiny_data, tmp_path, monkeypatch, request):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # the actors (new processes) write their model copy to TMPDIR; a short path: Ray puts its sockets there too
+    actor_tmp = Path(tempfile.mkdtemp(prefix="cqa-ray-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(actor_tmp, ignore_errors=True))
+    monkeypatch.setenv("TMPDIR", str(actor_tmp))
     df = pd.read_csv(tiny_data["test"])
     files = [str(tiny_data["test"].parent / p) for p in df["path"].iloc[:6]]
     videos = sorted(str(p) for p in (tiny_data["train_labeled"].parent / "train").rglob("*.mp4"))[:1]
@@ -30,3 +38,4 @@ def test_ray_engine_matches_local(tiny_onnx, tiny_data, tmp_path, monkeypatch):
         assert list(a.columns) == list(b.columns)
         pd.testing.assert_frame_equal(a, b, check_exact=False, atol=1e-6, rtol=0)
         assert out.with_name(f"ray-{split}.report.html").is_file()
+    assert not list(actor_tmp.rglob("creative-qa-actor-*"))  # the actors' model copies are gone
