@@ -3,6 +3,7 @@
     python benchmarks/taxonomy_change.py            # default scale: about 10 minutes on 2 CPU cores
     python benchmarks/taxonomy_change.py --quick    # a minute or two (what CI smoke-tests)
     python benchmarks/taxonomy_change.py --seeds 3 --warm-lr-scales 1,0.3 --arms warm,scratch,v1_alone
+    python benchmarks/taxonomy_change.py --seeds 4 --warm-mixes '1;1,0.8,0.6' model.grid_view=1
 
 Data: synthetic creatives, fixed seed, labeled by the generator in both taxonomies. The
 training pool carries taxonomy-v1 labels with simulated annotator noise (the labels a team
@@ -26,8 +27,10 @@ is reported but not charged to any arm). Then, same recipe, backbone and data:
 With ``--seeds N`` the champion and every arm train with N training seeds (data fixed) and the
 tables show means; with several ``--warm-lr-scales`` (``warm_start.lr_scale``: the warm run's
 peak learning rate as a share of the recipe's) or ``--warm-distills`` (``warm_start.distill``:
-how much the parent's predictions weigh in the carried-over tags' targets), each combination
-is an arm (``warm_lr<scale>_d<distill>``) and (a) is the one with the best mean **validation**
+how much the parent's predictions weigh in the carried-over tags' targets) or ``--warm-mixes``
+(``warm_start.mix``: candidate weight mixes of the trained and the warm-started model, one
+chosen per run on validation), each combination is an arm
+(``warm_lr<scale>_d<distill>_m<mixes>``) and (a) is the one with the best mean **validation**
 mAP (never test). A last table gives, per carried-over tag, (a) minus (b) over the seeds.
 
 Reported: per-tag AP on the clean v2 test split, mAP on the carried-over tags (kept,
@@ -145,7 +148,14 @@ def main() -> None:
         default=None,
         help="comma-separated warm_start.distill candidates for (a) (default: the recipe's); each is an arm too",
     )
+    ap.add_argument(
+        "--warm-mixes",
+        default=None,
+        help="';'-separated warm_start.mix candidate lists for (a), e.g. '1;1,0.75,0.5' (default: the recipe's); "
+        "each list is an arm too",
+    )
     ap.add_argument("--out", default="benchmarks/results/taxonomy_change.json")
+    ap.add_argument("overrides", nargs="*", help="config overrides for every run, champion included (key=value)")
     a = ap.parse_args()
     if a.quick:
         a.pool, a.new_labels, a.test, a.epochs, a.steps_per_epoch = 96, 24, 48, 2, 3
@@ -166,7 +176,7 @@ def main() -> None:
     new = [r.target for r in mapping.rules if r.kind in ("split", "add")]
     kind = {r.target: r.kind for r in mapping.rules}
     warm_epochs = max(1, round(a.epochs * a.warm_fraction))
-    common = [f"optim.steps_per_epoch={a.steps_per_epoch}", f"data.test={data['test']}"]
+    common = [f"optim.steps_per_epoch={a.steps_per_epoch}", f"data.test={data['test']}", *a.overrides]
     if a.quick:
         common += ["model.backbone=test_resnet", "model.input_size=64", "model.detail_side=128", "model.crops=2"]
     v2 = [f"data.labeled={data['v2_train']}", "data.taxonomy=v2", f"data.mapping={MAPPING}"]
@@ -174,10 +184,12 @@ def main() -> None:
 
     scales = [float(x) for x in a.warm_lr_scales.split(",")]
     distills = [float(x) for x in a.warm_distills.split(",")] if a.warm_distills else [None]
-    variants = [(sc, d) for sc in scales for d in distills]
+    mixes = [[float(x) for x in m.split(",")] for m in a.warm_mixes.split(";")] if a.warm_mixes else [None]
+    variants = [(sc, d, mx) for sc in scales for d in distills for mx in mixes]
 
-    def warm_name(sc: float, d: float | None) -> str:
+    def warm_name(sc: float, d: float | None, mx: list[float] | None) -> str:
         parts = ([f"lr{sc:g}"] if len(scales) > 1 else []) + ([f"d{d:g}"] if len(distills) > 1 else [])
+        parts += ["m" + "-".join(f"{x:g}" for x in mx)] if len(mixes) > 1 else []
         return "_".join(["warm", *parts])
 
     exp = "bench-taxonomy"
@@ -205,6 +217,7 @@ def main() -> None:
             return {"arm": name, "seed": seed, "steps": epochs * a.steps_per_epoch, "wall_s": wall} | {
                 "per_tag_AP": ap_,
                 "val_mAP": result.metrics.get("val_mAP"),
+                "mix_chosen": result.metrics.get("warm_mix"),
                 "checkpoint": str(result.checkpoint),
                 "run_id": result.run_id,
             }
@@ -215,10 +228,12 @@ def main() -> None:
             champions.append(champion)
             print(f"v1 champion trained in {champion['wall_s']:.0f}s (not charged to any arm)")
             if "warm" in wanted:
-                for sc, d in variants:
+                for sc, d, mx in variants:
                     ws = [f"warm_start.parent={champion['checkpoint']}", f"warm_start.lr_scale={sc}"]
                     ws += [f"warm_start.distill={d}"] if d is not None else []
-                    runs.append(arm(warm_name(sc, d), [*v2, *ws], warm_epochs, seed) | {"lr_scale": sc, "distill": d})
+                    ws += [f"warm_start.mix={mx}"] if mx is not None else []
+                    extra = {"lr_scale": sc, "distill": d, "mix": mx}
+                    runs.append(arm(warm_name(sc, d, mx), [*v2, *ws], warm_epochs, seed) | extra)
             if "scratch" in wanted:
                 runs.append(arm("scratch", v2, a.epochs, seed))
             if "scratch_same_steps" in wanted:
@@ -243,7 +258,10 @@ def main() -> None:
                 vals = [r[k] for r in rs if r.get(k) is not None]
                 mean[k] = float(np.mean(vals)) if vals else None
             mean["per_tag_AP"] = {t: float(np.mean([r["per_tag_AP"][t] for r in rs])) for t in tags}
-            for k in ("lr_scale", "distill"):
+            chosen_mixes = [r["mix_chosen"] for r in rs if r.get("mix_chosen") is not None]
+            if chosen_mixes:
+                mean["mix_chosen"] = ",".join(f"{x:g}" for x in chosen_mixes)
+            for k in ("lr_scale", "distill", "mix"):
                 if k in rs[0]:
                     mean[k] = rs[0][k]
             rows.append(mean)
@@ -254,7 +272,8 @@ def main() -> None:
         chosen = max(warm_rows, key=lambda r: r["val_mAP"] or 0.0)["arm"] if warm_rows else None
 
         print()
-        print_table(rows, ["arm", "seeds", "steps", "val_mAP", "carried_mAP", "new_mAP", "mAP", "wall_s"])
+        cols = ["arm", "seeds", "steps", "val_mAP", "carried_mAP", "new_mAP", "mAP", "wall_s"]
+        print_table(rows, cols + (["mix_chosen"] if any("mix_chosen" in r for r in rows) else []))
         print()
         names = [r["arm"] for r in rows]
         by = {r["arm"]: r for r in rows}

@@ -76,6 +76,7 @@ def test_v1_to_v2_retrain_register_challenger_and_promote(
             f"data.labeled={labeled}",
             f"data.test={v2_data['test']}",
             f"output_dir={tmp_path / 'v2'}",
+            "warm_start.mix=[1,0.5,0]",  # alpha 0 is the warm-started model itself
         ]
     )
     out = json.loads(capsys.readouterr().out)
@@ -94,6 +95,11 @@ def test_v1_to_v2_retrain_register_challenger_and_promote(
     artifacts = {a.path for a in client.list_artifacts(out["run_id"])}
     assert {"taxonomy.yaml", "parent_taxonomy.yaml", "taxonomy_mapping.yaml", "checkpoints"} <= artifacts
     assert "pseudo_labels_motion_blur" in run.data.metrics
+    # the weight mix with the best validation mAP is the one kept (ties go to the larger alpha)
+    tried = {a: run.data.metrics[f"val_mAP_mix_{a}"] for a in ("1", "0.5", "0")}
+    best = max(tried, key=lambda a: (tried[a], float(a)))
+    assert run.data.metrics["warm_mix"] == float(best)
+    assert run.data.metrics["val_mAP"] == pytest.approx(tried[best])
 
     # Tolerance 1: whatever the tiny models score, the challenger is promoted and the table printed.
     cli(["promote", "--eval", str(v2_data["test"]), "--tolerance", "1.0"])

@@ -107,6 +107,10 @@ class WarmStartConfig:
     # targets become soft: methods that act on exact 0/1 labels (DivideMix's clean split, large-loss
     # rejection, UDA's TSA) leave those tags alone; the BCE-based ones (the default) learn from them.
     distill: float = 0.0
+    # Weight-space ensembling (WiSE-FT): after training, the model is alpha x its trained weights +
+    # (1 - alpha) x its warm-started ones, alpha the candidate with the best validation mAP. A
+    # fine-tuned model forgets some of what its parent knew; part way back keeps it.
+    mix: list[float] = field(default_factory=lambda: [1.0])
 
 
 @dataclass

@@ -48,7 +48,7 @@ from training.data import (
 from training.methods import get_method
 from training.metrics import calibrate_thresholds, evaluate
 from training.model import PASSES, build_model, frame_bags, init_tag_prior
-from training.warmstart import TaxonomyChange
+from training.warmstart import TaxonomyChange, check_mix, mix_state
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -270,7 +270,7 @@ class Trainer:
         steps_per_epoch = cfg.optim.steps_per_epoch or steps_in_epoch(len(self.train_ds), bs, dist.world)
         total = steps_per_epoch * cfg.optim.epochs
         start_epoch, skip, step, run_id = 0, 0, 0, None
-        rng_restored = False
+        rng_restored, finished = False, False
         if resume:
             # NOTE: map_location per rank, or every rank's tensors land on the device rank 0 saved from.
             ckpt = Checkpoint.load(resume, map_location=self.device)
@@ -279,6 +279,7 @@ class Trainer:
                 opt.load_state_dict(ckpt.optimizer)
             method.load_state_dict(ckpt.method)
             (start_epoch, skip), step, run_id = ckpt.resume_position(), ckpt.step, ckpt.run_id
+            finished = ckpt.thresholds is not None  # its final save: any weight mix is in it already
             rngs = ckpt.rng if isinstance(ckpt.rng, list) else [ckpt.rng]
             if len(rngs) == dist.world:
                 restore_rng(rngs[dist.rank])
@@ -385,6 +386,8 @@ class Trainer:
             eval_model = self._eval_net(method)
             if val_probs is None:  # resumed after the last epoch: nothing was evaluated in this process
                 metrics, val_probs = evaluate_dataset(eval_model, self.val_ds, self.tags, self.device, "val_")
+            if self.change and self.change.start_state is not None and not finished:
+                metrics, val_probs = self._mix_with_start(eval_model, metrics, val_probs, log_metrics, step)
             thresholds = calibrate_thresholds(
                 val_probs, self.val_ds.labels.numpy(), self.tags, self.taxonomy.thresholds
             )
@@ -404,6 +407,28 @@ class Trainer:
                 mlflow.log_artifact(str(ckpt_path), artifact_path="checkpoints")
         distributed.barrier(dist)
         return TrainResult(run_id, ckpt_path, metrics, thresholds, self.skipped)
+
+    def _mix_with_start(self, net: nn.Module, metrics: dict, val_probs: np.ndarray, log_metrics, step: int):
+        """``warm_start.mix``: the candidate weight mix with the best validation mAP, loaded into ``net``."""
+        alphas = check_mix(self.cfg.warm_start.mix)
+        if alphas == [1.0]:
+            return metrics, val_probs
+        final = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        tried: dict[float, tuple[dict, np.ndarray]] = {1.0: (metrics, val_probs)} if 1.0 in alphas else {}
+        for a in alphas:
+            if a not in tried:
+                net.load_state_dict(mix_state(self.change.start_state, final, a))
+                tried[a] = evaluate_dataset(net, self.val_ds, self.tags, self.device, "val_")
+        best = max(alphas, key=lambda a: (tried[a][0].get("val_mAP", float("-inf")), a))
+        net.load_state_dict(mix_state(self.change.start_state, final, best))
+        log.info(
+            "weight mix with the warm start: alpha %g chosen (validation mAP %s)",
+            best,
+            ", ".join(f"{a:g}: {tried[a][0].get('val_mAP', float('nan')):.3f}" for a in alphas),
+        )
+        log_metrics({f"val_mAP_mix_{a:g}": tried[a][0].get("val_mAP", float("nan")) for a in alphas}, step)
+        log_metrics({"warm_mix": best}, step)
+        return {**metrics, **tried[best][0], "warm_mix": best}, tried[best][1]
 
     @staticmethod
     def _eval_net(method) -> nn.Module:

@@ -247,6 +247,30 @@ def distill_targets(mapping: TaxonomyMapping, labels: np.ndarray, old_probs: np.
     return out
 
 
+def check_mix(alphas: list[float]) -> list[float]:
+    """The ``warm_start.mix`` candidates, each in [0, 1], largest first and without repeats."""
+    if not isinstance(alphas, list | tuple) or not alphas:
+        raise ValueError(f"warm_start.mix must be a non-empty list of numbers in [0, 1], got {alphas!r}")
+    bad = [a for a in alphas if isinstance(a, bool) or not isinstance(a, int | float) or not 0.0 <= a <= 1.0]
+    if bad:
+        raise ValueError(f"warm_start.mix must be numbers in [0, 1], got {bad}")
+    return sorted({float(a) for a in alphas}, reverse=True)
+
+
+@torch.no_grad()
+def mix_state(start: dict[str, torch.Tensor], final: dict[str, torch.Tensor], alpha: float) -> dict[str, torch.Tensor]:
+    """Weight-space ensemble (WiSE-FT, Wortsman et al. 2022): ``alpha * final + (1 - alpha) * start``.
+
+    Every floating tensor is mixed (weights and BatchNorm statistics); counters stay as trained.
+    A tag the parent could not say starts at zero weight, so its row only shrinks: its ranking
+    comes from the mixed features (the thresholds are calibrated after the mix).
+    """
+    return {
+        k: torch.lerp(start[k].to(v.device, v.dtype), v, alpha) if v.is_floating_point() else v
+        for k, v in final.items()
+    }
+
+
 @dataclass
 class TaxonomyChange:
     """What a run needs when it starts from a parent model and/or reads manifests of an older taxonomy."""
@@ -259,6 +283,7 @@ class TaxonomyChange:
     use_pseudo_labels: bool = True
     distill: float = 0.0
     pseudo_counts: dict[str, int] = field(default_factory=dict)
+    start_state: dict[str, torch.Tensor] | None = None  # the warm-started weights, for warm_start.mix
 
     @classmethod
     def create(cls, cfg: TrainConfig, taxonomy: Taxonomy | None = None) -> TaxonomyChange | None:
@@ -283,6 +308,7 @@ class TaxonomyChange:
                 "(`creative-qa taxonomy diff OLD NEW` proposes one)"
             )
         check_distill(ws.distill)  # before the parent predicts on the whole training set
+        check_mix(ws.mix)
         if parent is not None:
             pm = config_of(parent.ckpt).model
             changed = [f for f in _ARCH_FIELDS if getattr(cfg.model, f) != getattr(pm, f)]
@@ -313,6 +339,7 @@ class TaxonomyChange:
             labels = distill_targets(self.mapping, labels, old_probs, self.distill)
             log.info("carried-over tags: targets blended with the parent's predictions (weight %g)", self.distill)
         train_ds.labels = torch.from_numpy(labels.astype(np.float32))
+        self.start_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return model
 
     def log(self) -> None:

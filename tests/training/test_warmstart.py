@@ -15,9 +15,11 @@ from training.config import load_config
 from training.model import build_model
 from training.warmstart import (
     build_tag_head,
+    check_mix,
     distill_targets,
     fit_merge,
     label_prior,
+    mix_state,
     noisy_or_logit,
     pseudo_labels,
     resolve_parent,
@@ -150,6 +152,21 @@ def test_distill_targets_blend_carried_tags_with_the_parent_and_leave_the_rest()
     np.testing.assert_array_equal(distill_targets(m, labels, probs, 0.0), labels)
     with pytest.raises(ValueError, match="distill"):
         distill_targets(m, labels, probs, 1.5)
+
+
+def test_mix_state_interpolates_floats_and_keeps_counters():
+    start = {"w": torch.tensor([0.0, 2.0]), "bn.running_var": torch.tensor([1.0]), "bn.n": torch.tensor(3)}
+    final = {"w": torch.tensor([4.0, -2.0]), "bn.running_var": torch.tensor([3.0]), "bn.n": torch.tensor(9)}
+    mixed = mix_state(start, final, 0.25)
+    torch.testing.assert_close(mixed["w"], torch.tensor([1.0, 1.0]))  # 0.25 x final + 0.75 x start
+    torch.testing.assert_close(mixed["bn.running_var"], torch.tensor([1.5]))
+    assert int(mixed["bn.n"]) == 9  # a counter is not averaged
+    torch.testing.assert_close(mix_state(start, final, 1.0)["w"], final["w"])
+    torch.testing.assert_close(mix_state(start, final, 0.0)["w"], start["w"])
+    assert check_mix([0.5, 1, 0.5]) == [1.0, 0.5]
+    for bad in ([], [1.5], ["x"], 0.5, [True]):
+        with pytest.raises(ValueError, match="warm_start.mix"):
+            check_mix(bad)
 
 
 def test_unknown_parent_is_a_clear_error(tmp_path):
