@@ -122,6 +122,21 @@ def v1_alone(checkpoint: str, test: Path) -> dict[str, float]:
     return per_tag_ap(np.stack(cols, axis=1), labels, tags)
 
 
+def paired_interval(diffs: list[float]) -> tuple[float, float]:
+    """95 % t-interval of the mean of per-seed paired differences (nan with one seed)."""
+    n = len(diffs)
+    if n < 2:
+        return (float("nan"), float("nan"))
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.975, n - 1) * np.std(diffs, ddof=1) / np.sqrt(n))
+    return (float(np.mean(diffs)) - half, float(np.mean(diffs)) + half)
+
+
+def by_tag(rows: list[dict], tag: str) -> dict:
+    return next(r for r in rows if r["tag"] == tag)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pool", type=int, default=1200, help="creatives with (noisy) v1 labels")
@@ -153,6 +168,9 @@ def main() -> None:
         default=None,
         help="';'-separated warm_start.mix candidate lists for (a), e.g. '1;1,0.75,0.5' (default: the recipe's); "
         "each list is an arm too",
+    )
+    ap.add_argument(
+        "--tolerance", type=float, default=0.02, help="a shortfall reported as within tolerance (promote's default)"
     )
     ap.add_argument("--out", default="benchmarks/results/taxonomy_change.json")
     ap.add_argument("overrides", nargs="*", help="config overrides for every run, champion included (key=value)")
@@ -302,18 +320,31 @@ def main() -> None:
                     "tag": t,
                     "warm_minus_scratch": float(np.mean(d)),
                     "seed_std": float(np.std(d, ddof=1)) if len(d) > 1 else float("nan"),
+                    "ci95": paired_interval(d),
                     "seeds_warm_ge": f"{sum(x >= 0 for x in d)}/{len(d)}",
                 }
                 for t, d in diffs.items()
             ]
+            # Within the promotion tolerance (what `creative-qa promote` lets pass as no regression) and
+            # not significantly below: the seeds' paired 95 % interval reaches 0.
+            close = [
+                t
+                for t in worse
+                if by_tag(diff_rows, t)["warm_minus_scratch"] >= -a.tolerance and by_tag(diff_rows, t)["ci95"][1] >= 0
+            ]
             print()
-            print_table(diff_rows, ["tag", "warm_minus_scratch", "seed_std", "seeds_warm_ge"])
+            print_table(
+                [r | {"ci95": f"[{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]"} for r in diff_rows],
+                ["tag", "warm_minus_scratch", "seed_std", "ci95", "seeds_warm_ge"],
+            )
             verdict = {
                 "per_tag_warm_minus_scratch": diff_rows,
                 "warm_arm": chosen,
                 "chosen_on": "validation mAP",
                 "carried_tags_warm_ge_scratch": f"{len(shared) - len(worse)}/{len(shared)}",
                 "carried_tags_warm_below_scratch": worse,
+                "carried_tags_below_within_tolerance_and_noise": close,
+                "tolerance": a.tolerance,
                 "carried_tags_warm_ge_scratch_per_seed": per_seed,
                 "new_mAP_warm_ge_scratch": bool(w["new_mAP"] >= s["new_mAP"]),
                 "warm_less_wall_time": bool(w["wall_s"] < s["wall_s"]),
@@ -322,7 +353,7 @@ def main() -> None:
             print(
                 f"target (a) >= (b), (a) = {chosen} (best validation mAP), mean of {a.seeds} seed(s): "
                 f"carried-over tags {verdict['carried_tags_warm_ge_scratch']}"
-                + (f" (below: {', '.join(worse)})" if worse else "")
+                + (f" (below: {', '.join(worse)}; within {a.tolerance} and seed noise: {len(close)})" if worse else "")
                 + f" (per seed: {per_seed} of {len(shared)})"
                 + f"; new-tag mAP {w['new_mAP']:.3f} vs {s['new_mAP']:.3f}"
                 + f"; wall {w['wall_s']:.0f}s vs {s['wall_s']:.0f}s"

@@ -108,9 +108,10 @@ class WarmStartConfig:
     # rejection, UDA's TSA) leave those tags alone; the BCE-based ones (the default) learn from them.
     distill: float = 0.0
     # Weight-space ensembling (WiSE-FT): after training, the model is alpha x its trained weights +
-    # (1 - alpha) x its warm-started ones, alpha the candidate with the best validation mAP. A
-    # fine-tuned model forgets some of what its parent knew; part way back keeps it.
-    mix: list[float] = field(default_factory=lambda: [1.0])
+    # (1 - alpha) x its warm-started ones, alpha the candidate with the best validation mAP ([1] = off).
+    # A fine-tuned model forgets some of what its parent knew; part way back keeps it. These four
+    # measured best on validation (benchmarks/taxonomy_change.py --warm-mixes '1;1,0.8,0.6,0.4', 4 seeds).
+    mix: list[float] = field(default_factory=lambda: [1.0, 0.8, 0.6, 0.4])
 
 
 @dataclass
