@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from creative_qa.paths import home
 from creative_qa.preprocess import PreprocessSpec
 from creative_qa.scorer import OnnxModel, choose_providers
 from creative_qa.taxonomy import load_taxonomy
@@ -60,7 +60,9 @@ def main() -> None:
         model = build_model(cfg.model, len(tax))
         ckpt = Checkpoint.for_model(model, cfg, tax, spec_of(cfg), run_id="bench")
     spec = PreprocessSpec.from_dict(ckpt.preprocess)
-    onnx_path = export_onnx(ckpt, Path(tempfile.mkdtemp()) / "bench.onnx", version="bench", name="bench")
+    work = home() / "bench" / "onnx_throughput"  # NOTE: one file, replaced by each run (not a temp dir per run)
+    work.mkdir(parents=True, exist_ok=True)
+    onnx_path = export_onnx(ckpt, work / "bench.onnx", version="bench", name="bench")
 
     model, cfg = model_from_checkpoint(ckpt), config_of(ckpt)
     wrapped = ProbabilityModel(model).eval()

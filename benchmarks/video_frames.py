@@ -35,8 +35,8 @@ def score_videos(checkpoint: Path, manifest: Path) -> dict[str, Any]:
     from training.export import export_onnx  # noqa: PLC0415
     from training.metrics import macro_map, per_tag_ap  # noqa: PLC0415
 
-    onnx = export_onnx(Checkpoint.load(checkpoint), Path(tempfile.mkdtemp()) / "m.onnx", version="0", name="bench")
-    scorer = Scorer(onnx)
+    with tempfile.TemporaryDirectory(prefix="cqa-bench-") as tmp:  # the session holds the model once loaded
+        scorer = Scorer(export_onnx(Checkpoint.load(checkpoint), Path(tmp) / "m.onnx", version="0", name="bench"))
     df = read_manifest(str(manifest))
     probs = np.array([[r["tags"][t] for t in scorer.tags] for r in map(scorer.score_file, df["abspath"])])
     ap = per_tag_ap(probs, label_matrix(df, scorer.tags), scorer.tags)

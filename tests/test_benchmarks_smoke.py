@@ -10,8 +10,9 @@ from tests.benchmark_runner import run_benchmark as _run
 
 def test_onnx_throughput_quick(tmp_path):
     out = tmp_path / "tp.json"
-    r = _run(["benchmarks/onnx_throughput.py", "--quick", "--out", str(out)], tmp_path)
+    r = _run(["benchmarks/onnx_throughput.py", "--quick", "--out", str(out)], tmp_path, tmpdir=tmp_path / "tmp")
     assert r.returncode == 0, r.stderr[-2000:]
+    assert not list((tmp_path / "tmp").rglob("*.onnx"))  # no exported model is left in a temp dir per run
     rows = json.loads(out.read_text())["rows"]
     assert {row["engine"] for row in rows} >= {"torch (eager, CPU)", "onnxruntime CPU"}
     assert all(row["creatives_per_s"] > 0 for row in rows)

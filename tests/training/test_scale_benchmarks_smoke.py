@@ -6,8 +6,8 @@ from pathlib import Path
 from tests.benchmark_runner import run_benchmark
 
 
-def _run(args: list[str], home: Path):
-    return run_benchmark(args, home, timeout=1200)
+def _run(args: list[str], home: Path, tmpdir: Path | None = None):
+    return run_benchmark(args, home, timeout=1200, tmpdir=tmpdir)
 
 
 def test_training_scale_quick(tmp_path):
@@ -23,8 +23,9 @@ def test_training_scale_quick(tmp_path):
 
 def test_video_frames_quick(tmp_path):
     out = tmp_path / "video.json"
-    r = _run(["benchmarks/video_frames.py", "--quick", "--out", str(out)], tmp_path)
+    r = _run(["benchmarks/video_frames.py", "--quick", "--out", str(out)], tmp_path, tmpdir=tmp_path / "tmp")
     assert r.returncode == 0, r.stderr[-3000:]
+    assert not list((tmp_path / "tmp").rglob("*.onnx"))  # no exported model is left in a temp dir per run
     rows = json.loads(out.read_text())["rows"]
     assert [row["arm"] for row in rows] == ["middle frame", "every sampled frame (max)"]
     assert all(0 <= row["video_mAP"] <= 1 and row["per_tag_AP"] for row in rows)
