@@ -20,7 +20,8 @@ rounds, each row the median round, so a shared machine's load drift hits all ali
                      tensors, so the client decodes and preprocesses each creative (the
                      shared `preprocess`) and posts the views as JSON
 
-It prints throughput, p50/p99 latency and non-200 counts per row, the ratios of the API (its
+It prints throughput, p50/p99 latency, non-200 counts and CPU milliseconds per request (the
+server's process tree; this process: the load threads, or (c)'s whole scoring) per row, the ratios of the API (its
 default mode here) to (c) and to (d), and (a)/(b),
 and each server's peak memory (resident set of its process tree, sampled, and the
 kernel's high-water mark), and writes JSON (default: benchmarks/results/serving.json).
@@ -159,6 +160,14 @@ class Server:
         while not self._stop.is_set():
             self.peak_tree_rss = max(self.peak_tree_rss, self._tree_rss())
             self._stop.wait(0.02)
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the server's process tree has used so far."""
+        try:
+            p = psutil.Process(self.proc.pid)
+            return sum(sum(q.cpu_times()[:2]) for q in [p, *p.children(recursive=True)])
+        except psutil.Error:
+            return float("nan")
 
     def high_water_mark(self) -> int:
         """The kernel's peak RSS (VmHWM) of the server's main process, bytes."""
@@ -361,11 +370,16 @@ def inprocess_load(scorer: Scorer, conc: int, n: int, data: list[bytes]) -> tupl
 
 
 def print_rows(rows: list[dict[str, Any]]) -> None:
-    print(f"{'mode':<14} {'conc':>4} {'req':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'5xx':>4} {'!200':>5}")
+    print(
+        f"{'mode':<14} {'conc':>4} {'req':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'5xx':>4} {'!200':>5} "
+        f"{'CPU ms/req: server':>18} {'this process':>12}"
+    )
     for r in rows:
+        srv = r.get("cpu_ms_per_req_server")
         print(
             f"{r['mode']:<14} {r['concurrency']:>4} {r['requests']:>5} {r['req_per_s']:>8.1f} "
-            f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['n_5xx']:>4} {r['n_non_200']:>5}"
+            f"{r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['n_5xx']:>4} {r['n_non_200']:>5} "
+            f"{'-' if srv is None else f'{srv:.2f}':>18} {r.get('cpu_ms_per_req_this_process', float('nan')):>12.2f}"
         )
 
 
@@ -444,7 +458,13 @@ def main() -> None:
                 for mode, run in runners.items():
                     # mlflow-serve is an order of magnitude slower: fewer requests keep the run short.
                     n = max(c, a.requests // 4) if mode == "mlflow-serve" else a.requests
-                    rounds[mode].append(summarise(mode, c, *run(c, n)))
+                    # CPU per request: where the cores go (a 2-core box shares them with the load threads)
+                    srv, me = servers.get(mode), psutil.Process()
+                    srv0, me0 = srv.cpu_s() if srv else 0.0, sum(me.cpu_times()[:2])
+                    r = summarise(mode, c, *run(c, n))
+                    r["cpu_ms_per_req_server"] = 1000 * (srv.cpu_s() - srv0) / n if srv else None
+                    r["cpu_ms_per_req_this_process"] = 1000 * (sum(me.cpu_times()[:2]) - me0) / n
+                    rounds[mode].append(r)
             for rs in rounds.values():
                 rs.sort(key=lambda r: r["req_per_s"])
                 row = dict(rs[len(rs) // 2])

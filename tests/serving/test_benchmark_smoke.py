@@ -14,6 +14,12 @@ def test_serving_benchmark_quick_runs_every_mode(tmp_path):
     modes = {(row["mode"], row["concurrency"]) for row in result["rows"]}
     assert modes == {(m, c) for m in ("api-batching", "api-nobatch", "in-process", "mlflow-serve") for c in (1, 4)}
     assert all(row["n_non_200"] == 0 and row["req_per_s"] > 0 for row in result["rows"])
+    # CPU per request: the servers' own (scoring happens there), none for in-process, whose scoring is this process's
+    for row in result["rows"]:
+        assert (row["cpu_ms_per_req_server"] is None) == (row["mode"] == "in-process")
+        if row["mode"] != "mlflow-serve":
+            scorer_side = row["cpu_ms_per_req_server"] or row["cpu_ms_per_req_this_process"]
+            assert scorer_side > 0.2, row  # decoding, preprocessing and the model cost something
     assert result["api"] == "api-nobatch"  # the server's default on a CPU machine: no dynamic batching
     assert result["ratios"]["4"]["api/in-process"] > 0 and result["ratios"]["4"]["api/mlflow-serve"] > 0
     assert 0 < result["memory"]["api-batching"]["vmhwm_mb"] < 1024
