@@ -171,13 +171,10 @@ def cmd_demo(a: argparse.Namespace) -> None:
     print()
     print(f"{'creative':<26} {'quality':>7} {'pred':>6}  {'true defects':<36} flags")
     shown = df.index[:10]
+    defects = set(scorer.taxonomy.group("defect"))
     for i in shown:
-        true = [t for j, t in enumerate(scorer.tags) if labels[i, j] == 1 and scorer.taxonomy.tags[j].group == "defect"]
-        flags = [
-            f
-            for f in str(table.loc[i, "flags"]).split(",")
-            if f and scorer.taxonomy.tags[scorer.tags.index(f)].group == "defect"
-        ]
+        true = [t for j, t in enumerate(scorer.tags) if labels[i, j] == 1 and t in defects]
+        flags = [f for f in str(table.loc[i, "flags"]).split(",") if f in defects]
         print(
             f"{df.loc[i, 'path']:<26} {df.loc[i, 'quality']:>7.2f} {table.loc[i, 'quality']:>6.2f}  "
             f"{', '.join(true) or '-':<36} {', '.join(flags) or '-'}"
