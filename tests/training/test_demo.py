@@ -2,9 +2,11 @@
 
 import re
 
+import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from creative_qa.cli import main as cli
+from creative_qa.taxonomy import load_taxonomy
 from tests.conftest import TINY_OVERRIDES
 from training import tracking
 
@@ -36,3 +38,14 @@ def test_demo_trains_the_recipe_on_the_pool_registers_it_and_prints_the_labels_o
     runs = client.search_runs([champ_run.info.experiment_id], "params.`method.name` = 'supervised'")
     assert len(runs) == 1 and runs[0].data.params["data.unlabeled"] in ("None", "")
     assert runs[0].data.params["data.labeled"] == champ_run.data.params["data.labeled"]
+
+    # The table of creatives: the true defects are the test manifest's defect tags (no content tag).
+    defects = load_taxonomy().group("defect")
+    test = pd.read_csv(tmp_path / "demo" / "test.csv").set_index("path")
+    rows = [ln for ln in out.splitlines() if ln.startswith("test/")]
+    assert rows, out[-2000:]
+    for ln in rows:
+        path, true = ln[:26].strip(), ln[43:79].strip()  # fixed-width columns (see training/cli.py)
+        expected = [t for t in defects if test.loc[path, t] == 1]
+        assert true == (", ".join(expected) or "-"), ln
+        assert all(f in defects for f in ln[80:].strip().split(", ") if f != "-"), ln
