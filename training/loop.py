@@ -427,7 +427,7 @@ class Trainer:
             ", ".join(f"{a:g}: {tried[a][0].get('val_mAP', float('nan')):.3f}" for a in alphas),
         )
         log_metrics({f"val_mAP_mix_{a:g}": tried[a][0].get("val_mAP", float("nan")) for a in alphas}, step)
-        log_metrics({"warm_mix": best}, step)
+        log_metrics(tried[best][0] | {"warm_mix": best}, step)  # the run's val_* now describe the mixed model
         return {**metrics, **tried[best][0], "warm_mix": best}, tried[best][1]
 
     @staticmethod
