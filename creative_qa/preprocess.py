@@ -47,8 +47,10 @@ from PIL import Image
 VIEWS_VERSION = 4
 
 # The grid view folds at most this many pixels square of a creative (its centre, on the block grid):
-# bounded work and memory at any size. 512 (4,096 blocks) reads a 1,080 px creative in 1.1 ms, 1,024 in 4.1.
+# bounded work and memory at any size. 512 (4,096 blocks) reads a 1,080 px creative in 1.1 ms, 1,024 in
+# 3.8-6.5. A spec written before the field existed read 1,024 (``PreprocessSpec.from_dict``).
 GRID_REGION = 512
+LEGACY_GRID_REGION = 1024
 GRID_CLIP = 16  # luma steps above this (edges) are clipped, so a few strong edges cannot drown the grid
 
 # Crop centres as fractions of (width, height); the first `crops` are used.
@@ -64,6 +66,7 @@ class PreprocessSpec:
     crop_policy: str = "detail"  # "detail": crops where the edges are; "fixed": CROP_CENTRES
     native_crops: int = 0  # crops at the creative's own pixels, after the detail crops
     grid_view: int = 0  # 1: a last view with the creative's JPEG block-grid signature (see grid_view)
+    grid_region: int = GRID_REGION  # ... read over at most this many pixels square of the creative
 
     def __post_init__(self) -> None:
         if self.input_size < 16:
@@ -74,6 +77,8 @@ class PreprocessSpec:
             raise ValueError(f"native_crops must be in 0..{len(CROP_CENTRES)}, got {self.native_crops}")
         if self.grid_view not in (0, 1):
             raise ValueError(f"grid_view must be 0 or 1, got {self.grid_view}")
+        if self.grid_region < 16 or self.grid_region % 8:
+            raise ValueError(f"grid_region must be a multiple of 8 and at least 16, got {self.grid_region}")
         if self.detail_side and self.detail_side < self.input_size:
             raise ValueError(f"detail_side ({self.detail_side}) must be 0 or >= input_size ({self.input_size})")
         if self.resize != "stretch":
@@ -104,7 +109,10 @@ class PreprocessSpec:
     @classmethod
     def from_dict(cls, d: dict) -> PreprocessSpec:
         text = ("resize", "crop_policy")
-        return cls(**{k: (v if k in text else int(v)) for k, v in d.items() if k in cls.__dataclass_fields__})
+        kw = {k: (v if k in text else int(v)) for k, v in d.items() if k in cls.__dataclass_fields__}
+        if kw.get("grid_view") and "grid_region" not in kw:  # a model from before the field: it read 1,024
+            kw["grid_region"] = LEGACY_GRID_REGION
+        return cls(**kw)
 
 
 def _crop(img: Image.Image, size: int, centre: tuple[float, float]) -> np.ndarray:
@@ -235,19 +243,19 @@ def grid_features(fold: np.ndarray, evidence: float, eps: float = 0.5) -> np.nda
     return np.clip(np.array(values) + 0.5, 0, 255).astype(np.uint8)
 
 
-def grid_view(img: Image.Image, size: int) -> np.ndarray:
+def grid_view(img: Image.Image, size: int, region: int = GRID_REGION) -> np.ndarray:
     """The grid view of an RGB image: ``(size, size, 3)`` uint8, each channel one of ``grid_features``.
 
     Uniform planes, not a picture: a flip or a rotation of the view leaves it unchanged, and the
     model (``training.model.CreativeModel``) reads the three numbers off one pixel.
 
-    At most the central ``GRID_REGION`` pixels square are read, its corner on the 8 px grid from
+    At most the central ``region`` pixels square are read, its corner on the 8 px grid from
     the image's corner, where a decoded JPEG's blocks start. NOTE: only that grid is read: a JPEG
     cropped afterwards by other than a multiple of 8, or one so large that decoding halved it
     (``creative_qa.media.NATIVE_MAX_PIXELS``), shows little of its evidence here.
     """
     w, h = img.size
-    rw, rh = min(w, GRID_REGION), min(h, GRID_REGION)
+    rw, rh = min(w, region), min(h, region)
     if min(rw, rh) < 16:  # under two blocks: no grid to read (no lift, no evidence, no excess)
         values = np.array([64, 0, 128], np.uint8)
     else:
@@ -316,7 +324,7 @@ def preprocess(
         for c in native_centres(native, s, spec.native_crops):
             views.append(_crop(native, s, c))
     if spec.grid_view:
-        views.append(grid_view(original, s))
+        views.append(grid_view(original, s, spec.grid_region))
     for c in extra:
         views.append(_crop(img, s, c))
     return np.stack(views)  # (V [+ pool], S, S, 3)

@@ -307,3 +307,25 @@ def test_a_creative_too_small_for_the_block_grid_reads_as_no_evidence():
     for shape in ((6, 5, 3), (12, 40, 3)):
         pixels = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
         assert preprocess(pixels, spec)[-1, 0, 0].tolist() == [64, 0, 128]
+
+
+def test_the_grid_view_reads_the_region_its_spec_names_and_old_specs_keep_theirs():
+    from creative_qa.synth import SynthConfig, make_creative
+    from creative_qa.synth.defects import to_pil
+
+    c = make_creative(np.random.default_rng(5), SynthConfig(size=256), chosen={})
+    clean = np.asarray(to_pil(c.image).resize((1024, 1024)))
+    mixed = _jpeg(clean, 10).copy()
+    mixed[256:768, 256:768] = clean[256:768, 256:768]  # the central 512 px clean, a coarse JPEG around it
+    new = PreprocessSpec(input_size=64, crops=1, detail_side=256, grid_view=1)
+    assert new.grid_region == 512 and PreprocessSpec.from_dict(new.to_dict()) == new
+    old = {k: v for k, v in new.to_dict().items() if k != "grid_region"}  # a model exported before the field
+    assert PreprocessSpec.from_dict(old).grid_region == 1024
+    views = {
+        r: preprocess(mixed, PreprocessSpec.from_dict(d))[-1, 0, 0] for r, d in ((512, new.to_dict()), (1024, old))
+    }
+    # 512 px reads only the clean centre: exactly the clean creative's numbers; 1,024 px sees the blocks around it
+    assert views[512].tolist() == preprocess(clean, new)[-1, 0, 0].tolist()
+    assert int(views[1024][0]) > int(views[512][0]) + 20, views
+    with pytest.raises(ValueError, match="grid_region"):
+        PreprocessSpec(grid_view=1, grid_region=100)
