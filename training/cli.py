@@ -169,7 +169,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
     won, total = pair_ordering(df, table["quality"].to_numpy())
 
     print()
-    print(f"{'creative':<26} {'quality':>7} {'pred':>6}  {'true defects':<36} flags")
+    print(f"{'creative':<26} {'quality':>7} {'pred':>6}  {'true defects':<36}  flags")
     shown = df.index[:10]
     defects = set(scorer.taxonomy.group("defect"))
     for i in shown:
@@ -177,7 +177,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
         flags = [f for f in str(table.loc[i, "flags"]).split(",") if f in defects]
         print(
             f"{df.loc[i, 'path']:<26} {df.loc[i, 'quality']:>7.2f} {table.loc[i, 'quality']:>6.2f}  "
-            f"{', '.join(true) or '-':<36} {', '.join(flags) or '-'}"
+            f"{', '.join(true) or '-':<36}  {', '.join(flags) or '-'}"
         )
     print()
     print("per-tag AP (test, ONNX): " + ", ".join(f"{t} {v:.2f}" for t, v in ap.items()))
