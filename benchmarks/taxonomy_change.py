@@ -31,7 +31,9 @@ how much the parent's predictions weigh in the carried-over tags' targets) or ``
 (``warm_start.mix``: candidate weight mixes of the trained and the warm-started model, one
 chosen per run on validation), each combination is an arm
 (``warm_lr<scale>_d<distill>_m<mixes>``) and (a) is the one with the best mean **validation**
-mAP (never test). A last table gives, per carried-over tag, (a) minus (b) over the seeds.
+mAP (never test; between ``--warm-mixes`` arms that favours the one with more candidates, whose
+validation score is a maximum over them). A last table gives, per carried-over tag, (a) minus
+(b) over the seeds.
 
 Reported: per-tag AP on the clean v2 test split, mAP on the carried-over tags (kept,
 renamed, merged) and on the new ones (split children, added), and wall time per arm.
