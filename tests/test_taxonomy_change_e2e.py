@@ -82,6 +82,11 @@ def test_v1_to_v2_retrain_register_challenger_and_promote(
     out = json.loads(capsys.readouterr().out)
     assert out["challenger"] == {"uri": "models:/creative-qa@challenger", "version": "2"}
     assert not list(scratch.glob("cqa-parent-*"))  # the downloaded parent checkpoint is not left behind
+    # the checkpoint pins the alias to the version it resolved to: a resume cannot follow a moved alias
+    from training.checkpoint import Checkpoint
+
+    saved = Checkpoint.load(tmp_path / "v2" / "last.pt").config
+    assert saved["warm_start"]["parent"] == "models:/creative-qa/1"
 
     from mlflow.tracking import MlflowClient
 

@@ -48,7 +48,7 @@ from training.data import (
 from training.methods import get_method
 from training.metrics import calibrate_thresholds, evaluate
 from training.model import PASSES, build_model, frame_bags, init_tag_prior
-from training.warmstart import TaxonomyChange, check_mix, mix_state
+from training.warmstart import TaxonomyChange, check_mix, mix_state, pin_resumed_parent
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -495,6 +495,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
 
     The method decides how: one run of the loop, or several (rounds, stages: ``Method.run``).
     """
+    if resume and cfg.warm_start.parent:
+        pin_resumed_parent(cfg, Checkpoint.load(resume).config)
     return get_method(cfg.method.name).run(cfg, resume)
 
 

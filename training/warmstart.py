@@ -109,6 +109,14 @@ def resolve_parent(uri: str, experiment: str = "creative-qa") -> Parent:
     return Parent(uri, ckpt, taxonomy, run_id or ckpt.run_id, name, version)
 
 
+def pin_resumed_parent(cfg: TrainConfig, saved_config: dict) -> None:
+    """A resumed run starts from the parent its checkpoint names (an alias given again may have moved)."""
+    saved = (saved_config.get("warm_start") or {}).get("parent")
+    if cfg.warm_start.parent and saved and saved != cfg.warm_start.parent:
+        log.info("resuming: parent %s, the version the run started from (given: %s)", saved, cfg.warm_start.parent)
+        cfg.warm_start.parent = saved
+
+
 def _logit(p: float) -> float:
     p = min(max(p, 1e-4), 1 - 1e-4)
     return math.log(p / (1 - p))
@@ -309,6 +317,9 @@ class TaxonomyChange:
             )
         check_distill(ws.distill)  # before the parent predicts on the whole training set
         check_mix(ws.mix)
+        if parent is not None and parent.version and parent.registered_name and "@" in ws.parent:
+            # NOTE: the checkpoint's config names the version, so a resume cannot follow an alias that moved since.
+            ws.parent = f"models:/{parent.registered_name}/{parent.version}"
         if parent is not None:
             pm = config_of(parent.ckpt).model
             changed = [f for f in _ARCH_FIELDS if getattr(cfg.model, f) != getattr(pm, f)]

@@ -21,6 +21,7 @@ from training.warmstart import (
     label_prior,
     mix_state,
     noisy_or_logit,
+    pin_resumed_parent,
     pseudo_labels,
     resolve_parent,
     warm_start_model,
@@ -167,6 +168,15 @@ def test_mix_state_interpolates_floats_and_keeps_counters():
     for bad in ([], [1.5], ["x"], 0.5, [True]):
         with pytest.raises(ValueError, match="warm_start.mix"):
             check_mix(bad)
+
+
+def test_a_resume_starts_from_the_parent_its_checkpoint_names():
+    cfg = load_config("default", ["warm_start.parent=models:/creative-qa@champion"])
+    pin_resumed_parent(cfg, {"warm_start": {"parent": "models:/creative-qa/3"}})
+    assert cfg.warm_start.parent == "models:/creative-qa/3"  # not wherever @champion points now
+    fresh = load_config("default", [])
+    pin_resumed_parent(fresh, {"warm_start": {"parent": "models:/creative-qa/3"}})
+    assert fresh.warm_start.parent is None  # a run without a parent does not gain one
 
 
 def test_unknown_parent_is_a_clear_error(tmp_path):
