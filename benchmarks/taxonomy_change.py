@@ -139,10 +139,6 @@ def paired_interval(diffs: list[float]) -> tuple[float, float]:
     return (float(np.mean(diffs)) - half, float(np.mean(diffs)) + half)
 
 
-def by_tag(rows: list[dict], tag: str) -> dict:
-    return next(r for r in rows if r["tag"] == tag)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pool", type=int, default=1200, help="creatives with (noisy) v1 labels")
@@ -334,9 +330,9 @@ def main() -> None:
             # Within the promotion tolerance (what `creative-qa promote` lets pass as no regression) and
             # not significantly below: the seeds' paired 95 % interval reaches 0.
             close = [
-                t
-                for t in worse
-                if by_tag(diff_rows, t)["warm_minus_scratch"] >= -a.tolerance and by_tag(diff_rows, t)["ci95"][1] >= 0
+                r["tag"]
+                for r in diff_rows
+                if r["tag"] in worse and r["warm_minus_scratch"] >= -a.tolerance and r["ci95"][1] >= 0
             ]
             print()
             print_table(

@@ -85,7 +85,7 @@ def test_v1_to_v2_retrain_register_challenger_and_promote(
     # the checkpoint pins the alias to the version it resolved to: a resume cannot follow a moved alias
     from training.checkpoint import Checkpoint
 
-    saved = Checkpoint.load(tmp_path / "v2" / "last.pt").config
+    saved = Checkpoint.load(tmp_path / "v2" / "last.pt", mmap=True).config
     assert saved["warm_start"]["parent"] == "models:/creative-qa/1"
 
     from mlflow.tracking import MlflowClient

@@ -85,10 +85,11 @@ class Checkpoint:
         return path
 
     @classmethod
-    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
-        """Read a checkpoint; ``map_location`` puts its tensors on this rank's device."""
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu", mmap: bool = False) -> Checkpoint:
+        """Read a checkpoint; ``map_location`` puts its tensors on this rank's device; ``mmap`` maps the
+        tensors instead of reading them (cheap when only the config is wanted)."""
         try:
-            d = torch.load(path, map_location=map_location, weights_only=False)
+            d = torch.load(path, map_location=map_location, weights_only=False, mmap=mmap)
         except FileNotFoundError:
             raise FileNotFoundError(f"checkpoint {path} not found") from None
         if not isinstance(d, dict):

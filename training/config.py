@@ -59,8 +59,8 @@ class ModelConfig:
     crop_policy: str = "detail"  # "detail": crops where the edges are; "fixed": fixed positions
     native_crops: int = 0  # crops at the creative's own pixels (noise, JPEG, upscaling at any size)
     # 1: a view of the creative's JPEG evidence, three numbers (creative_qa.preprocess.grid_view). Off by
-    # default until serving keeps its pace with it: the API reaches 0.75x the in-process scorer with
-    # it (0.99x without, benchmarks/serving.py at concurrency 8).
+    # default for its serving cost: about 12 CPU ms per 512 px creative in process against 7.7 without
+    # (benchmarks/serving.py, which reports CPU per request).
     grid_view: int = 0
     drop_rate: float = 0.1  # dropout before the heads
     drop_path_rate: float = 0.0  # stochastic depth, where the backbone supports it

@@ -40,6 +40,7 @@ class Op:
     fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]
     low: float  # parameter range, all clearly over the DESIGN.md threshold
     high: float
+    block_grid: bool = False  # its evidence is the whole creative's JPEG block grid: not made with the grid view
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
@@ -152,7 +153,7 @@ def low_contrast(views: torch.Tensor, a: float, scales: torch.Tensor, g: torch.G
 OPS: dict[str, Op] = {
     "blurry": Op(blurry, 0.009, 0.02),  # sigma >= 0.6 % of the short side
     "noisy": Op(noisy, 16 / 255, 40 / 255),  # std >= 12/255
-    "jpeg_artifacts": Op(jpeg_artifacts, 5, 16),  # quality <= 20
+    "jpeg_artifacts": Op(jpeg_artifacts, 5, 16, block_grid=True),  # quality <= 20
     "pixelated": Op(pixelated, 0.03, 0.06),  # blocks >= 2 % of the short side
     "low_resolution": Op(low_resolution, 3.5, 6.0),  # upscaled >= 3x
     "overexposed": Op(overexposed, 0.32, 0.6),  # >= 25 % of pixels clipped near white
@@ -195,7 +196,7 @@ def synthesize(
     of 1.1-1.2 at the block edges against 1.3-3.3 for the same codec on the whole creative).
     """
     g = generator or torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
-    names = [t for t in (ops or tuple(OPS)) if t in OPS and t in tags and not (grid_view and t == "jpeg_artifacts")]
+    names = [t for t in (ops or tuple(OPS)) if t in OPS and t in tags and not (grid_view and OPS[t].block_grid)]
     if not names:
         raise ValueError(f"no synthesisable defect among the tags {tags}")
     n, v, s = images.shape[:3]

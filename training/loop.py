@@ -496,7 +496,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     The method decides how: one run of the loop, or several (rounds, stages: ``Method.run``).
     """
     if resume and cfg.warm_start.parent:
-        pin_resumed_parent(cfg, Checkpoint.load(resume).config)
+        pin_resumed_parent(cfg, Checkpoint.load(resume, mmap=True).config)  # the config only: tensors stay mapped
     return get_method(cfg.method.name).run(cfg, resume)
 
 

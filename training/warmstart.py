@@ -74,6 +74,7 @@ def resolve_parent(uri: str, experiment: str = "creative-qa") -> Parent:
     if not uri.startswith(("models:/", "runs:/")):
         if not path.is_file():
             raise FileNotFoundError(f"--from {uri}: no such checkpoint (or use models:/name@alias, runs:/<id>)")
+        ckpt = _read_checkpoint(uri, path)
     else:
         tracking.setup(experiment)
         client = mlflow.MlflowClient()
@@ -102,8 +103,6 @@ def resolve_parent(uri: str, experiment: str = "creative-qa") -> Parent:
             except (mlflow.exceptions.MlflowException, OSError) as e:
                 raise ValueError(f"--from {uri}: run {run_id} has no {CHECKPOINT_ARTIFACT} artifact ({e})") from e
             ckpt = _read_checkpoint(uri, path)
-    if not uri.startswith(("models:/", "runs:/")):
-        ckpt = _read_checkpoint(uri, path)
     taxonomy = taxonomy_from_dict(ckpt.taxonomy, f"<parent {uri}>")
     log.info("parent model %s: taxonomy v%s, run %s, version %s", uri, taxonomy.version, run_id, version)
     return Parent(uri, ckpt, taxonomy, run_id or ckpt.run_id, name, version)
