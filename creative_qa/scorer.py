@@ -89,12 +89,17 @@ def resolve_model_uri(uri: str | Path) -> Path:
     dst = Path(tempfile.mkdtemp(prefix="creative-qa-model-"))
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=s, dst_path=str(dst)))
+        files = [local] if local.is_file() else sorted(local.rglob("*.onnx"))
+        if not files:
+            raise ModelNotFoundError(f"{s} holds no .onnx file; {FIX_HINT}")
     except MlflowException as e:
+        shutil.rmtree(dst, ignore_errors=True)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelNotFoundError(f"no model at {s} in the MLflow store {store} ({first}); {FIX_HINT}") from e
-    files = [local] if local.is_file() else sorted(local.rglob("*.onnx"))
-    if not files:
-        raise ModelNotFoundError(f"{s} holds no .onnx file; {FIX_HINT}")
+    except BaseException:
+        # NOTE: a failed resolve must not leave its download folder behind (the caller never sees it).
+        shutil.rmtree(dst, ignore_errors=True)
+        raise
     return files[0]
 
 

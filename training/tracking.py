@@ -26,13 +26,20 @@ from filelock import FileLock  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 import mlflow  # noqa: E402
-from creative_qa.paths import home, tracking_uri  # noqa: E402
+from creative_qa.paths import tracking_uri  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 
-def is_local_default() -> bool:
-    return not os.environ.get("MLFLOW_TRACKING_URI")
+def sqlite_artifact_root(uri: str) -> str | None:
+    """Where a SQLite store's experiments keep their artifacts: beside the database file.
+
+    NOTE: MLflow's own default for a ``sqlite:///`` store is ``./mlruns`` under whatever folder
+    the process runs in, so artifacts would scatter over working directories (a benchmark run
+    from the checkout wrote them into it). Other stores keep MLflow's default."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///") :]).parent / "mlartifacts").resolve().as_uri()
 
 
 LOCK_TIMEOUT_S = 600
@@ -57,9 +64,6 @@ def _experiment(experiment: str, uri: str) -> str:
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:
         return exp.experiment_id
-    artifact_location = None
-    if is_local_default():
-        # NOTE: with a sqlite URI MLflow would otherwise put artifacts under ./mlruns.
-        artifact_location = (home() / "mlartifacts").resolve().as_uri()
+    artifact_location = sqlite_artifact_root(uri)
     log.info("creating MLflow experiment %r at %s", experiment, uri)
     return client.create_experiment(experiment, artifact_location=artifact_location)

@@ -44,13 +44,17 @@ def test_cli_score_before_any_model_is_registered_ends_without_a_traceback(tmp_p
     assert all(f in r.stderr for f in FIXES)
 
 
-def test_an_existing_store_without_the_model_is_reported_too():
+def test_an_existing_store_without_the_model_is_reported_too(tmp_path, monkeypatch):
+    import tempfile
+
     from mlflow.tracking import MlflowClient
 
     from creative_qa.paths import tracking_uri
 
     MlflowClient(tracking_uri()).search_registered_models()  # creates the (empty) store
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the download folder would be made
     with pytest.raises(ModelNotFoundError) as e:
         Scorer("models:/creative-qa@champion")
     assert "Registered Model with name=creative-qa not found" in str(e.value)
     assert all(f in str(e.value) for f in FIXES)
+    assert list(tmp_path.iterdir()) == []  # the failed download left no folder behind

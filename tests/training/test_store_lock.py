@@ -38,3 +38,31 @@ def test_concurrent_first_runs_on_an_empty_home(tmp_path):
     assert [e.name for e in exps if e.name == "creative-qa"] == ["creative-qa"]
     runs = MlflowClient().search_runs([e.experiment_id for e in exps if e.name == "creative-qa"])
     assert {r.info.run_id for r in runs} == run_ids
+
+
+ARTIFACT_SNIPPET = """
+from training import tracking
+import mlflow
+exp = tracking.setup("creative-qa")
+with mlflow.start_run(experiment_id=exp) as run:
+    mlflow.log_text("hello", "note.txt")
+print(run.info.artifact_uri)
+"""
+
+
+def test_a_sqlite_store_keeps_artifacts_beside_its_database_not_in_the_working_folder(tmp_path):
+    """MLflow's default for a sqlite:/// store is ./mlruns under the caller's folder: ours is beside the db."""
+    store, cwd = tmp_path / "store", tmp_path / "elsewhere"
+    store.mkdir()
+    cwd.mkdir()
+    env = os.environ | {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'team.db'}",
+        "CREATIVE_QA_HOME": str(tmp_path / "home"),
+        "PYTHONPATH": str(Path(__file__).parents[2]),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", ARTIFACT_SNIPPET], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert list(cwd.iterdir()) == []
+    assert [p.read_text() for p in (store / "mlartifacts").rglob("note.txt")] == ["hello"]
