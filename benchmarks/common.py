@@ -14,10 +14,10 @@ DETAIL_TAGS = ("blurry", "low_resolution", "jpeg_artifacts", "noisy", "pixelated
 
 def synth_once(out: Path, **kwargs: Any) -> dict[str, Path]:
     """Generate a benchmark data set unless the same one is already there."""
-    from creative_qa.synth import generate_dataset
+    from creative_qa.synth import SYNTH_VERSION, generate_dataset
 
     marker = out / "bench.json"
-    key = json.dumps(kwargs, sort_keys=True, default=str)
+    key = json.dumps(kwargs | {"synth_version": SYNTH_VERSION}, sort_keys=True, default=str)
     if marker.is_file() and marker.read_text() == key:
         return {p.stem: p for p in out.glob("*.csv")}
     paths = generate_dataset(out, **kwargs)

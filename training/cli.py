@@ -97,7 +97,7 @@ def cmd_label_issues(a: argparse.Namespace) -> None:
 
 
 def _synth_demo_data(out: Path, n_labeled: int, n_unlabeled: int, n_test: int) -> dict[str, Path]:
-    from creative_qa.synth import ANNOTATOR_NOISE, generate_dataset  # noqa: PLC0415
+    from creative_qa.synth import ANNOTATOR_NOISE, SYNTH_VERSION, generate_dataset  # noqa: PLC0415
 
     marker = out / "synth.json"
     names = {"train_labeled": "train_labeled.csv", "test": "test.csv"}
@@ -106,6 +106,7 @@ def _synth_demo_data(out: Path, n_labeled: int, n_unlabeled: int, n_test: int) -
         meta = json.loads(marker.read_text())
         same = (meta.get("n_labeled"), meta.get("n_unlabeled"), meta.get("n_test")) == (n_labeled, n_unlabeled, n_test)
         same = same and all(meta.get(k) == v for k, v in ANNOTATOR_NOISE.items())
+        same = same and meta.get("synth_version") == SYNTH_VERSION
         if same and all((out / f).is_file() for f in names.values()):
             log.info("reusing demo data in %s", out)
             return {k: out / f for k, f in names.items()}

@@ -3,6 +3,7 @@
 from creative_qa.synth.defects import DEFECTS, ORDER, TEXT_HEAVY_THRESHOLD, Defect
 from creative_qa.synth.generate import (
     ANNOTATOR_NOISE,
+    SYNTH_VERSION,
     Creative,
     SynthConfig,
     add_annotator_noise,
@@ -17,6 +18,7 @@ __all__ = [
     "ANNOTATOR_NOISE",
     "DEFECTS",
     "ORDER",
+    "SYNTH_VERSION",
     "TEXT_HEAVY_THRESHOLD",
     "Creative",
     "Defect",

@@ -337,6 +337,11 @@ def _generate_split(
     return pd.DataFrame(rows)
 
 
+# What the generator draws for a given seed; bumped whenever that changes, so a data set cached
+# by an older generator (a benchmark's, the demo's) is made again instead of silently reused.
+# 2: photo backgrounds are never enlarged past render.PHOTO_MAX_UPSCALE (mirror-tiled instead).
+SYNTH_VERSION = 2
+
 # Annotator noise as the learning benchmark and the demo simulate it: 30 % of positives missed, 5 % false
 # positives per tag, 20 % of values left blank (the rates real annotators show; generate_dataset's own
 # defaults are lighter).
@@ -395,6 +400,7 @@ def generate_dataset(
     (out / "synth.json").write_text(
         json.dumps(
             {
+                "synth_version": SYNTH_VERSION,
                 "seed": seed,
                 "n_labeled": n_labeled,
                 "n_unlabeled": n_unlabeled,

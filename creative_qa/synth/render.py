@@ -42,6 +42,7 @@ BODY = (
 )
 CTAS = ("Shop now", "Learn more", "Buy", "Sign up", "Get offer", "Install")
 BACKGROUNDS = ("gradient", "radial", "flat", "stripes", "photo")
+PHOTO_MAX_UPSCALE = 1.25  # a photo background is never enlarged more (low_resolution starts at 3x)
 
 
 @lru_cache(maxsize=1)
@@ -57,6 +58,15 @@ def _photos() -> tuple[np.ndarray, ...]:
     return tuple(out)
 
 
+def _mirror_tile(img: Image.Image, w: int, h: int) -> Image.Image:
+    """``img`` repeated to ``w`` x ``h``, every other copy mirrored so the seams continue the picture."""
+    a = np.asarray(img)
+    reps = (-(-h // a.shape[0]), -(-w // a.shape[1]))
+    row = np.concatenate([a if j % 2 == 0 else a[:, ::-1] for j in range(reps[1])], axis=1)
+    tiled = np.concatenate([row if i % 2 == 0 else row[::-1] for i in range(reps[0])], axis=0)
+    return Image.fromarray(np.ascontiguousarray(tiled[:h, :w]))
+
+
 def _light_colour(rng: np.random.Generator) -> np.ndarray:
     # Backgrounds stay mid-to-light so exposure defects have room to act both ways.
     c = rng.uniform(0.35, 0.95, 3)
@@ -70,7 +80,13 @@ def _background(rng: np.random.Generator, w: int, h: int, kinds: tuple[str, ...]
         photo = _photos()[int(rng.integers(len(_photos())))]
         ph, pw = photo.shape[:2]
         scale = max(w / pw, h / ph) * rng.uniform(1.0, 1.4)
-        img = Image.fromarray(photo).resize((int(pw * scale) + 1, int(ph * scale) + 1), Image.Resampling.LANCZOS)
+        # NOTE: the photos are 427 x 640 px: covering a large creative by scaling alone would upscale
+        # them 2.5-3.5x, which is what `low_resolution` means (content upscaled >= 3x), on a creative
+        # labelled clean. Past PHOTO_MAX_UPSCALE the photo is mirror-tiled at that scale instead.
+        cover = min(scale, PHOTO_MAX_UPSCALE)
+        img = Image.fromarray(photo).resize((int(pw * cover) + 1, int(ph * cover) + 1), Image.Resampling.LANCZOS)
+        if cover < scale:
+            img = _mirror_tile(img, int(pw * scale) + 1, int(ph * scale) + 1)
         x0 = int(rng.integers(0, img.width - w + 1))
         y0 = int(rng.integers(0, img.height - h + 1))
         return img.crop((x0, y0, x0 + w, y0 + h)), "photo"

@@ -124,3 +124,46 @@ def test_a_size_spread_changes_each_stills_size_not_its_design_or_labels(tmp_pat
     shorts = [min(Image.open(tmp_path / "spread" / p).size) for p in b["path"]]
     assert all(128 <= s <= 320 for s in shorts) and len(set(shorts)) > 8
     assert {min(Image.open(tmp_path / "fixed" / p).size) for p in a["path"]} == {128}
+
+
+def fine_detail(img) -> float:
+    """Mean absolute Laplacian of the luma: what an upscale removes first."""
+    y = np.asarray(img.convert("L"), np.float32)
+    return float(np.abs(4 * y[1:-1, 1:-1] - y[:-2, 1:-1] - y[2:, 1:-1] - y[1:-1, :-2] - y[1:-1, 2:]).mean())
+
+
+def test_a_clean_large_creative_s_photo_background_is_not_an_upscaled_one():
+    """`low_resolution` means content upscaled >= 3x: the 427 x 640 px photos covering a 1,080 px
+    creative by scaling alone were enlarged 2.5-3.5x on creatives labelled clean. Past
+    PHOTO_MAX_UPSCALE they are mirror-tiled, so a large background keeps its fine detail."""
+    from creative_qa.synth import render
+
+    def median_detail(size: int) -> float:
+        return float(
+            np.median(
+                [
+                    fine_detail(render._background(np.random.default_rng(s), size, size, ("photo",))[0])
+                    for s in range(12)
+                ]
+            )
+        )
+
+    # At 512 px the photos are enlarged at most PHOTO_MAX_UPSCALE; at 1,080 px they must not lose
+    # much more detail than that (scaling alone kept under a third of it).
+    assert median_detail(1080) > 0.5 * median_detail(512)
+    img, kind = render._background(np.random.default_rng(0), 1080, 1350, ("photo",))
+    assert kind == "photo" and img.size == (1080, 1350)
+
+
+def test_cached_data_from_an_older_generator_is_made_again(tmp_path):
+    """The demo reuses its data set only when the generator that made it is this one."""
+    import json
+
+    from training.cli import _synth_demo_data
+
+    first = _synth_demo_data(tmp_path, n_labeled=4, n_unlabeled=0, n_test=2)
+    stamp = first["test"].stat().st_mtime_ns
+    assert _synth_demo_data(tmp_path, n_labeled=4, n_unlabeled=0, n_test=2)["test"].stat().st_mtime_ns == stamp
+    meta = json.loads((tmp_path / "synth.json").read_text())
+    (tmp_path / "synth.json").write_text(json.dumps(meta | {"synth_version": meta["synth_version"] - 1}))
+    assert _synth_demo_data(tmp_path, n_labeled=4, n_unlabeled=0, n_test=2)["test"].stat().st_mtime_ns != stamp
