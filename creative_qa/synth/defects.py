@@ -127,9 +127,11 @@ def overexpose(x: np.ndarray, target: float, rng: np.random.Generator, opts: dic
     free = lum[~before]
     if free.size == 0:
         return x, 0.0
-    q = float(np.quantile(free, 1.0 - min(target, 0.99)))
-    gain = 0.98 / max(q, 1e-3) * 1.01
-    out = np.clip(y * gain, 0.0, 1.0)
+    q = max(float(np.quantile(free, 1.0 - min(target, 0.99))), 1e-3)
+    out = np.clip(y * (0.98 / q * 1.01), 0.0, 1.0)
+    # Highlights blow out to white, as a clipped sensor's do: a saturated colour never reaches white by
+    # gain alone (its other channels stay low), so the pixels over the quantile are washed to white.
+    out[lum >= q] = 1.0
     clipped = (luma(out) >= 0.98) & ~before
     return out, float(clipped.mean())
 

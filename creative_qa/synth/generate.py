@@ -160,10 +160,13 @@ def apply_defects(
 
 def make_creative(rng: np.random.Generator, cfg: SynthConfig, chosen: dict[str, float] | None = None) -> Creative:
     text_heavy = rng.random() < cfg.p_text_heavy
-    design = render_design(rng, cfg.size, text_heavy=text_heavy, fonts=cfg.fonts, backgrounds=cfg.backgrounds)
-    chosen = choose_defects(rng, cfg) if chosen is None else chosen
+    # NOTE: the design and the defects draw from their own streams: how many draws a design takes
+    # depends on its size (text fitting), and must not change which defects the same seed gives.
+    r_design, r_defects = rng.spawn(2)
+    design = render_design(r_design, cfg.size, text_heavy=text_heavy, fonts=cfg.fonts, backgrounds=cfg.backgrounds)
+    chosen = choose_defects(r_defects, cfg) if chosen is None else chosen
     facts = {"background": design.info.get("background", "")}
-    image, measured = apply_defects(design.image, chosen, rng, cfg, facts)
+    image, measured = apply_defects(design.image, chosen, r_defects, cfg, facts)
     labels = label_creative(design.labels, measured, facts)
     return Creative(image, labels, quality_from(measured, design.text_coverage), measured)
 
@@ -196,7 +199,8 @@ def make_video(rng: np.random.Generator, cfg: SynthConfig) -> tuple[list[np.ndar
 
     A video's label for a tag is positive when any part of it shows the defect.
     """
-    design = render_design(rng, cfg.size, fonts=cfg.fonts, backgrounds=cfg.backgrounds)
+    r_design, rng = rng.spawn(2)  # as make_creative: the defects' draws do not depend on the design's
+    design = render_design(r_design, cfg.size, fonts=cfg.fonts, backgrounds=cfg.backgrounds)
     chosen = choose_defects(rng, cfg)
     partial = {n for n in chosen if rng.random() < 0.5}
     n = max(4, int(cfg.video_seconds * cfg.video_fps))
@@ -250,7 +254,8 @@ def _make_one(args: tuple) -> list[dict]:
     still = replace(cfg, size=still_size(cfg, seed, split, i), size_max=0)
     if split == "test" and rng.random() < pair_frac:
         # A clean design and a degraded copy of it, for the quality-ordering check.
-        design = render_design(rng, still.size, fonts=cfg.fonts, backgrounds=cfg.backgrounds)
+        r_design, rng = rng.spawn(2)  # as make_creative: the defects' draws do not depend on the design's
+        design = render_design(r_design, still.size, fonts=cfg.fonts, backgrounds=cfg.backgrounds)
         chosen = {}
         while not chosen:
             chosen = choose_defects(rng, cfg)
@@ -340,7 +345,10 @@ def _generate_split(
 # What the generator draws for a given seed; bumped whenever that changes, so a data set cached
 # by an older generator (a benchmark's, the demo's) is made again instead of silently reused.
 # 2: photo backgrounds are never enlarged past render.PHOTO_MAX_UPSCALE (mirror-tiled instead).
-SYNTH_VERSION = 2
+# 3: the design's parts and the defects draw from separate streams (the same seed, the same creative
+#    at every size); an overexposure washes its highlights to white, so it reaches the clipped share
+#    it aims at (on a saturated design gain alone clipped next to nothing).
+SYNTH_VERSION = 3
 
 # Annotator noise as the learning benchmark and the demo simulate it: 30 % of positives missed, 5 % false
 # positives per tag, 20 % of values left blank (the rates real annotators show; generate_dataset's own

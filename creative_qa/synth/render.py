@@ -141,6 +141,10 @@ def render_design(
 ) -> Design:
     """Render one clean creative. ``text_heavy`` adds text boxes until they cover >= 20 % of it."""
     aspect = aspect or str(rng.choice(list(ASPECTS)))
+    # NOTE: each part of the design draws from its own stream. Whether a line of text fits depends on
+    # the font's pixel metrics, which are not exactly proportional to the size; a retry must not shift
+    # every later part's draws, so the same seed renders the same design at every size.
+    r_bg, r_product, r_text, r_logo, r_cta = rng.spawn(5)
     aw, ah = ASPECTS[aspect]
     if aw >= ah:
         h, w = short_side, int(round(short_side * aw / ah))
@@ -148,17 +152,17 @@ def render_design(
         w, h = short_side, int(round(short_side * ah / aw))
     w, h = w + w % 2, h + h % 2  # even sizes, so videos encode in yuv420p
     s = min(w, h)
-    img, background = _background(rng, w, h, backgrounds)
+    img, background = _background(r_bg, w, h, backgrounds)
     d = ImageDraw.Draw(img)
     text_mask = np.zeros((h, w), dtype=bool)
 
     # Product: a rounded box, a disc or a bottle-like shape with a shadow.
-    pw, ph = s * rng.uniform(0.25, 0.4), s * rng.uniform(0.3, 0.5)
-    px, py = rng.uniform(0.2, 0.8) * w, rng.uniform(0.35, 0.7) * h
-    colour = tuple(int(v) for v in rng.integers(20, 230, 3))
+    pw, ph = s * r_product.uniform(0.25, 0.4), s * r_product.uniform(0.3, 0.5)
+    px, py = r_product.uniform(0.2, 0.8) * w, r_product.uniform(0.35, 0.7) * h
+    colour = tuple(int(v) for v in r_product.integers(20, 230, 3))
     box = (px - pw / 2, py - ph / 2, px + pw / 2, py + ph / 2)
     d.rounded_rectangle(tuple(v + s * 0.02 for v in box), radius=int(s * 0.04), fill=(60, 60, 60))
-    shape = rng.integers(3)
+    shape = r_product.integers(3)
     if shape == 0:
         d.rounded_rectangle(box, radius=int(s * 0.04), fill=colour)
     elif shape == 1:
@@ -168,69 +172,71 @@ def render_design(
         d.rectangle((px - pw * 0.15, box[1], px + pw * 0.15, box[1] + ph * 0.3), fill=colour)
 
     def put_text(text: str, size: int, xy: tuple[float, float], panel: bool) -> bool:
-        f = font(rng, size, fonts)
+        f = font(r_text, size, fonts)
         bbox = d.textbbox(xy, text, font=f)
         pad = int(size * 0.25)
         bbox = (int(bbox[0]) - pad, int(bbox[1]) - pad, int(bbox[2]) + pad, int(bbox[3]) + pad)
         if bbox[0] < 0 or bbox[1] < 0 or bbox[2] > w or bbox[3] > h:
             return False
         if panel:
-            d.rectangle(bbox, fill=tuple(int(v) for v in rng.integers(0, 255, 3)))
-        fill = _contrasting(rng, img, bbox)
+            d.rectangle(bbox, fill=tuple(int(v) for v in r_text.integers(0, 255, 3)))
+        fill = _contrasting(r_text, img, bbox)
         d.text(xy, text, font=f, fill=fill)
         text_mask[bbox[1] : bbox[3], bbox[0] : bbox[2]] = True
         return True
 
-    if text_heavy or rng.random() < p_text:
-        size = int(s * rng.uniform(0.07, 0.11))
-        headline = str(rng.choice(HEADLINES))
+    if text_heavy or r_text.random() < p_text:
+        size = int(s * r_text.uniform(0.07, 0.11))
+        headline = str(r_text.choice(HEADLINES))
         for _ in range(4):
-            if put_text(headline, size, (rng.uniform(0.04, 0.3) * w, rng.uniform(0.04, 0.2) * h), rng.random() < 0.3):
+            if put_text(
+                headline, size, (r_text.uniform(0.04, 0.3) * w, r_text.uniform(0.04, 0.2) * h), r_text.random() < 0.3
+            ):
                 break
             size = int(size * 0.8)
     if text_heavy:
-        target = rng.uniform(TEXT_HEAVY_THRESHOLD + 0.03, 0.45)
+        target = r_text.uniform(TEXT_HEAVY_THRESHOLD + 0.03, 0.45)
         for _ in range(40):
             if text_mask.mean() >= target:
                 break
-            size = int(s * rng.uniform(0.05, 0.09))
+            size = int(s * r_text.uniform(0.05, 0.09))
             put_text(
-                str(rng.choice(BODY))[: int(rng.integers(8, 30))],
+                str(r_text.choice(BODY))[: int(r_text.integers(8, 30))],
                 size,
-                (rng.uniform(0.0, 0.5) * w, rng.uniform(0.0, 0.9) * h),
-                rng.random() < 0.5,
+                (r_text.uniform(0.0, 0.5) * w, r_text.uniform(0.0, 0.9) * h),
+                r_text.random() < 0.5,
             )
-    elif text_mask.any() and rng.random() < 0.4:  # a short line of body copy, staying light
-        put_text(str(rng.choice(BODY))[:18], int(s * 0.045), (0.05 * w, rng.uniform(0.75, 0.85) * h), False)
+    elif text_mask.any() and r_text.random() < 0.4:  # a short line of body copy, staying light
+        put_text(str(r_text.choice(BODY))[:18], int(s * 0.045), (0.05 * w, r_text.uniform(0.75, 0.85) * h), False)
         if text_mask.mean() >= TEXT_HEAVY_THRESHOLD - 0.03:  # NOTE: keep a margin under the rule
             return render_design(rng, short_side, aspect, text_heavy, fonts, backgrounds, p_text, p_logo, p_cta)
 
     has_text = bool(text_mask.any())
-    has_logo = rng.random() < p_logo
+    has_logo = r_logo.random() < p_logo
     if has_logo:
-        r = s * rng.uniform(0.07, 0.11)
-        cx, cy = (w - r * 1.6) if rng.random() < 0.5 else r * 1.6, h - r * 1.6 if rng.random() < 0.5 else r * 1.6
-        lc = tuple(int(v) for v in rng.integers(0, 200, 3))
-        if rng.random() < 0.5:
+        r = s * r_logo.uniform(0.07, 0.11)
+        cx, cy = (w - r * 1.6) if r_logo.random() < 0.5 else r * 1.6, h - r * 1.6 if r_logo.random() < 0.5 else r * 1.6
+        lc = tuple(int(v) for v in r_logo.integers(0, 200, 3))
+        if r_logo.random() < 0.5:
             d.ellipse((cx - r, cy - r, cx + r, cy + r), fill=lc)
         else:
-            d.regular_polygon((cx, cy, r), n_sides=int(rng.integers(3, 7)), fill=lc)
+            d.regular_polygon((cx, cy, r), n_sides=int(r_logo.integers(3, 7)), fill=lc)
         d.text(
             (cx, cy),
-            str(rng.choice(list("ABKMQRSZ"))),
-            font=font(rng, int(r * 1.1), fonts),
+            str(r_logo.choice(list("ABKMQRSZ"))),
+            font=font(r_logo, int(r * 1.1), fonts),
             fill=(255, 255, 255),
             anchor="mm",
         )
 
-    has_cta = rng.random() < p_cta
+    has_cta = r_cta.random() < p_cta
     if has_cta:
-        label = str(rng.choice(CTAS))
-        f = font(rng, int(s * 0.055), fonts)
+        label = str(r_cta.choice(CTAS))
+        f = font(r_cta, int(s * 0.055), fonts)
         tb = d.textbbox((0, 0), label, font=f)
         bw, bh = tb[2] - tb[0] + s * 0.08, tb[3] - tb[1] + s * 0.05
-        bx, by = rng.uniform(0.05, 0.95) * (w - bw), h * rng.uniform(0.82, 0.9) - bh / 2
-        bc = tuple(int(v) for v in rng.integers(0, 200, 3))
+        bx, by = r_cta.uniform(0.05, 0.95) * (w - bw), h * r_cta.uniform(0.82, 0.9) - bh / 2
+        bc = tuple(int(v) for v in r_cta.integers(0, 200, 3))
         d.rounded_rectangle((bx, by, bx + bw, by + bh), radius=int(bh / 2), fill=bc)
         d.text((bx + bw / 2, by + bh / 2), label, font=f, fill=(255, 255, 255), anchor="mm")
 

@@ -1,5 +1,7 @@
 """The generator's labels follow DESIGN.md's definitions exactly, at the boundary."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -118,9 +120,12 @@ def test_a_size_spread_changes_each_stills_size_not_its_design_or_labels(tmp_pat
     a, b = pd.read_csv(fixed["train_labeled_clean"]), pd.read_csv(spread["train_labeled_clean"])
     tags = load_taxonomy().tag_names
     # Scale-relative and native defects are defined so a creative's truth does not depend on its
-    # size: the same draws give the same labels, but for rounding to whole pixels at a threshold
-    # (a different design would change about a fifth of them).
-    assert (a[tags].to_numpy() != b[tags].to_numpy()).mean() < 0.03
+    # size: the same draws give the same defects and labels, but for rounding to whole pixels at a
+    # threshold (a different design would change about a fifth of them). The design's parts and the
+    # defects draw from separate streams, so text that fits at one size and not another cannot
+    # change which defects a creative gets.
+    assert [json.loads(x).keys() for x in a["defects"]] == [json.loads(x).keys() for x in b["defects"]]
+    assert (a[tags].to_numpy() != b[tags].to_numpy()).mean() < 0.01
     shorts = [min(Image.open(tmp_path / "spread" / p).size) for p in b["path"]]
     assert all(128 <= s <= 320 for s in shorts) and len(set(shorts)) > 8
     assert {min(Image.open(tmp_path / "fixed" / p).size) for p in a["path"]} == {128}
@@ -167,3 +172,15 @@ def test_cached_data_from_an_older_generator_is_made_again(tmp_path):
     meta = json.loads((tmp_path / "synth.json").read_text())
     (tmp_path / "synth.json").write_text(json.dumps(meta | {"synth_version": meta["synth_version"] - 1}))
     assert _synth_demo_data(tmp_path, n_labeled=4, n_unlabeled=0, n_test=2)["test"].stat().st_mtime_ns != stamp
+
+
+def test_an_overexposure_reaches_the_clipped_share_it_aims_at_on_any_design():
+    """Gain alone never clips a saturated colour to white (its other channels stay low): a creative
+    meant to be overexposed came out nearly unclipped and labelled clean. Highlights now wash to white."""
+    over = DEFECTS["overexposed"]
+    designs = [render_design(np.random.default_rng(s), 128).image for s in range(8)]
+    aimed_over = [over.label(over.apply(d.copy(), 0.32, np.random.default_rng(0), {})[1]) for d in designs]
+    aimed_mild = [over.label(over.apply(d.copy(), 0.10, np.random.default_rng(0), {})[1]) for d in designs]
+    assert aimed_over == [1] * 8
+    # a mild one stays under the rule, but where a flat area sits right at the quantile and clips whole
+    assert sum(aimed_mild) <= 1
