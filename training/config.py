@@ -58,10 +58,10 @@ class ModelConfig:
     detail_side: int = 256  # short side the creative is rescaled to before cropping
     crop_policy: str = "detail"  # "detail": crops where the edges are; "fixed": fixed positions
     native_crops: int = 0  # crops at the creative's own pixels (noise, JPEG, upscaling at any size)
-    # 1: a view of the creative's JPEG evidence, three numbers (creative_qa.preprocess.grid_view). Off by
-    # default for its serving cost: about 12 CPU ms per 512 px creative in process against 7.7 without
-    # (benchmarks/serving.py, which reports CPU per request).
-    grid_view: int = 0
+    # 1: a view of the creative's JPEG evidence, three numbers (creative_qa.preprocess.grid_view): without
+    # it `jpeg_artifacts` is at chance. It reads the creative's own pixels, so it costs CPU in serving
+    # (benchmarks/serving.py reports CPU per request); 0 turns it off.
+    grid_view: int = 1
     drop_rate: float = 0.1  # dropout before the heads
     drop_path_rate: float = 0.0  # stochastic depth, where the backbone supports it
     prior_bias: bool = True  # start the tag head's bias at each tag's prior in the labeled set

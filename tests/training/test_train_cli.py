@@ -119,4 +119,4 @@ def test_a_method_is_one_file(tiny_data, capsys, tmp_path):
     assert Path(out["checkpoint"]).is_file()
     steps = marker.read_text().splitlines()
     assert [line.split()[0] for line in steps] == ["0", "1"]
-    assert steps[0].endswith("(16, 3, 64, 64, 3)")  # batch 16, whole view + 2 crops of 64 px
+    assert steps[0].endswith("(16, 4, 64, 64, 3)")  # batch 16, whole view + 2 crops of 64 px + the grid view
