@@ -20,7 +20,7 @@ W = torch.tensor([0.299, 0.587, 0.114])
 def views() -> torch.Tensor:
     """Clean generated creatives as the model sees them: (N, V, S, S, 3) in [0, 1]."""
     out = []
-    for i in range(6):
+    for i in range(12):
         c = make_creative(np.random.default_rng(i), SynthConfig(size=256), chosen={})
         out.append(preprocess(np.asarray(to_pil(c.image)), SPEC))
     return torch.from_numpy(np.stack(out)).float() / 255.0
@@ -113,8 +113,8 @@ def test_jpeg_copies_are_quantised_at_quality_20_or_coarser(views):
     sources = [v for x in views for v in x[1:]]
     for at in (0.0, 1.0):
         copies = [v for x in views for v in _apply("jpeg_artifacts", x, at)[1:]]
-        assert between(copies) < 0.04, at
-    assert between(sources) > 0.08
+        assert between(copies) < 0.025, at
+    assert between(sources) > 0.05
 
 
 def test_synthesize_labels_one_known_tag_and_leaves_the_rest_unknown(views):
