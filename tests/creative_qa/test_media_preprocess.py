@@ -325,10 +325,14 @@ def test_the_grid_view_reads_the_region_its_spec_names_and_old_specs_keep_theirs
     clean = np.asarray(to_pil(c.image).resize((1024, 1024)))
     mixed = _jpeg(clean, 10).copy()
     mixed[256:768, 256:768] = clean[256:768, 256:768]  # the central 512 px clean, a coarse JPEG around it
-    new = PreprocessSpec(input_size=64, crops=1, detail_side=256, grid_view=1)
+    new = PreprocessSpec(input_size=64, crops=1, detail_side=256, grid_view=1, grid_window="centre")
     assert new.grid_region == 512 and PreprocessSpec.from_dict(new.to_dict()) == new
-    old = {k: v for k, v in new.to_dict().items() if k != "grid_region"}  # a model exported before the field
+    # a model exported before either field: it read 1,024 px at the centre
+    old = {k: v for k, v in new.to_dict().items() if k not in ("grid_region", "grid_window")}
     assert PreprocessSpec.from_dict(old).grid_region == 1024
+    assert PreprocessSpec.from_dict(old).grid_window == "centre"
+    # ... and one exported with the 512 px region but before the window moved to the edges keeps the centre
+    assert PreprocessSpec.from_dict(old | {"grid_region": 512}).grid_window == "centre"
     views = {
         r: preprocess(mixed, PreprocessSpec.from_dict(d))[-1, 0, 0] for r, d in ((512, new.to_dict()), (1024, old))
     }
@@ -337,3 +341,26 @@ def test_the_grid_view_reads_the_region_its_spec_names_and_old_specs_keep_theirs
     assert int(views[1024][0]) > int(views[512][0]) + 20, views
     with pytest.raises(ValueError, match="grid_region"):
         PreprocessSpec(grid_view=1, grid_region=100)
+    with pytest.raises(ValueError, match="grid_window"):
+        PreprocessSpec(grid_view=1, grid_window="corner")
+
+
+def test_the_grid_view_reads_where_a_large_creative_has_detail_not_its_flat_centre():
+    """A JPEG's quantisation shows on detail: on a large creative whose centre is flat, the window
+    with the most edge energy (the default) sees the blocks that the centre window cannot."""
+    from creative_qa.preprocess import edgiest_window, grid_view
+    from creative_qa.synth import SynthConfig, make_creative
+    from creative_qa.synth.defects import to_pil
+
+    c = make_creative(np.random.default_rng(5), SynthConfig(size=256, backgrounds=("photo",)), chosen={})
+    canvas = np.full((1536, 1536, 3), 128, np.uint8)
+    canvas[:384, :384] = np.asarray(to_pil(c.image).resize((384, 384)))  # the detail, in a corner
+    coarse = _jpeg(canvas, 10)
+    left, top = edgiest_window(Image.fromarray(coarse), 512, 512)
+    assert left % 8 == 0 and top % 8 == 0 and left < 384 and top < 384  # on the block grid, over the detail
+    edges, centre = (grid_view(Image.fromarray(coarse), 4, 512, w)[0, 0].astype(int) for w in ("edges", "centre"))
+    assert edges[0] > centre[0] + 20 and edges[1] > 0.9 * 255 > centre[1], (edges, centre)
+    assert PreprocessSpec(grid_view=1).grid_window == "edges"
+    # a creative no larger than the region is read whole either way
+    small = Image.fromarray(coarse[:400, :400])
+    assert grid_view(small, 4, 512, "edges").tolist() == grid_view(small, 4, 512, "centre").tolist()
