@@ -34,6 +34,7 @@ JSON and a chart.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -77,7 +78,7 @@ EVAL_SPLITS = ("test", "heldout", "foreign")
 def make_data(out: Path, pool: int, test: int, heldout: int, seed: int, rates: dict[str, float]) -> dict[str, Path]:
     from foreign import FOREIGN_BACKGROUND, FOREIGN_FONT, make_foreign
 
-    from creative_qa.synth import SynthConfig
+    from creative_qa.synth import SYNTH_VERSION, SynthConfig
     from creative_qa.synth.fonts import available_fonts
     from creative_qa.synth.render import BACKGROUNDS
 
@@ -98,9 +99,11 @@ def make_data(out: Path, pool: int, test: int, heldout: int, seed: int, rates: d
         progress=True,
         **rates,
     )
-    foreign = out / "foreign.csv"
-    if not foreign.is_file() or len(pd.read_csv(foreign)) != heldout:
+    foreign, stamp = out / "foreign.csv", out / "foreign.json"
+    key = json.dumps({"n": heldout, "seed": seed, "synth_version": SYNTH_VERSION})
+    if not foreign.is_file() or not stamp.is_file() or stamp.read_text() != key:  # made by this generator
         make_foreign(out, heldout, seed)
+        stamp.write_text(key)
     paths["foreign"] = foreign
     # The oracle sees the whole pool with clean labels.
     oracle = out / "oracle_clean.csv"

@@ -3,7 +3,7 @@
     python benchmarks/taxonomy_change.py            # default scale: about 10 minutes on 2 CPU cores
     python benchmarks/taxonomy_change.py --quick    # a minute or two (what CI smoke-tests)
     python benchmarks/taxonomy_change.py --seeds 3 --warm-lr-scales 1,0.3 --arms warm,scratch,v1_alone
-    python benchmarks/taxonomy_change.py --seeds 4 --warm-mixes '1;1,0.8,0.6' model.grid_view=1
+    python benchmarks/taxonomy_change.py --seeds 4 --warm-mixes '1;1,0.8,0.6'
 
 Data: synthetic creatives, fixed seed, labeled by the generator in both taxonomies. The
 training pool carries taxonomy-v1 labels with simulated annotator noise (the labels a team
@@ -40,8 +40,8 @@ renamed, merged) and on the new ones (split children, added), and wall time per 
 Target: (a) >= (b) on every carried-over tag and on the new tags' mAP, in less wall time; with
 several seeds a shortfall whose paired 95 % interval reaches 0 and that stays within
 ``--tolerance`` (``promote``'s default, 0.02) is reported as such. Without the grid view
-(``model.grid_view=1``, off by default) no arm learns ``compression_artifacts`` (JPEG at
-quality <= 20) and its comparison is noise: the README's figures set it for every run.
+(``model.grid_view``, on by default) no arm learns ``compression_artifacts`` (JPEG at
+quality <= 20) and its comparison is noise.
 """
 
 from __future__ import annotations

@@ -54,7 +54,6 @@ VIEWS_VERSION = 5
 GRID_REGION = 512
 LEGACY_GRID_REGION = 1024
 GRID_WINDOWS = ("edges", "centre")
-_GRID_CELL = 64  # the edge-energy map's cell (a multiple of the 8 px block), pixels
 GRID_CLIP = 16  # luma steps above this (edges) are clipped, so a few strong edges cannot drown the grid
 
 # Crop centres as fractions of (width, height); the first `crops` are used.
@@ -252,9 +251,9 @@ def grid_features(fold: np.ndarray, evidence: float, eps: float = 0.5) -> np.nda
     return np.clip(np.array(values) + 0.5, 0, 255).astype(np.uint8)
 
 
-def edgiest_window(img: Image.Image, rw: int, rh: int, cell: int = _GRID_CELL) -> tuple[int, int]:
-    """``(left, top)`` of the ``rw`` x ``rh`` window of ``img`` with the most edge energy, on a
-    ``cell`` px grid (so on the 8 px block grid); the centre (on the block grid) when nothing has edges.
+def edgiest_window(img: Image.Image, rw: int, rh: int) -> tuple[int, int]:
+    """``(left, top)`` of the ``rw`` x ``rh`` window of ``img`` with the most edge energy, its corner on
+    the 8 px block grid (every such corner is a candidate); the centre when nothing has edges.
 
     The energy is the sum of horizontal luma steps over every 4th pixel of every 4th row (it ranks
     the windows' content, not single pixels; a nearest-neighbour reduction reads only those):
@@ -262,20 +261,20 @@ def edgiest_window(img: Image.Image, rw: int, rh: int, cell: int = _GRID_CELL) -
     """
     w, h = img.size
     centre = ((w - rw) // 2 // 8 * 8, (h - rh) // 2 // 8 * 8)
-    ny, nx, q = h // cell, w // cell, cell // 4
-    ky, kx = min(max(rh // cell, 1), ny), min(max(rw // cell, 1), nx)
+    ny, nx = h // 8, w // 8  # 8 px cells: 2 x 2 samples each
+    ky, kx = max(min(rh // 8, ny), 1), max(min(rw // 8, nx), 1)
     if (rw >= w and rh >= h) or ny == 0 or nx == 0:
         return centre
     sub = np.asarray(img.resize((w // 4, h // 4), Image.Resampling.NEAREST).convert("L"), dtype=np.int16)
-    sub = sub[: ny * q, : nx * q]
+    sub = sub[: ny * 2, : nx * 2]
     step = np.abs(np.diff(sub, axis=1, append=sub[:, -1:]))
-    energy = step.reshape(ny, q, nx, q).sum(axis=(1, 3), dtype=np.int64)
+    energy = step.reshape(ny, 2, nx, 2).sum(axis=(1, 3), dtype=np.int64)
     s = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     windows = s[ky:, kx:] - s[:-ky, kx:] - s[ky:, :-kx] + s[:-ky, :-kx]  # every ky x kx cell window's sum
     if not windows.any():
         return centre
     iy, ix = np.unravel_index(int(np.argmax(windows)), windows.shape)
-    return min(int(ix) * cell, (w - rw) // 8 * 8), min(int(iy) * cell, (h - rh) // 8 * 8)
+    return min(int(ix) * 8, (w - rw) // 8 * 8), min(int(iy) * 8, (h - rh) // 8 * 8)
 
 
 def grid_view(img: Image.Image, size: int, region: int = GRID_REGION, window: str = "edges") -> np.ndarray:

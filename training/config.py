@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from creative_qa.preprocess import GRID_REGION
+
 log = logging.getLogger(__name__)
 
 
@@ -62,6 +64,8 @@ class ModelConfig:
     # it `jpeg_artifacts` is at chance. It reads the creative's own pixels, so it costs CPU in serving
     # (benchmarks/serving.py reports CPU per request); 0 turns it off.
     grid_view: int = 1
+    grid_region: int = GRID_REGION  # ... read over at most this many pixels square of the creative
+    grid_window: str = "edges"  # ... placed where it has the most edge energy ("edges") or at the centre
     drop_rate: float = 0.1  # dropout before the heads
     drop_path_rate: float = 0.0  # stochastic depth, where the backbone supports it
     prior_bias: bool = True  # start the tag head's bias at each tag's prior in the labeled set

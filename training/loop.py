@@ -84,6 +84,8 @@ def spec_of(cfg: TrainConfig) -> PreprocessSpec:
         crop_policy=m.crop_policy,
         native_crops=m.native_crops,
         grid_view=m.grid_view,
+        grid_region=m.grid_region,
+        grid_window=m.grid_window,
     )
 
 

@@ -204,12 +204,19 @@ def config_of(ckpt: Checkpoint):
     """The ``TrainConfig`` a checkpoint was trained with.
 
     Its views come from its preprocessing spec: a checkpoint from before the grid view existed
-    has none, whatever today's default is.
+    has none, and one from before the view's window moved to the edges reads the centre,
+    whatever today's defaults are.
     """
+    from creative_qa.preprocess import PreprocessSpec  # noqa: PLC0415
     from training.config import TrainConfig, build_config  # noqa: PLC0415
 
     cfg = build_config(TrainConfig, ckpt.config, "<checkpoint>", strict=False)
-    cfg.model.grid_view = int((ckpt.preprocess or {}).get("grid_view", 0))
+    spec = PreprocessSpec.from_dict(ckpt.preprocess or {})
+    cfg.model.grid_view, cfg.model.grid_region, cfg.model.grid_window = (
+        spec.grid_view,
+        spec.grid_region,
+        spec.grid_window,
+    )
     return cfg
 
 

@@ -45,7 +45,17 @@ from training.model import CreativeModel, build_model, config_of, model_from_che
 
 log = logging.getLogger(__name__)
 CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
-_ARCH_FIELDS = ("backbone", "input_size", "crops", "detail_side", "crop_policy", "native_crops", "grid_view")
+_ARCH_FIELDS = (
+    "backbone",
+    "input_size",
+    "crops",
+    "detail_side",
+    "crop_policy",
+    "native_crops",
+    "grid_view",
+    "grid_region",
+    "grid_window",
+)
 
 
 @dataclass

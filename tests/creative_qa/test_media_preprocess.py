@@ -354,13 +354,24 @@ def test_the_grid_view_reads_where_a_large_creative_has_detail_not_its_flat_cent
 
     c = make_creative(np.random.default_rng(5), SynthConfig(size=256, backgrounds=("photo",)), chosen={})
     canvas = np.full((1536, 1536, 3), 128, np.uint8)
-    canvas[:384, :384] = np.asarray(to_pil(c.image).resize((384, 384)))  # the detail, in a corner
+    canvas[1000:1384, 1096:1480] = np.asarray(to_pil(c.image).resize((384, 384)))  # the detail, off-centre
     coarse = _jpeg(canvas, 10)
     left, top = edgiest_window(Image.fromarray(coarse), 512, 512)
-    assert left % 8 == 0 and top % 8 == 0 and left < 384 and top < 384  # on the block grid, over the detail
+    # on the block grid, and the window holds the whole detail (the centre window, 512-1024, misses it)
+    assert left % 8 == 0 and top % 8 == 0, (left, top)
+    assert left <= 1096 and left + 512 >= 1480 and top <= 1000 and top + 512 >= 1384, (left, top)
+    # every corner on the block grid can be chosen, up to the last one: detail in the bottom-right 48 px
+    corner = np.full((1080, 1920, 3), 128, np.uint8)
+    corner[-48:, -48:] = np.random.default_rng(0).integers(0, 255, (48, 48, 3))
+    assert edgiest_window(Image.fromarray(corner), 512, 512) == (1408, 568)
+    # smaller than the window one way: read whole that way, placed over the detail the other
+    strip = np.full((400, 1536, 3), 128, np.uint8)
+    strip[:, 1200:1300] = np.random.default_rng(1).integers(0, 255, (400, 100, 3))
+    left, top = edgiest_window(Image.fromarray(strip), 512, 400)
+    assert top == 0 and left <= 1200 and left + 512 >= 1300
     edges, centre = (grid_view(Image.fromarray(coarse), 4, 512, w)[0, 0].astype(int) for w in ("edges", "centre"))
     assert edges[0] > centre[0] + 20 and edges[1] > 0.9 * 255 > centre[1], (edges, centre)
     assert PreprocessSpec(grid_view=1).grid_window == "edges"
     # a creative no larger than the region is read whole either way
-    small = Image.fromarray(coarse[:400, :400])
+    small = Image.fromarray(coarse[1000:1400, 1096:1496])
     assert grid_view(small, 4, 512, "edges").tolist() == grid_view(small, 4, 512, "centre").tolist()

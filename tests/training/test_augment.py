@@ -62,6 +62,8 @@ def creatives():
             c = make_creative(np.random.default_rng([i, k]), SynthConfig(size=128), chosen=chosen)
             if all(c.labels[name] == DEFECTS[name].label(aim) for name, aim in chosen.items()):
                 break
+        else:
+            pytest.fail(f"no design of 8 lands {chosen} on the side it aims at")
         out.append((chosen, c.labels, preprocess(np.asarray(to_pil(c.image)), SPEC, pool=POOL)))
     return out
 

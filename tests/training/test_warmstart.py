@@ -212,6 +212,15 @@ def test_a_run_from_a_parent_adopts_its_model_and_needs_a_mapping_for_another_ta
     cfg = load_config("default", [f"warm_start.parent={tmp_path / 'wide.pt'}"])
     TaxonomyChange.create(cfg)
     assert cfg.model.native_crops == 2 and spec_of(cfg).views == wide.views
+    # ... and where its grid view reads: a parent from before the window moved to the edges read the
+    # centre, and its pseudo-labels must come from the views it was trained on
+    old_spec = Checkpoint.load(ckpt)
+    old_spec.preprocess = {k: v for k, v in old_spec.preprocess.items() if k not in ("grid_region", "grid_window")}
+    old_spec.save(tmp_path / "old.pt")
+    cfg = load_config("default", [f"warm_start.parent={tmp_path / 'old.pt'}"])
+    TaxonomyChange.create(cfg)
+    assert (spec_of(cfg).grid_region, spec_of(cfg).grid_window) == (1024, "centre")
+    assert (spec_of(parent_cfg).grid_region, spec_of(parent_cfg).grid_window) == (512, "edges")
     # a parent alone: continue in its taxonomy
     cfg = load_config("default", [f"warm_start.parent={ckpt}"])
     assert TaxonomyChange.create(cfg).mapping.is_identity
