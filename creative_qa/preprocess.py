@@ -47,7 +47,7 @@ from PIL import Image
 VIEWS_VERSION = 5
 
 # The grid view folds at most this many pixels square of a creative (on the block grid): bounded work
-# and memory at any size. 512 (4,096 blocks) reads a 1,080 px creative in 1.1 ms, 1,024 in 3.8-6.5.
+# and memory at any size. 512 (4,096 blocks) reads a 1,080 px creative in 1.1-1.4 ms, 1,024 in 3.8-6.5;
 # Where: the window with the most edge energy ("edges"; a JPEG's quantisation shows where there is
 # detail, not on flat areas) or the centre ("centre"). A spec written before a field existed keeps what
 # its model was trained on (``PreprocessSpec.from_dict``): 1,024 px, then the centre.
@@ -257,7 +257,7 @@ def edgiest_window(img: Image.Image, rw: int, rh: int) -> tuple[int, int]:
 
     The energy is the sum of horizontal luma steps over every 4th pixel of every 4th row (it ranks
     the windows' content, not single pixels; a nearest-neighbour reduction reads only those):
-    about 0.3 ms on a 1,080 px creative.
+    about 0.6-0.8 ms on a 1,080 px creative.
     """
     w, h = img.size
     centre = ((w - rw) // 2 // 8 * 8, (h - rh) // 2 // 8 * 8)
