@@ -47,7 +47,7 @@ from PIL import Image
 VIEWS_VERSION = 5
 
 # The grid view folds at most this many pixels square of a creative (on the block grid): bounded work
-# and memory at any size. 512 (4,096 blocks) reads a 1,080 px creative in 1.1-1.4 ms, 1,024 in 3.8-6.5;
+# and memory at any size. 512 (4,096 blocks) reads a 1,080 px creative in 1.1-1.4 ms, 1,024 in 3.8-6.5.
 # Where: the window with the most edge energy ("edges"; a JPEG's quantisation shows where there is
 # detail, not on flat areas) or the centre ("centre"). A spec written before a field existed keeps what
 # its model was trained on (``PreprocessSpec.from_dict``): 1,024 px, then the centre.
