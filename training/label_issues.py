@@ -58,7 +58,19 @@ def find_label_issues(cfg: TrainConfig, folds: int = 3, baseline: bool = False) 
     df = read_manifest(cfg.data.labeled)
     df["path"] = df["abspath"]
     labels_by_path = dict(zip(df["abspath"], label_matrix(df, tags), strict=True))
-    work = Path(tempfile.mkdtemp(prefix="label-issues-"))
+    # NOTE: the folds' manifests and checkpoints are scratch (each fold's run is in MLflow): removed at the end.
+    with tempfile.TemporaryDirectory(prefix="label-issues-") as tmp:
+        got_paths, got_probs = _fold_probs(cfg, df, tags, Path(tmp), folds, baseline)
+    probs = np.concatenate(got_probs) if got_probs else np.zeros((0, len(tags)))
+    labels = np.stack([labels_by_path[p] for p in got_paths]) if got_paths else np.zeros((0, len(tags)))
+    return issue_table(got_paths, labels, probs, tags)
+
+
+def _fold_probs(
+    cfg: TrainConfig, df: pd.DataFrame, tags: list[str], work: Path, folds: int, baseline: bool
+) -> tuple[list[str], list[np.ndarray]]:
+    """Each labeled creative's paths and probabilities from a model that did not train on it (or, with
+    ``baseline``, from one that did)."""
     got_paths: list[str] = []
     got_probs: list[np.ndarray] = []
     if baseline:
@@ -77,9 +89,7 @@ def find_label_issues(cfg: TrainConfig, folds: int = 3, baseline: bool = False) 
             p, pr = _probs_for(result.checkpoint, held_csv, cfg_k, tags)
             got_paths += p
             got_probs.append(pr)
-    probs = np.concatenate(got_probs) if got_probs else np.zeros((0, len(tags)))
-    labels = np.stack([labels_by_path[p] for p in got_paths]) if got_paths else np.zeros((0, len(tags)))
-    return issue_table(got_paths, labels, probs, tags)
+    return got_paths, got_probs
 
 
 def _fold_cfg(cfg: TrainConfig, df: pd.DataFrame, csv: Path, name: str) -> TrainConfig:

@@ -28,7 +28,12 @@ def test_issue_table_ranks_known_labels_by_disagreement(tmp_path):
     assert p["true_issues"] == 2
 
 
-def test_cross_validated_label_issues_cover_every_known_label(tiny_data, tmp_path):
+def test_cross_validated_label_issues_cover_every_known_label(tiny_data, tmp_path, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where the folds' scratch folder is made
     cfg = load_config(
         "default",
         [
@@ -44,6 +49,7 @@ def test_cross_validated_label_issues_cover_every_known_label(tiny_data, tmp_pat
     assert len(issues) == int(noisy[tags].notna().to_numpy().sum())
     assert issues["score"].is_monotonic_decreasing
     assert issues["score"].between(0, 1).all()
+    assert list(scratch.iterdir()) == []  # the folds' manifests and checkpoints are gone
 
 
 def test_noisy_student_rounds_are_nested_mlflow_runs(tiny_data, tmp_path):
