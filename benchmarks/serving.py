@@ -83,15 +83,11 @@ def register(onnx_path: Path, store: str) -> str:
     from mlflow.tracking import MlflowClient
 
     import mlflow
-    from training.tracking import sqlite_artifact_root
+    from training.tracking import setup
 
     spec = Scorer(onnx_path).spec
     example = np.zeros((1, spec.views, spec.input_size, spec.input_size, 3), np.uint8)
-    mlflow.set_tracking_uri(store)
-    if MlflowClient(store).get_experiment_by_name("serving-benchmark") is None:
-        MlflowClient(store).create_experiment("serving-benchmark", artifact_location=sqlite_artifact_root(store))
-    mlflow.set_experiment("serving-benchmark")
-    with mlflow.start_run(run_name="serving-benchmark"):
+    with mlflow.start_run(experiment_id=setup("serving-benchmark", store), run_name="serving-benchmark"):
         # NOTE: without a signature the pyfunc feeds JSON integers as int64 and the uint8 graph refuses them.
         info = mlflow.onnx.log_model(
             onnx.load(str(onnx_path)),

@@ -251,20 +251,20 @@ def grid_features(fold: np.ndarray, evidence: float, eps: float = 0.5) -> np.nda
     return np.clip(np.array(values) + 0.5, 0, 255).astype(np.uint8)
 
 
-def edgiest_window(img: Image.Image, rw: int, rh: int) -> tuple[int, int]:
+def edgiest_window(img: Image.Image, rw: int, rh: int) -> tuple[int, int] | None:
     """``(left, top)`` of the ``rw`` x ``rh`` window of ``img`` with the most edge energy, its corner on
-    the 8 px block grid (every such corner is a candidate); the centre when nothing has edges.
+    the 8 px block grid (every such corner is a candidate); ``None`` when the window is the whole image
+    or nothing has edges (no window is better than another).
 
     The energy is the sum of horizontal luma steps over every 4th pixel of every 4th row (it ranks
     the windows' content, not single pixels; a nearest-neighbour reduction reads only those):
     about 0.6-0.8 ms on a 1,080 px creative.
     """
     w, h = img.size
-    centre = ((w - rw) // 2 // 8 * 8, (h - rh) // 2 // 8 * 8)
     ny, nx = h // 8, w // 8  # 8 px cells: 2 x 2 samples each
     ky, kx = max(min(rh // 8, ny), 1), max(min(rw // 8, nx), 1)
     if (rw >= w and rh >= h) or ny == 0 or nx == 0:
-        return centre
+        return None
     sub = np.asarray(img.resize((w // 4, h // 4), Image.Resampling.NEAREST).convert("L"), dtype=np.int16)
     sub = sub[: ny * 2, : nx * 2]
     step = np.abs(np.diff(sub, axis=1, append=sub[:, -1:]))
@@ -272,7 +272,7 @@ def edgiest_window(img: Image.Image, rw: int, rh: int) -> tuple[int, int]:
     s = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     windows = s[ky:, kx:] - s[:-ky, kx:] - s[ky:, :-kx] + s[:-ky, :-kx]  # every ky x kx cell window's sum
     if not windows.any():
-        return centre
+        return None
     iy, ix = np.unravel_index(int(np.argmax(windows)), windows.shape)
     return min(int(ix) * 8, (w - rw) // 8 * 8), min(int(iy) * 8, (h - rh) // 8 * 8)
 
@@ -295,10 +295,8 @@ def grid_view(img: Image.Image, size: int, region: int = GRID_REGION, window: st
     if min(rw, rh) < 16:  # under two blocks: no grid to read (no lift, no evidence, no excess)
         values = np.array([64, 0, 128], np.uint8)
     else:
-        if window == "edges":
-            left, top = edgiest_window(img, rw, rh)
-        else:
-            left, top = (w - rw) // 2 // 8 * 8, (h - rh) // 2 // 8 * 8
+        edges = edgiest_window(img, rw, rh) if window == "edges" else None
+        left, top = edges or ((w - rw) // 2 // 8 * 8, (h - rh) // 2 // 8 * 8)
         luma = np.asarray(img.crop((left, top, left + rw, top + rh)).convert("L"))
         values = grid_features(grid_fold(luma), quantisation_evidence(luma[: rh // 8 * 8, : rw // 8 * 8]))
     return np.broadcast_to(values, (size, size, 3)).copy()

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from creative_qa.preprocess import GRID_REGION
+from creative_qa.preprocess import GRID_REGION, PreprocessSpec
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,11 @@ class ModelConfig:
     def views(self) -> int:
         """Views per creative: the whole one, the detail crops, the native crops and the grid view."""
         return 1 + self.crops + self.native_crops + self.grid_view
+
+
+# The model config's fields that are its preprocessing spec's (what the views are): derived, so a new
+# spec field in ModelConfig reaches the spec, a checkpoint's config and a warm start without a list to edit.
+VIEW_FIELDS = tuple(f for f in PreprocessSpec.__dataclass_fields__ if f in ModelConfig.__dataclass_fields__)
 
 
 @dataclass

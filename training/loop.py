@@ -36,7 +36,7 @@ from creative_qa.taxonomy import Taxonomy, load_taxonomy
 from creative_qa.taxonomy_map import labels_for
 from training import augment, distributed, tracking
 from training.checkpoint import Checkpoint, capture_rng, restore_rng
-from training.config import TrainConfig
+from training.config import VIEW_FIELDS, TrainConfig
 from training.data import (
     CreativeDataset,
     StreamBatches,
@@ -76,17 +76,7 @@ def seed_everything(seed: int) -> None:
 
 
 def spec_of(cfg: TrainConfig) -> PreprocessSpec:
-    m = cfg.model
-    return PreprocessSpec(
-        input_size=m.input_size,
-        crops=m.crops,
-        detail_side=m.detail_side,
-        crop_policy=m.crop_policy,
-        native_crops=m.native_crops,
-        grid_view=m.grid_view,
-        grid_region=m.grid_region,
-        grid_window=m.grid_window,
-    )
+    return PreprocessSpec(**{f: getattr(cfg.model, f) for f in VIEW_FIELDS})
 
 
 @torch.no_grad()

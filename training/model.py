@@ -208,15 +208,12 @@ def config_of(ckpt: Checkpoint):
     whatever today's defaults are.
     """
     from creative_qa.preprocess import PreprocessSpec  # noqa: PLC0415
-    from training.config import TrainConfig, build_config  # noqa: PLC0415
+    from training.config import VIEW_FIELDS, TrainConfig, build_config  # noqa: PLC0415
 
     cfg = build_config(TrainConfig, ckpt.config, "<checkpoint>", strict=False)
     spec = PreprocessSpec.from_dict(ckpt.preprocess or {})
-    cfg.model.grid_view, cfg.model.grid_region, cfg.model.grid_window = (
-        spec.grid_view,
-        spec.grid_region,
-        spec.grid_window,
-    )
+    for f in VIEW_FIELDS:
+        setattr(cfg.model, f, getattr(spec, f))
     return cfg
 
 

@@ -45,11 +45,14 @@ def sqlite_artifact_root(uri: str) -> str | None:
 LOCK_TIMEOUT_S = 600
 
 
-def setup(experiment: str) -> str:
-    """Point MLflow at the right store and return the experiment id (created if needed)."""
-    uri = tracking_uri()
+def setup(experiment: str, store: str | None = None) -> str:
+    """Point MLflow at the right store and return the experiment id (created if needed).
+
+    ``store``: a tracking URI of the caller's own (a benchmark's private store, its registry too)
+    instead of the configured one."""
+    uri = store or tracking_uri()
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI", uri))
+    mlflow.set_registry_uri(uri if store else os.environ.get("MLFLOW_REGISTRY_URI", uri))
     if not uri.startswith("sqlite:///"):
         return _experiment(experiment, uri)
     # NOTE: the store is created/migrated on first contact in each process; serialise that.

@@ -39,23 +39,13 @@ from creative_qa.taxonomy import Taxonomy, load_taxonomy, taxonomy_from_dict
 from creative_qa.taxonomy_map import TaxonomyMapping, identity_mapping, labels_for, load_mapping
 from training import tracking
 from training.checkpoint import Checkpoint
-from training.config import TrainConfig
+from training.config import VIEW_FIELDS, TrainConfig
 from training.data import CreativeDataset
 from training.model import CreativeModel, build_model, config_of, model_from_checkpoint
 
 log = logging.getLogger(__name__)
 CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
-_ARCH_FIELDS = (
-    "backbone",
-    "input_size",
-    "crops",
-    "detail_side",
-    "crop_policy",
-    "native_crops",
-    "grid_view",
-    "grid_region",
-    "grid_window",
-)
+_ARCH_FIELDS = ("backbone", *VIEW_FIELDS)
 
 
 @dataclass
