@@ -22,7 +22,11 @@ coverage, exposure) need the whole frame. So the model sees ``PreprocessSpec.vie
   sparse evidence on a flat vector design: they show only next to edges and on gradients,
   rarely inside any one crop. Folded over the whole creative's native pixels, they are
   plain: the mean luma step across every 8th column and row stands out against the
-  other seven positions.
+  other seven positions. With ``grid_profile`` the view carries three more numbers, read
+  from the same window: how the luma's step energy grows from 1 to 2, 4 and 8 px steps
+  (``scale_profile``). Steps, noise and soft ramps grow differently, at the creative's own
+  pixels: an upscale's ramps span the factor's pixels at any size, where a rescaled crop of a
+  large creative shows none of them.
 
 Where the crops go matters as much: blur, JPEG blocking and upscaling are invisible
 on a flat area and plain at an edge. With ``crop_policy="detail"`` (the default) the
@@ -44,7 +48,7 @@ import numpy as np
 from PIL import Image
 
 # NOTE: bump when the views a spec gives change (a new window policy): view caches key on it.
-VIEWS_VERSION = 5
+VIEWS_VERSION = 6
 
 # The grid view folds at most this many pixels square of a creative (on the block grid): bounded work
 # and memory at any size. 512 (4,096 blocks) reads a 1,080 px creative in 1.1-1.4 ms, 1,024 in 3.8-6.5.
@@ -71,6 +75,7 @@ class PreprocessSpec:
     grid_view: int = 0  # 1: a last view with the creative's JPEG block-grid signature (see grid_view)
     grid_region: int = GRID_REGION  # ... read over at most this many pixels square of the creative
     grid_window: str = "edges"  # ... placed where the edges are ("edges") or at the centre ("centre")
+    grid_profile: int = 1  # 1: the grid view also carries the window's step-energy profile (scale_profile)
 
     def __post_init__(self) -> None:
         if self.input_size < 16:
@@ -81,6 +86,8 @@ class PreprocessSpec:
             raise ValueError(f"native_crops must be in 0..{len(CROP_CENTRES)}, got {self.native_crops}")
         if self.grid_view not in (0, 1):
             raise ValueError(f"grid_view must be 0 or 1, got {self.grid_view}")
+        if self.grid_profile not in (0, 1):
+            raise ValueError(f"grid_profile must be 0 or 1, got {self.grid_profile}")
         if self.grid_region < 16 or self.grid_region % 8:
             raise ValueError(f"grid_region must be a multiple of 8 and at least 16, got {self.grid_region}")
         if self.grid_window not in GRID_WINDOWS:
@@ -120,6 +127,8 @@ class PreprocessSpec:
             kw["grid_region"] = LEGACY_GRID_REGION
         if kw.get("grid_view") and "grid_window" not in kw:  # ... and at the centre
             kw["grid_window"] = "centre"
+        if "grid_profile" not in kw:  # ... and carried no step-energy profile
+            kw["grid_profile"] = 0
         return cls(**kw)
 
 
@@ -277,11 +286,41 @@ def edgiest_window(img: Image.Image, rw: int, rh: int) -> tuple[int, int] | None
     return min(int(ix) * 8, (w - rw) // 8 * 8), min(int(iy) * 8, (h - rh) // 8 * 8)
 
 
-def grid_view(img: Image.Image, size: int, region: int = GRID_REGION, window: str = "edges") -> np.ndarray:
+def scale_profile(luma: np.ndarray, eps: float = 1.0) -> np.ndarray:
+    """How a luma window's step energy grows with the step: ``(3,)`` uint8, one number per doubling.
+
+    ``E_n`` is the mean squared luma difference between pixels ``n`` apart (across rows and
+    columns), for n = 1, 2, 4, 8; each number is ``log2(E_2n / E_n)`` as ``64 + 64 x`` (clipped).
+    Noise is white: its steps do not grow with the distance (0). Sharp edges count once per
+    pixel of distance (1). A soft ramp over ``L`` pixels grows with the square of the distance up
+    to ``L`` (2): an upscale by 3-6x puts ramps of 3-6 px at the creative's own pixels, whatever
+    its size, so the first two numbers rise toward 2 where a sharp or noisy creative's stay
+    near 1 or 0. Blur makes ramps too, over a size-relative width; the picture views show that.
+    """
+    y = luma.astype(np.float32)
+    across, down = y[::2], y[:, ::2].T  # every other row (column) reads as well as all, at half the cost
+    energy = []
+    for n in (1, 2, 4, 8):
+        steps = [(a[:, n:] - a[:, :-n]).ravel() for a in (across, down) if a.shape[1] > n]
+        energy.append(sum(float(d @ d) / d.size for d in steps) / 2 + eps)
+    ratios = np.log2(np.array(energy[1:]) / np.array(energy[:-1]))
+    return np.clip(64.0 + 64.0 * ratios + 0.5, 0, 255).astype(np.uint8)
+
+
+# The grid view's neutral numbers: no lift, no quantisation evidence, no excess; flat steps.
+GRID_NEUTRAL = (64, 0, 128)
+PROFILE_NEUTRAL = (64, 64, 64)
+
+
+def grid_view(
+    img: Image.Image, size: int, region: int = GRID_REGION, window: str = "edges", profile: bool = False
+) -> np.ndarray:
     """The grid view of an RGB image: ``(size, size, 3)`` uint8, each channel one of ``grid_features``.
 
-    Uniform planes, not a picture: a flip or a rotation of the view leaves it unchanged, and the
-    model (``training.model.CreativeModel``) reads the three numbers off one pixel.
+    Numbers as planes, not a picture: a flip or a rotation of the view leaves it unchanged, and the
+    model (``training.model.CreativeModel``) reads the numbers off single pixels. With ``profile``
+    the inner square (from ``size // 4`` to ``size - size // 4`` on both axes: a square ring
+    structure, unchanged by a flip or a rotation) holds the window's ``scale_profile`` instead.
 
     At most ``region`` pixels square are read, where the creative has the most edge energy
     (``window="edges"``: a JPEG's quantisation shows on detail, and the centre of a large creative
@@ -293,13 +332,18 @@ def grid_view(img: Image.Image, size: int, region: int = GRID_REGION, window: st
     w, h = img.size
     rw, rh = min(w, region), min(h, region)
     if min(rw, rh) < 16:  # under two blocks: no grid to read (no lift, no evidence, no excess)
-        values = np.array([64, 0, 128], np.uint8)
+        values, steps = np.array(GRID_NEUTRAL, np.uint8), np.array(PROFILE_NEUTRAL, np.uint8)
     else:
         edges = edgiest_window(img, rw, rh) if window == "edges" else None
         left, top = edges or ((w - rw) // 2 // 8 * 8, (h - rh) // 2 // 8 * 8)
         luma = np.asarray(img.crop((left, top, left + rw, top + rh)).convert("L"))
         values = grid_features(grid_fold(luma), quantisation_evidence(luma[: rh // 8 * 8, : rw // 8 * 8]))
-    return np.broadcast_to(values, (size, size, 3)).copy()
+        steps = scale_profile(luma) if profile else None
+    view = np.broadcast_to(values, (size, size, 3)).copy()
+    if profile:
+        q = size // 4
+        view[q : size - q, q : size - q] = steps
+    return view
 
 
 def preprocess(
@@ -361,7 +405,7 @@ def preprocess(
         for c in native_centres(native, s, spec.native_crops):
             views.append(_crop(native, s, c))
     if spec.grid_view:
-        views.append(grid_view(original, s, spec.grid_region, spec.grid_window))
+        views.append(grid_view(original, s, spec.grid_region, spec.grid_window, bool(spec.grid_profile)))
     for c in extra:
         views.append(_crop(img, s, c))
     return np.stack(views)  # (V [+ pool], S, S, 3)

@@ -66,6 +66,7 @@ class ModelConfig:
     grid_view: int = 1
     grid_region: int = GRID_REGION  # ... read over at most this many pixels square of the creative
     grid_window: str = "edges"  # ... placed where it has the most edge energy ("edges") or at the centre
+    grid_profile: int = 1  # ... and its step-energy profile: an upscale's ramps at the creative's own pixels
     drop_rate: float = 0.1  # dropout before the heads
     drop_path_rate: float = 0.0  # stochastic depth, where the backbone supports it
     prior_bias: bool = True  # start the tag head's bias at each tag's prior in the labeled set

@@ -173,6 +173,22 @@ def view_scales(views: int, input_size: int, detail_side: int) -> torch.Tensor:
     return torch.tensor([float(input_size)] + [float(detail_side or input_size)] * (views - 1))
 
 
+def step_profile(views: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """``log2(E_2n / E_n)`` for n = 1, 2, 4 of uint8 picture views ``(N, V, S, S, 3)``: ``(N, 3)``.
+
+    ``E_n`` is the mean squared luma difference between pixels ``n`` apart, across rows and columns,
+    pooled over the views: ``creative_qa.preprocess.scale_profile``'s measure, on views in torch.
+    """
+    y = _luma(views.float())  # (N, V, S, S), 0-255
+    energy = []
+    for n in (1, 2, 4, 8):
+        rows = (y[..., :, n:] - y[..., :, :-n]).square().mean(dim=(1, 2, 3))
+        cols = (y[..., n:, :] - y[..., :-n, :]).square().mean(dim=(1, 2, 3))
+        energy.append((rows + cols) / 2 + eps)
+    e = torch.stack(energy, dim=1)
+    return torch.log2(e[:, 1:] / e[:, :-1])
+
+
 def synthesize(
     images: torch.Tensor,
     tags: list[str],
@@ -180,6 +196,7 @@ def synthesize(
     generator: torch.Generator | None = None,
     ops: tuple[str, ...] | None = None,
     grid_view: bool = False,
+    grid_profile: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One degraded copy of every creative: uint8 views ``(N, V, S, S, 3)`` in, the copies and their labels out.
 
@@ -194,6 +211,13 @@ def synthesize(
     teaches nothing false about ``jpeg_artifacts``. JPEG itself is not synthesised then: a copy's
     numbers would have to come from its crops alone, where edges drown the blocks (measured: a lift
     of 1.1-1.2 at the block edges against 1.3-3.3 for the same codec on the whole creative).
+
+    With ``grid_profile`` the view's step-energy profile (its inner square) is the one number set a
+    copy must not keep: an upscale, noise or blur change it, and a copy labeled ``low_resolution``
+    with its sharp source's profile would teach the model to ignore it. The copy's profile is its
+    source's moved by the change the defect made to the profile of the detail crops (source vs copy,
+    ``step_profile``): an upscale by a factor puts the same ramps in a crop as at the creative's own
+    pixels; noise adds the same white steps.
     """
     g = generator or torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
     names = [t for t in (ops or tuple(OPS)) if t in OPS and t in tags and not (grid_view and OPS[t].block_grid)]
@@ -215,6 +239,12 @@ def synthesize(
     copies = (out * 255 + 0.5).clamp(0, 255).to(torch.uint8)
     if grid_view:
         copies[:, -1] = images[:, -1]
+        if grid_profile:
+            pictures = slice(1, v - 1) if v > 2 else slice(0, 1)  # the crops; the whole view if there are none
+            shift = step_profile(copies[:, pictures]) - step_profile(images[:, pictures])  # (N, 3)
+            q = s // 4
+            inner = copies[:, -1, q : s - q, q : s - q].float() + 64.0 * shift[:, None, None, :]
+            copies[:, -1, q : s - q, q : s - q] = (inner + 0.5).clamp(0, 255).to(torch.uint8)
     return copies, labels
 
 

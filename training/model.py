@@ -22,6 +22,8 @@ from training.checkpoint import Checkpoint
 log = logging.getLogger(__name__)
 
 GRID_FEATURES = 3  # numbers in a grid view (creative_qa.preprocess.grid_features)
+PROFILE_FEATURES = 3  # ... and in its step-energy profile (creative_qa.preprocess.scale_profile)
+PROFILE_HIDDEN = 32  # width of the small MLP the grid view's numbers also pass through, with a profile
 
 
 class PassCounter:
@@ -101,6 +103,7 @@ class CreativeModel(nn.Module):
         drop_rate: float = 0.1,
         drop_path_rate: float = 0.0,
         grid_view: bool = False,
+        grid_profile: bool = False,
     ):
         super().__init__()
         kwargs = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
@@ -116,10 +119,16 @@ class CreativeModel(nn.Module):
         self.backbone_name = backbone
         # The grid view (creative_qa.preprocess.grid_view) is three numbers as uniform planes, not a
         # picture: they join the features as they are, read off one pixel, and skip the backbone.
+        # With a profile, the view's inner square holds three more numbers (creative_qa.preprocess.grid_view),
+        # and all six also pass through a small MLP: an upscale is a band of the profile (ramps over 3-6
+        # px, where blur's width grows with the creative), which one linear head cannot carve out.
         self.grid_view = bool(grid_view)
+        self.grid_profile = bool(grid_view and grid_profile)
         self.register_buffer("grid_centre", torch.tensor([64.0, 128.0, 128.0]), persistent=False)
         dim = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
-        width = dim * (views - self.grid_view) + GRID_FEATURES * self.grid_view
+        numbers = (GRID_FEATURES + PROFILE_FEATURES * self.grid_profile) * self.grid_view
+        self.grid_mlp = nn.Sequential(nn.Linear(numbers, PROFILE_HIDDEN), nn.GELU()) if self.grid_profile else None
+        width = dim * (views - self.grid_view) + numbers + PROFILE_HIDDEN * self.grid_profile
         # NOTE: views have fixed roles (whole, detail crops), so features are concatenated, not pooled.
         self.dropout = nn.Dropout(drop_rate)
         self.tag_head = nn.Linear(width, num_tags)
@@ -134,6 +143,10 @@ class CreativeModel(nn.Module):
         if self.grid_view and images.shape[1] == self.views:
             # (level - the neutral level: no lift, half the evidence, no excess) / 4; a doubled step is 16
             grid = (images[:, -1, 0, 0, :].float() - self.grid_centre) / 4.0
+            if self.grid_profile:  # log2 of each step-energy ratio, less 1 (sharp edges: 0)
+                s = images.shape[2] // 2
+                grid = torch.cat([grid, (images[:, -1, s, s, :].float() - 128.0) / 64.0], dim=1)
+                grid = torch.cat([grid, self.grid_mlp(grid)], dim=1)
             images = images[:, :-1]
         n, v, h, w, c = images.shape  # (N, V, S, S, 3) uint8
         if torch.is_grad_enabled():
@@ -197,6 +210,7 @@ def build_model(model_cfg, num_tags: int) -> CreativeModel:
         drop_rate=model_cfg.drop_rate,
         drop_path_rate=model_cfg.drop_path_rate,
         grid_view=bool(model_cfg.grid_view),
+        grid_profile=bool(model_cfg.grid_profile),
     )
 
 

@@ -302,7 +302,10 @@ def test_grid_view_shows_the_jpeg_block_grid_that_a_clean_creative_lacks(size):
         views = preprocess(pixels, spec)
         assert views.shape == (4, 64, 64, 3)
         assert np.array_equal(views[:3], preprocess(pixels, served))  # the other views are unchanged
-        assert (views[-1] == views[-1, 0, 0]).all()  # uniform planes: flips and rotations leave it as it is
+        g = views[-1]
+        for turned in (g[::-1], g[:, ::-1], np.rot90(g), np.rot90(g, 3)):
+            assert np.array_equal(turned, g)  # numbers as square rings: flips and rotations leave it as it is
+        assert (g[:16] == g[0, 0]).all() and (g[16:48, 16:48] == g[32, 32]).all()  # the grid's, then the profile's
         grid[name] = views[-1, 0, 0].astype(int)  # block-edge lift at the 8th column/row, at the top one, in levels
     # steps across every 8th column and row (where the blocks meet) stand out in the coarse JPEG only
     assert grid["q10"][0] > 1.3 * 64 and grid["q10"][0] > max(grid["clean"][0], grid["q85"][0]) + 10, grid

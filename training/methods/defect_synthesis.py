@@ -43,7 +43,9 @@ class DefectSynthesis(MeanTeacher):
         x = src["images"][: max(1, int(round(len(src["images"]) * self.synth_share)))]
         detail = self.spec.detail_side if self.spec is not None else 0
         grid = bool(self.spec is not None and self.spec.grid_view)
-        degraded, labels = synthesize(x, self.tags or load_taxonomy().tag_names, detail, self.generator, grid_view=grid)
+        profile = bool(grid and self.spec.grid_profile)
+        tags = self.tags or load_taxonomy().tag_names
+        degraded, labels = synthesize(x, tags, detail, self.generator, grid_view=grid, grid_profile=profile)
         # NOTE: no crop pool here: the pool's windows are of the undegraded creative.
         tags_d, q_d = self.model(strong(degraded))
         _, q_s = self.model(strong(x))
