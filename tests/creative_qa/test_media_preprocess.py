@@ -378,3 +378,30 @@ def test_the_grid_view_reads_where_a_large_creative_has_detail_not_its_flat_cent
     # a creative no larger than the region is read whole either way
     small = Image.fromarray(coarse[1000:1400, 1096:1496])
     assert grid_view(small, 4, 512, "edges").tolist() == grid_view(small, 4, 512, "centre").tolist()
+
+
+@pytest.mark.parametrize("size", [256, 1080])
+def test_the_grid_views_profile_tells_an_upscale_from_a_mild_one_a_sharp_and_a_noisy_creative_at_any_size(size):
+    """An upscale by 3x or more (``low_resolution``) leaves ramps of 3 px or more at the creative's own
+    pixels whatever its size; a rescaled crop of a large creative shows none. The profile reads them."""
+    from creative_qa.synth import SynthConfig, make_creative
+    from creative_qa.synth.defects import to_pil
+
+    spec = PreprocessSpec(input_size=64, crops=2, detail_side=256, grid_view=1)
+    assert spec.grid_profile == 1  # on by default
+    for seed in (3, 5):
+        profile = {}
+        cases = {"clean": {}, "up": {"low_resolution": 3.2}, "mild": {"low_resolution": 1.5}, "noisy": {"noisy": 0.08}}
+        for name, chosen in cases.items():
+            c = make_creative(np.random.default_rng(seed), SynthConfig(size=size), chosen=chosen)
+            profile[name] = preprocess(np.asarray(to_pil(c.image)), spec)[-1, 32, 32].astype(int)
+        # log2(E2/E1), log2(E4/E2): ramps of 3 px raise both; a 1.5x upscale only the first; noise lowers them
+        assert profile["up"][1] > profile["mild"][1] + 15 and profile["up"][0] > profile["clean"][0] + 30, profile
+        assert profile["mild"][0] > profile["clean"][0] + 15 and profile["clean"][0] > profile["noisy"][0] + 15, profile
+    # a model exported before the profile existed reads uniform planes, as it was trained on
+    old = {k: v for k, v in spec.to_dict().items() if k != "grid_profile"}
+    assert PreprocessSpec.from_dict(old).grid_profile == 0
+    g = preprocess(np.asarray(to_pil(c.image)), PreprocessSpec.from_dict(old))[-1]
+    assert (g == g[0, 0]).all() and g[0, 0].tolist() == preprocess(np.asarray(to_pil(c.image)), spec)[-1, 0, 0].tolist()
+    with pytest.raises(ValueError, match="grid_profile"):
+        PreprocessSpec(grid_view=1, grid_profile=2)

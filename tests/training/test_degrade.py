@@ -142,3 +142,23 @@ def test_with_a_grid_view_every_copy_keeps_its_sources_grid_view_and_jpeg_is_not
         synthesize(x, TAGS, spec.detail_side, g, ops=("jpeg_artifacts",), grid_view=True)
     _, labels = synthesize(x, TAGS, spec.detail_side, g, ops=("jpeg_artifacts",))
     assert (labels[:, TAGS.index("jpeg_artifacts")] == 1).all()  # without a grid view it is
+
+
+def test_a_copys_grid_profile_moves_with_its_defect_and_its_jpeg_numbers_stay():
+    """A copy labeled ``low_resolution`` must not carry its sharp source's step profile (the model would
+    learn to ignore the profile); the change its upscale (noise) makes to the crops' profile moves it."""
+    spec = PreprocessSpec(input_size=64, crops=3, detail_side=256, grid_view=1)
+    creatives = [make_creative(np.random.default_rng(i), SynthConfig(), chosen={}) for i in range(4)]
+    x = torch.from_numpy(np.stack([preprocess(np.asarray(to_pil(c.image)), spec) for c in creatives]))
+    profile = x[:, -1, 32, 32].int()
+    for op, sign in (("low_resolution", 1), ("noisy", -1)):
+        g = torch.Generator().manual_seed(0)
+        out, _ = synthesize(x, TAGS, spec.detail_side, g, ops=(op,), grid_view=True, grid_profile=True)
+        moved = out[:, -1, 32, 32].int()
+        assert (sign * (moved[:, 0] - profile[:, 0]) > 10).all(), (op, profile, moved)
+        assert torch.equal(out[:, -1, :16], x[:, -1, :16])  # the JPEG numbers (the outer ring) are the source's
+        g = out[:, -1]
+        assert torch.equal(g.flip(1), g) and torch.equal(g.rot90(1, dims=(1, 2)), g)  # still square rings
+    g = torch.Generator().manual_seed(0)
+    out, _ = synthesize(x, TAGS, spec.detail_side, g, ops=("low_resolution",), grid_view=True)
+    assert torch.equal(out[:, -1], x[:, -1])  # a grid view without a profile keeps its source's, as before

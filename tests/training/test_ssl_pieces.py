@@ -206,6 +206,30 @@ def test_the_grid_views_numbers_join_the_heads_and_skip_the_backbone():
         assert not torch.allclose(model(blocky)[0], tags)  # the numbers reach the heads
         np.testing.assert_allclose(model.features(blocky)[:, -3:].numpy(), [[24.0, 30.5, 18.0]] * 2)
         assert model.features(x[:, :1]).shape == (2, dim)  # a single window (a method's embedding): no grid
+        centre = x.clone()
+        centre[:, -1, 8:24, 8:24] = 255
+        assert torch.equal(model(centre)[0], tags)  # without a profile only the grid's pixel is read
+
+
+def test_the_grid_views_profile_is_read_off_its_inner_square_and_passes_an_mlp():
+    from training.model import PROFILE_HIDDEN, CreativeModel
+
+    torch.manual_seed(0)
+    model = CreativeModel("test_resnet", num_tags=3, views=3, grid_view=True, grid_profile=True).eval()
+    dim = model.backbone.num_features
+    assert model.tag_head.in_features == 2 * dim + 6 + PROFILE_HIDDEN
+    x = torch.randint(0, 256, (2, 3, 32, 32, 3), dtype=torch.uint8)
+    x[:, -1] = torch.tensor([64, 128, 128], dtype=torch.uint8)
+    x[:, -1, 8:24, 8:24] = torch.tensor([128, 128, 128], dtype=torch.uint8)  # sharp edges: log2 ratios of 1
+    with torch.no_grad():
+        f = model.features(x)
+        np.testing.assert_allclose(f[:, 2 * dim : 2 * dim + 6].numpy(), 0.0)
+        ramps = x.clone()
+        ramps[:, -1, 8:24, 8:24] = torch.tensor([192, 176, 128], dtype=torch.uint8)  # an upscale's ramps
+        g = model.features(ramps)
+        np.testing.assert_allclose(g[:, 2 * dim + 3 : 2 * dim + 6].numpy(), [[1.0, 0.75, 0.0]] * 2)
+        assert not torch.allclose(g[:, -PROFILE_HIDDEN:], f[:, -PROFILE_HIDDEN:])  # through the MLP too
+        assert not torch.allclose(model(ramps)[0], model(x)[0])
 
 
 def test_a_checkpoint_loads_with_the_views_its_spec_names_whatever_the_config_default():
@@ -225,4 +249,13 @@ def test_a_checkpoint_loads_with_the_views_its_spec_names_whatever_the_config_de
             del ckpt.preprocess["grid_view"]  # ... and a spec from before the field existed as 0
         loaded = model_from_checkpoint(ckpt)  # the wrong view count would not fit the tag head
         assert loaded.grid_view == bool(grid) and loaded.views == 3 + grid
+        assert loaded.grid_profile == bool(grid)
         assert torch.equal(loaded.tag_head.weight, model.tag_head.weight)
+    # a grid view from before the profile: no profile, no MLP, the head as wide as it was trained
+    cfg = load_config("default", [*TINY_OVERRIDES, "model.grid_profile=0"])
+    model = build_model(cfg.model, len(load_taxonomy()))
+    ckpt = Checkpoint.for_model(model, cfg, load_taxonomy(), spec_of(cfg))
+    del ckpt.preprocess["grid_profile"], ckpt.config["model"]["grid_profile"]
+    loaded = model_from_checkpoint(ckpt)
+    assert loaded.grid_view and not loaded.grid_profile and loaded.grid_mlp is None
+    assert torch.equal(loaded.tag_head.weight, model.tag_head.weight)
