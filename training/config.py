@@ -60,9 +60,10 @@ class ModelConfig:
     detail_side: int = 256  # short side the creative is rescaled to before cropping
     crop_policy: str = "detail"  # "detail": crops where the edges are; "fixed": fixed positions
     native_crops: int = 0  # crops at the creative's own pixels (noise, JPEG, upscaling at any size)
-    # 1: a view of the creative's JPEG evidence, three numbers (creative_qa.preprocess.grid_view): without
-    # it `jpeg_artifacts` is at chance. It reads the creative's own pixels, so it costs CPU in serving
-    # (benchmarks/serving.py reports CPU per request); 0 turns it off.
+    # 1: a view of the creative's JPEG evidence, three numbers (creative_qa.preprocess.grid_view), and with
+    # grid_profile its step-energy profile, three more: without it `jpeg_artifacts` is at chance, and an
+    # upscale's ramps are lost on a large creative. It reads the creative's own pixels, so it costs CPU
+    # in serving (benchmarks/serving.py reports CPU per request); 0 turns it off.
     grid_view: int = 1
     grid_region: int = GRID_REGION  # ... read over at most this many pixels square of the creative
     grid_window: str = "edges"  # ... placed where it has the most edge energy ("edges") or at the centre

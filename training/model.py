@@ -143,9 +143,9 @@ class CreativeModel(nn.Module):
         if self.grid_view and images.shape[1] == self.views:
             # (level - the neutral level: no lift, half the evidence, no excess) / 4; a doubled step is 16
             grid = (images[:, -1, 0, 0, :].float() - self.grid_centre) / 4.0
-            if self.grid_profile:  # log2 of each step-energy ratio, less 1 (sharp edges: 0)
+            if self.grid_profile:  # log2 of each step-energy ratio, less 1 (sharp edges: 0), x 16: the grid's scale
                 s = images.shape[2] // 2
-                grid = torch.cat([grid, (images[:, -1, s, s, :].float() - 128.0) / 64.0], dim=1)
+                grid = torch.cat([grid, (images[:, -1, s, s, :].float() - 128.0) / 4.0], dim=1)
                 grid = torch.cat([grid, self.grid_mlp(grid)], dim=1)
             images = images[:, :-1]
         n, v, h, w, c = images.shape  # (N, V, S, S, 3) uint8

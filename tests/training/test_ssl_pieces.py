@@ -227,7 +227,7 @@ def test_the_grid_views_profile_is_read_off_its_inner_square_and_passes_an_mlp()
         ramps = x.clone()
         ramps[:, -1, 8:24, 8:24] = torch.tensor([192, 176, 128], dtype=torch.uint8)  # an upscale's ramps
         g = model.features(ramps)
-        np.testing.assert_allclose(g[:, 2 * dim + 3 : 2 * dim + 6].numpy(), [[1.0, 0.75, 0.0]] * 2)
+        np.testing.assert_allclose(g[:, 2 * dim + 3 : 2 * dim + 6].numpy(), [[16.0, 12.0, 0.0]] * 2)
         assert not torch.allclose(g[:, -PROFILE_HIDDEN:], f[:, -PROFILE_HIDDEN:])  # through the MLP too
         assert not torch.allclose(model(ramps)[0], model(x)[0])
 
