@@ -312,6 +312,18 @@ GRID_NEUTRAL = (64, 0, 128)
 PROFILE_NEUTRAL = (64, 64, 64)
 
 
+def size_numbers(w: int, h: int) -> np.ndarray:
+    """A creative's short and long side as ``(3,)`` uint8: ``32 x (log2(side) - 4)``, 32 per doubling
+    from 16 px (0) to 4,096 px and over (255), then 128 (unused)."""
+    sides = np.log2(np.maximum([min(w, h), max(w, h)], 1)) - 4.0
+    return np.clip(np.append(32.0 * sides, 128.0) + 0.5, 0, 255).astype(np.uint8)
+
+
+def short_side_of(number: float) -> float:
+    """The short side ``size_numbers`` encoded (within 2 %)."""
+    return float(2.0 ** (number / 32.0 + 4.0))
+
+
 def grid_view(
     img: Image.Image, size: int, region: int = GRID_REGION, window: str = "edges", profile: bool = False
 ) -> np.ndarray:
@@ -319,8 +331,11 @@ def grid_view(
 
     Numbers as planes, not a picture: a flip or a rotation of the view leaves it unchanged, and the
     model (``training.model.CreativeModel``) reads the numbers off single pixels. With ``profile``
-    the inner square (from ``size // 4`` to ``size - size // 4`` on both axes: a square ring
-    structure, unchanged by a flip or a rotation) holds the window's ``scale_profile`` instead.
+    the view is square rings (by the distance to the nearest border, unchanged by a flip or a
+    rotation): the outer eighth holds ``grid_features``, the next eighth the creative's size
+    (``size_numbers``: training's defect synthesis reads it to make a copy's crops as a creative of
+    that size would show them; the model does not), and the inner square (from ``size // 4`` to
+    ``size - size // 4``) the window's ``scale_profile``.
 
     At most ``region`` pixels square are read, where the creative has the most edge energy
     (``window="edges"``: a JPEG's quantisation shows on detail, and the centre of a large creative
@@ -341,7 +356,8 @@ def grid_view(
         steps = scale_profile(luma) if profile else None
     view = np.broadcast_to(values, (size, size, 3)).copy()
     if profile:
-        q = size // 4
+        e, q = size // 8, size // 4
+        view[e : size - e, e : size - e] = size_numbers(w, h)
         view[q : size - q, q : size - q] = steps
     return view
 

@@ -15,12 +15,15 @@ curves fitted on the whole view. A model that only learned the generator's
 fingerprints gains nothing from it; the foreign held-out split
 (``benchmarks/foreign.py``, a third implementation) is where that shows.
 
-Scale: relative defects (blur sigma, mosaic block, upscale factor) are defined on the
-creative's short side, so each view gets them at its own scale (``detail_side`` pixels
-for a crop, ``S`` for the whole view); pixel-level ones (noise, JPEG) are applied where
-the view is at native-like scale (the crops) and, for noise, attenuated on the whole
-view as a downscale would. Layout and content tags (letterbox, watermark, text) are
-not synthesised: they would need the whole creative, not its views.
+Scale: relative defects (blur sigma, mosaic block) are defined on the creative's short
+side, so each view gets them at its own scale (``detail_side`` pixels for a crop, ``S``
+for the whole view). Pixel-level ones (noise, an upscale by a factor; JPEG) happen at the
+creative's own pixels, so a view shows them as its downscale from the creative's size
+leaves them: noise attenuated, an upscale's factor shrunk (none on the crops of a large
+creative). The size comes from the grid view where it carries one (``grid_profile``);
+without it every creative is taken to be ``detail_side`` px, its crops native. Layout and
+content tags (letterbox, watermark, text) are not synthesised: they would need the whole
+creative, not its views.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from creative_qa.preprocess import short_side_of
 
 W_LUMA = (0.299, 0.587, 0.114)
 
@@ -56,6 +61,13 @@ def _nhwc(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 2, 3, 1)
 
 
+def _native(scales: torch.Tensor, native: float | None) -> float:
+    """The creative's short side in px: given, or the crops' (``view_scales``), their pixels then its own."""
+    if native:
+        return float(native)
+    return float(scales[1:].max()) if len(scales) > 1 else float(scales[0])
+
+
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of ``(B, C, H, W)`` with reflect padding."""
     if sigma < 0.3:
@@ -71,20 +83,26 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(x, (0, 0, pad, pad), mode="reflect"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
 
 
-def blurry(views: torch.Tensor, k: float, scales: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def blurry(
+    views: torch.Tensor, k: float, scales: torch.Tensor, g: torch.Generator, native: float | None = None
+) -> torch.Tensor:
     """Gaussian blur with sigma = ``k`` x the short side, at each view's scale (``scales``: short side in px)."""
     out = [gaussian_blur(_nchw(v[None]), float(k * s)) for v, s in zip(views, scales, strict=True)]
     return _nhwc(torch.cat(out))
 
 
-def noisy(views: torch.Tensor, std: float, scales: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Gaussian noise of ``std`` on the crops; on the whole view as much as its downscale leaves."""
-    atten = (scales / scales[1:].max()).clamp(max=1.0) if len(scales) > 1 else torch.ones_like(scales)
+def noisy(
+    views: torch.Tensor, std: float, scales: torch.Tensor, g: torch.Generator, native: float | None = None
+) -> torch.Tensor:
+    """Gaussian noise of ``std`` at the creative's own pixels: on each view as much as its downscale leaves."""
+    atten = (scales / _native(scales, native)).clamp(max=1.0)
     n = torch.randn(views.shape, generator=g, device="cpu").to(views) * std
     return (views + n * atten.view(-1, 1, 1, 1).to(views)).clamp(0, 1)
 
 
-def jpeg_artifacts(views: torch.Tensor, q: float, scales: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def jpeg_artifacts(
+    views: torch.Tensor, q: float, scales: torch.Tensor, g: torch.Generator, native: float | None = None
+) -> torch.Tensor:
     """torchvision's JPEG codec at quality ``q`` on the crops (the whole view is too small to show blocks)."""
     from torchvision.io import decode_jpeg, encode_jpeg  # noqa: PLC0415
 
@@ -95,7 +113,9 @@ def jpeg_artifacts(views: torch.Tensor, q: float, scales: torch.Tensor, g: torch
     return out
 
 
-def pixelated(views: torch.Tensor, b: float, scales: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def pixelated(
+    views: torch.Tensor, b: float, scales: torch.Tensor, g: torch.Generator, native: float | None = None
+) -> torch.Tensor:
     """Mosaic of blocks ``b`` x the short side: area pooling, then nearest upscaling."""
     out = []
     for v, s in zip(views, scales, strict=True):
@@ -108,19 +128,29 @@ def pixelated(views: torch.Tensor, b: float, scales: torch.Tensor, g: torch.Gene
     return _nhwc(torch.cat(out))
 
 
-def low_resolution(views: torch.Tensor, f: float, scales: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Content upscaled ``f`` times from a smaller source: area downscale, bicubic upscale (crops)."""
+def low_resolution(
+    views: torch.Tensor, f: float, scales: torch.Tensor, g: torch.Generator, native: float | None = None
+) -> torch.Tensor:
+    """Content upscaled ``f`` times from a smaller source: area downscale, bicubic upscale (crops).
+
+    ``f`` is at the creative's own pixels: a crop cut at ``scales[1]`` px of a creative ``native`` px on
+    its short side shows an upscale by ``f x scales[1] / native`` (none, where that is not over 1: the
+    crops of a large creative are a downscale of its source).
+    """
     out = views.clone()
     size = views.shape[1]
-    small = max(2, int(round(size / f)))
+    fv = f * float(scales[1]) / _native(scales, native) if len(scales) > 1 else f
+    small = max(2, int(round(size / fv)))
     x = _nchw(views[1:])
-    if len(x):
+    if len(x) and small < size:
         x = F.interpolate(F.interpolate(x, size=small, mode="area"), size=size, mode="bicubic", align_corners=False)
         out[1:] = _nhwc(x).clamp(0, 1)
     return out
 
 
-def overexposed(views: torch.Tensor, share: float, scales: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def overexposed(
+    views: torch.Tensor, share: float, scales: torch.Tensor, g: torch.Generator, native: float | None = None
+) -> torch.Tensor:
     """A gain (after a brightening curve) that clips ``share`` of the whole view's pixels to white."""
     y = 1 - (1 - views) ** 1.3
     lum0, lum = _luma(views[0]).flatten(), _luma(y[0]).flatten()
@@ -136,14 +166,18 @@ def overexposed(views: torch.Tensor, share: float, scales: torch.Tensor, g: torc
     return out * (1 - wash) + wash
 
 
-def underexposed(views: torch.Tensor, target: float, scales: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def underexposed(
+    views: torch.Tensor, target: float, scales: torch.Tensor, g: torch.Generator, native: float | None = None
+) -> torch.Tensor:
     """A darkening curve, then the gain that brings the whole view's mean luma to ``target`` (0-255)."""
     y = views**1.4
     gain = (target / 255.0) / _luma(y[0]).mean().clamp_min(1e-3)
     return (y * gain.clamp(max=1.0)).clamp(0, 1)
 
 
-def low_contrast(views: torch.Tensor, a: float, scales: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def low_contrast(
+    views: torch.Tensor, a: float, scales: torch.Tensor, g: torch.Generator, native: float | None = None
+) -> torch.Tensor:
     """Luma spread scaled by ``a`` around the whole view's mean luma."""
     m = _luma(views[0]).mean()
     return (m + a * (views - m)).clamp(0, 1)
@@ -166,9 +200,8 @@ def view_scales(views: int, input_size: int, detail_side: int) -> torch.Tensor:
     """The creative's short side in pixels as each view shows it: ``S`` (whole view), ``detail_side`` (crops).
 
     NOTE: native-pixel crops (``native_crops``) get ``detail_side`` too, as if the creative were that
-    size: its real size is not in the batch. Scale-free defects (noise, JPEG, exposure, contrast,
-    an upscale by a factor) are right there at any size; blur and pixelation are too weak on a
-    large creative's native crops.
+    size. Blur and pixelation are then too weak on a large creative's native crops, and noise and
+    an upscale as strong on its crops as at its own pixels.
     """
     return torch.tensor([float(input_size)] + [float(detail_side or input_size)] * (views - 1))
 
@@ -212,12 +245,13 @@ def synthesize(
     numbers would have to come from its crops alone, where edges drown the blocks (measured: a lift
     of 1.1-1.2 at the block edges against 1.3-3.3 for the same codec on the whole creative).
 
-    With ``grid_profile`` the view's step-energy profile (its inner square) is the one number set a
-    copy must not keep: an upscale, noise or blur change it, and a copy labeled ``low_resolution``
-    with its sharp source's profile would teach the model to ignore it. The copy's profile is its
-    source's moved by the change the defect made to the profile of the detail crops (source vs copy,
-    ``step_profile``): an upscale by a factor puts the same ramps in a crop as at the creative's own
-    pixels; noise adds the same white steps.
+    With ``grid_profile`` the view also carries the creative's size, and each copy's crops are made as
+    a creative of that size shows them (an upscale by 4 at 1,080 px leaves a 256 px crop sharp). The
+    profile (the inner square) is the one number set a copy must not keep: an upscale, noise or blur
+    change it, and a copy labeled ``low_resolution`` with its sharp source's profile would teach the
+    model to ignore it. It is its source's moved by the change the defect makes to the crops' profile
+    (``step_profile``) when they are taken for the creative's own pixels: the defect at its native
+    strength.
     """
     g = generator or torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
     names = [t for t in (ops or tuple(OPS)) if t in OPS and t in tags and not (grid_view and OPS[t].block_grid)]
@@ -225,27 +259,38 @@ def synthesize(
         raise ValueError(f"no synthesisable defect among the tags {tags}")
     n, v, s = images.shape[:3]
     scales = view_scales(v, s, detail_side)
+    profile = grid_view and grid_profile
+    natives = [short_side_of(float(images[i, -1, s // 8, s // 8, 0])) if profile else None for i in range(n)]
     x = images.float() / 255.0
     labels = torch.full((n, len(tags)), float("nan"), device=images.device)
     out = torch.empty_like(x)
+    at_native = torch.empty_like(x) if profile else None
     picks = torch.randint(0, len(names), (n,), generator=g)
     params = torch.rand(n, generator=g)
     for i in range(n):
         name = names[int(picks[i])]
         op = OPS[name]
         value = op.low + float(params[i]) * (op.high - op.low)
-        out[i] = op.fn(x[i], value, scales, g)
+        out[i] = op.fn(x[i], value, scales, g, natives[i])
+        if at_native is not None:  # the crops taken for the creative's own pixels: the defect at full strength
+            own = scales.clone()
+            own[1:] = _native(scales, natives[i])
+            at_native[i] = op.fn(x[i], value, own, g, natives[i])
         labels[i, tags.index(name)] = 1.0
-    copies = (out * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+    copies = _uint8(out)
     if grid_view:
         copies[:, -1] = images[:, -1]
-        if grid_profile:
+        if at_native is not None:
             pictures = slice(1, v - 1) if v > 2 else slice(0, 1)  # the crops; the whole view if there are none
-            shift = step_profile(copies[:, pictures]) - step_profile(images[:, pictures])  # (N, 3)
+            shift = step_profile(_uint8(at_native[:, pictures])) - step_profile(images[:, pictures])  # (N, 3)
             q = s // 4
             inner = copies[:, -1, q : s - q, q : s - q].float() + 64.0 * shift[:, None, None, :]
-            copies[:, -1, q : s - q, q : s - q] = (inner + 0.5).clamp(0, 255).to(torch.uint8)
+            copies[:, -1, q : s - q, q : s - q] = _uint8(inner / 255.0)
     return copies, labels
+
+
+def _uint8(x: torch.Tensor) -> torch.Tensor:
+    return (x * 255 + 0.5).clamp(0, 255).to(torch.uint8)
 
 
 def ranking_loss(q_source: torch.Tensor, q_degraded: torch.Tensor, margin: float = 0.5) -> torch.Tensor:

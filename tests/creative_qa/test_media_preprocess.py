@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from creative_qa.media import DecodeLimits, MediaError, MediaLimitError, decode_bytes, decode_file
-from creative_qa.preprocess import PreprocessSpec, preprocess, preprocess_batch
+from creative_qa.preprocess import PreprocessSpec, preprocess, preprocess_batch, short_side_of
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -305,7 +305,9 @@ def test_grid_view_shows_the_jpeg_block_grid_that_a_clean_creative_lacks(size):
         g = views[-1]
         for turned in (g[::-1], g[:, ::-1], np.rot90(g), np.rot90(g, 3)):
             assert np.array_equal(turned, g)  # numbers as square rings: flips and rotations leave it as it is
-        assert (g[:16] == g[0, 0]).all() and (g[16:48, 16:48] == g[32, 32]).all()  # the grid's, then the profile's
+        assert (g[:8] == g[0, 0]).all() and (g[16:48, 16:48] == g[32, 32]).all()  # the grid's, then the profile's
+        assert g[8, 8].tolist() == g[8:56, 8:56][~np.pad(np.ones((32, 32), bool), 8)].reshape(-1, 3)[0].tolist()
+        assert short_side_of(g[8, 8, 0]) == pytest.approx(min(clean.shape[:2]), rel=0.02)  # the creative's size
         grid[name] = views[-1, 0, 0].astype(int)  # block-edge lift at the 8th column/row, at the top one, in levels
     # steps across every 8th column and row (where the blocks meet) stand out in the coarse JPEG only
     assert grid["q10"][0] > 1.3 * 64 and grid["q10"][0] > max(grid["clean"][0], grid["q85"][0]) + 10, grid

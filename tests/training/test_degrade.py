@@ -162,3 +162,28 @@ def test_a_copys_grid_profile_moves_with_its_defect_and_its_jpeg_numbers_stay():
     g = torch.Generator().manual_seed(0)
     out, _ = synthesize(x, TAGS, spec.detail_side, g, ops=("low_resolution",), grid_view=True)
     assert torch.equal(out[:, -1], x[:, -1])  # a grid view without a profile keeps its source's, as before
+
+
+def test_a_copy_shows_its_defect_as_a_creative_of_its_size_would():
+    """Noise and an upscale happen at a creative's own pixels: a 1,080 px creative's 256 px crops show
+    its noise a fourth as strong and a 3.5-6x upscale as one by at most 1.4 (their source has about as
+    many pixels as the crop), where a 256 px creative's crops show both in full. The profile moves for both."""
+    spec = PreprocessSpec(input_size=64, crops=3, detail_side=256, grid_view=1)
+    x = {}
+    for size in (256, 1080):
+        c = make_creative(np.random.default_rng(3), SynthConfig(size=size), chosen={})
+        x[size] = torch.from_numpy(preprocess(np.asarray(to_pil(c.image)), spec))[None]
+    crops = slice(1, 4)
+    for op in ("low_resolution", "noisy"):
+        change, moved = {}, {}
+        for size, views in x.items():
+            out, _ = synthesize(views, TAGS, 256, torch.Generator().manual_seed(0), (op,), True, True)
+            change[size] = (out[0, crops].float() - views[0, crops].float()).abs().mean().item()
+            moved[size] = int(out[0, -1, 32, 32, 0]) - int(views[0, -1, 32, 32, 0])
+        if op == "low_resolution":
+            # the large creative's crops show an upscale by 0.8-1.4 (its source is 180-310 px), the small one's 3.5-6
+            assert change[1080] < 0.4 * change[256], change
+            assert moved[1080] > 10 and moved[256] > 10, moved  # ... its own pixels: ramps
+        else:
+            assert change[1080] < 0.4 * change[256], change
+            assert moved[1080] < -10 and moved[256] < -10, moved
