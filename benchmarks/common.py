@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +13,25 @@ from creative_qa.paths import home
 DETAIL_TAGS = ("blurry", "low_resolution", "jpeg_artifacts", "noisy", "pixelated")
 
 
+def made_once(marker: Path, make: Callable[[], Any], **key: Any) -> Any:
+    """``make()``'s result, unless ``marker`` records the same ``key`` made by this generator (then None:
+    what it made is there). A cache keyed on its arguments alone would keep an older generator's data."""
+    from creative_qa.synth import SYNTH_VERSION
+
+    text = json.dumps(key | {"synth_version": SYNTH_VERSION}, sort_keys=True, default=str)
+    if marker.is_file() and marker.read_text() == text:
+        return None
+    made = make()
+    marker.write_text(text)
+    return made
+
+
 def synth_once(out: Path, **kwargs: Any) -> dict[str, Path]:
     """Generate a benchmark data set unless the same one is already there."""
-    from creative_qa.synth import SYNTH_VERSION, generate_dataset
+    from creative_qa.synth import generate_dataset
 
-    marker = out / "bench.json"
-    key = json.dumps(kwargs | {"synth_version": SYNTH_VERSION}, sort_keys=True, default=str)
-    if marker.is_file() and marker.read_text() == key:
-        return {p.stem: p for p in out.glob("*.csv")}
-    paths = generate_dataset(out, **kwargs)
-    marker.write_text(key)
-    return paths
+    paths = made_once(out / "bench.json", lambda: generate_dataset(out, **kwargs), **kwargs)
+    return paths if paths is not None else {p.stem: p for p in out.glob("*.csv")}
 
 
 def run_arm(name: str, recipe: str, overrides: list[str], experiment: str) -> dict[str, Any]:

@@ -34,7 +34,6 @@ JSON and a chart.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -45,7 +44,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DETAIL_TAGS, default_bench_dir, print_table, synth_once, write_json  # noqa: E402
+from common import DETAIL_TAGS, default_bench_dir, made_once, print_table, synth_once, write_json  # noqa: E402
 
 from creative_qa.synth import ANNOTATOR_NOISE  # noqa: E402
 
@@ -78,7 +77,7 @@ EVAL_SPLITS = ("test", "heldout", "foreign")
 def make_data(out: Path, pool: int, test: int, heldout: int, seed: int, rates: dict[str, float]) -> dict[str, Path]:
     from foreign import FOREIGN_BACKGROUND, FOREIGN_FONT, make_foreign
 
-    from creative_qa.synth import SYNTH_VERSION, SynthConfig
+    from creative_qa.synth import SynthConfig
     from creative_qa.synth.fonts import available_fonts
     from creative_qa.synth.render import BACKGROUNDS
 
@@ -100,10 +99,9 @@ def make_data(out: Path, pool: int, test: int, heldout: int, seed: int, rates: d
         **rates,
     )
     foreign, stamp = out / "foreign.csv", out / "foreign.json"
-    key = json.dumps({"n": heldout, "seed": seed, "synth_version": SYNTH_VERSION})
-    if not foreign.is_file() or not stamp.is_file() or stamp.read_text() != key:  # made by this generator
-        make_foreign(out, heldout, seed)
-        stamp.write_text(key)
+    if not foreign.is_file():
+        stamp.unlink(missing_ok=True)
+    made_once(stamp, lambda: make_foreign(out, heldout, seed), n=heldout, seed=seed)
     paths["foreign"] = foreign
     # The oracle sees the whole pool with clean labels.
     oracle = out / "oracle_clean.csv"

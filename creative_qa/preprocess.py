@@ -150,8 +150,13 @@ def _window_energy(img: Image.Image, size: int, f: int = 4) -> np.ndarray | None
     k = max(1, size // f)
     if energy.shape[0] < k or energy.shape[1] < k:
         return None
-    ii = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    return ii[k:, k:] - ii[:-k, k:] - ii[k:, :-k] + ii[:-k, :-k]
+    return _window_sums(energy, k, k)
+
+
+def _window_sums(a: np.ndarray, ky: int, kx: int) -> np.ndarray:
+    """The sum of ``a`` over every ``ky`` x ``kx`` window (an integral image): ``(H-ky+1, W-kx+1)``."""
+    ii = np.pad(a.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    return ii[ky:, kx:] - ii[:-ky, kx:] - ii[ky:, :-kx] + ii[:-ky, :-kx]
 
 
 def _greedy(score: np.ndarray, n: int, img_size: tuple[int, int], size: int, f: int = 4) -> list[tuple[float, float]]:
@@ -278,8 +283,7 @@ def edgiest_window(img: Image.Image, rw: int, rh: int) -> tuple[int, int] | None
     sub = sub[: ny * 2, : nx * 2]
     step = np.abs(np.diff(sub, axis=1, append=sub[:, -1:]))
     energy = step.reshape(ny, 2, nx, 2).sum(axis=(1, 3), dtype=np.int64)
-    s = np.pad(energy.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    windows = s[ky:, kx:] - s[:-ky, kx:] - s[ky:, :-kx] + s[:-ky, :-kx]  # every ky x kx cell window's sum
+    windows = _window_sums(energy, ky, kx)  # every ky x kx cell window's sum
     if not windows.any():
         return None
     iy, ix = np.unravel_index(int(np.argmax(windows)), windows.shape)

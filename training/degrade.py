@@ -260,7 +260,8 @@ def synthesize(
     n, v, s = images.shape[:3]
     scales = view_scales(v, s, detail_side)
     profile = grid_view and grid_profile
-    natives = [short_side_of(float(images[i, -1, s // 8, s // 8, 0])) if profile else None for i in range(n)]
+    # the creative's size, from the grid view's size ring (none without a profile: crops taken as native)
+    natives = [short_side_of(float(b)) for b in images[:, -1, s // 8, s // 8, 0]] if profile else [None] * n
     x = images.float() / 255.0
     labels = torch.full((n, len(tags)), float("nan"), device=images.device)
     out = torch.empty_like(x)

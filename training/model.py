@@ -124,7 +124,9 @@ class CreativeModel(nn.Module):
         # px, where blur's width grows with the creative), which one linear head cannot carve out.
         self.grid_view = bool(grid_view)
         self.grid_profile = bool(grid_view and grid_profile)
-        self.register_buffer("grid_centre", torch.tensor([64.0, 128.0, 128.0]), persistent=False)
+        # The neutral levels: no lift, half the evidence, no excess; with a profile, sharp edges (log2 ratios of 1).
+        centre = [64.0, 128.0, 128.0] + [128.0] * PROFILE_FEATURES * self.grid_profile
+        self.register_buffer("grid_centre", torch.tensor(centre), persistent=False)
         dim = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         numbers = (GRID_FEATURES + PROFILE_FEATURES * self.grid_profile) * self.grid_view
         self.grid_mlp = nn.Sequential(nn.Linear(numbers, PROFILE_HIDDEN), nn.GELU()) if self.grid_profile else None
@@ -141,11 +143,13 @@ class CreativeModel(nn.Module):
         """
         grid = None
         if self.grid_view and images.shape[1] == self.views:
-            # (level - the neutral level: no lift, half the evidence, no excess) / 4; a doubled step is 16
-            grid = (images[:, -1, 0, 0, :].float() - self.grid_centre) / 4.0
-            if self.grid_profile:  # log2 of each step-energy ratio, less 1 (sharp edges: 0), x 16: the grid's scale
+            # (level - the neutral level) / 4: a doubled step is 16, a doubled step-energy ratio 16
+            grid = images[:, -1, 0, 0, :]
+            if self.grid_profile:  # the profile: the inner square's pixel
                 s = images.shape[2] // 2
-                grid = torch.cat([grid, (images[:, -1, s, s, :].float() - 128.0) / 4.0], dim=1)
+                grid = torch.cat([grid, images[:, -1, s, s, :]], dim=1)
+            grid = (grid.float() - self.grid_centre) / 4.0
+            if self.grid_mlp is not None:
                 grid = torch.cat([grid, self.grid_mlp(grid)], dim=1)
             images = images[:, :-1]
         n, v, h, w, c = images.shape  # (N, V, S, S, 3) uint8
