@@ -68,6 +68,7 @@ METHOD_ARMS = (
     "contrastive_pretrain",
     "full",
     "synthesis",
+    "synthesis_forward",
 )
 BASE_ARMS = ("floor", "clean_labeled", "oracle")
 ARMS = (*BASE_ARMS, *METHOD_ARMS, "default")
@@ -327,6 +328,11 @@ def main() -> None:
         "contrastive_pretrain": ("contrastive_pretrain", unl),
         "full": ("full", unl),  # Mean Teacher + defect synthesis on the pool
         "synthesis": ("synthesis", unl),  # defect synthesis on the pool, no consistency
+        # ... with the labeled loss corrected for the annotators' rates (known here, as for cap)
+        "synthesis_forward": (
+            "synthesis_forward",
+            [*unl, *(f"method.params.loss_params.{k}={getattr(a, k)}" for k in ("miss_rate", "fp_rate"))],
+        ),
         "default": ("default", unl),
     }
     default_cfg = load_config("default")

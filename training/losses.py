@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -94,10 +96,43 @@ def hill_loss(
     return per.sum() / mask.sum().clamp_min(1.0)
 
 
+def forward_bce(
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    miss_rate: float = 0.0,
+    fp_rate: float = 0.0,
+) -> torch.Tensor:
+    """BCE with forward noise correction (Natarajan et al. 2013; Patrini et al. 2017) for known rates.
+
+    Annotators miss ``miss_rate`` of positives and mark ``fp_rate`` of negatives, so a given label is
+    1 with probability ``q = fp + (1 - miss - fp) p`` where ``p`` is the model's (clean) probability.
+    The loss is BCE of the given labels against ``q``: its minimiser is the clean ``p``, and a label
+    the model confidently contradicts costs at most ``-log(fp)`` or ``-log(miss)`` (BCE: unbounded).
+    Zero rates are plain BCE.
+    """
+    keep = 1.0 - miss_rate - fp_rate
+    if not (0.0 <= miss_rate < 1.0 and 0.0 <= fp_rate < 1.0 and keep > 0.0):
+        raise ValueError(f"need 0 <= miss_rate, fp_rate and miss_rate + fp_rate < 1, got {miss_rate}, {fp_rate}")
+    if mask is None:
+        mask = known_mask(targets)
+    t = torch.nan_to_num(targets, nan=0.0)
+    # log q and log(1 - q) from log-sigmoids, exact at zero rates and finite for any logit
+    log_p, log_not_p = F.logsigmoid(logits), F.logsigmoid(-logits)
+    log_q = torch.logaddexp(log_p + math.log(keep), torch.full_like(log_p, _log_or_neg_inf(fp_rate)))
+    log_not_q = torch.logaddexp(log_not_p + math.log(keep), torch.full_like(log_p, _log_or_neg_inf(miss_rate)))
+    per = -(t * log_q + (1 - t) * log_not_q) * mask
+    return per.sum() / mask.sum().clamp_min(1.0)
+
+
+def _log_or_neg_inf(x: float) -> float:
+    return math.log(x) if x > 0 else -math.inf
+
+
 def tag_loss(
     name: str, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None, **kwargs: float
 ) -> torch.Tensor:
-    """The tag loss a recipe names: ``bce``, ``asl``, ``gce`` or ``hill``."""
+    """The tag loss a recipe names (``bce``, ``asl``, ``gce``, ``hill``, ``forward``); ``kwargs``: its parameters."""
     if name == "bce":
         return masked_bce(logits, targets, mask)
     if name == "asl":
@@ -106,7 +141,9 @@ def tag_loss(
         return gce_loss(logits, targets, mask, **kwargs)
     if name == "hill":
         return hill_loss(logits, targets, mask, **kwargs)
-    raise ValueError(f"unknown tag loss {name!r} (bce, asl, gce, hill)")
+    if name == "forward":
+        return forward_bce(logits, targets, mask, **kwargs)
+    raise ValueError(f"unknown tag loss {name!r} (bce, asl, gce, hill, forward)")
 
 
 @torch.no_grad()

@@ -138,3 +138,44 @@ def test_splc_flips_confident_zeros_only():
     targets = torch.tensor([[0.0, 0.0, 1.0, NAN]])
     out = splc_targets(logits, targets, tau=0.6)
     assert out[0, :3].tolist() == [1.0, 0.0, 1.0] and torch.isnan(out[0, 3])
+
+
+def test_forward_corrected_bce_by_hand():
+    from training.losses import forward_bce, tag_loss
+
+    miss, fp = 0.3, 0.05
+
+    def fwd(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return forward_bce(z, y, miss_rate=miss, fp_rate=fp)
+
+    logits = torch.tensor([[0.0, 2.0, -1.0, 40.0, -40.0]])
+    targets = torch.tensor([[1.0, 0.0, NAN, 0.0, 1.0]])
+    p = torch.sigmoid(logits)[0].tolist()
+    q = [fp + (1 - miss - fp) * x for x in p]  # the chance a noisy annotator gives a 1
+    expected = -(math.log(q[0]) + math.log(1 - q[1]) + math.log(1 - q[3]) + math.log(q[4])) / 4
+    got = fwd(logits, targets)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+    assert tag_loss("forward", logits, targets, miss_rate=miss, fp_rate=fp).item() == pytest.approx(expected, rel=1e-5)
+    # zero rates: plain BCE
+    z, y = torch.randn(3, 4), torch.tensor([[1, 0, NAN, 1], [0, 0, 1, NAN], [1, 1, 0, 0]], dtype=torch.float32)
+    assert forward_bce(z, y).item() == pytest.approx(masked_bce(z, y).item(), rel=1e-5)
+    # a label the model confidently contradicts costs at most -log(rate), where BCE grows without bound
+    assert fwd(torch.tensor([[40.0]]), torch.tensor([[0.0]])).item() == pytest.approx(-math.log(miss), rel=1e-4)
+    assert fwd(torch.tensor([[-40.0]]), torch.tensor([[1.0]])).item() == pytest.approx(-math.log(fp), rel=1e-4)
+    assert masked_bce(torch.tensor([[40.0]]), torch.tensor([[0.0]])).item() > 39
+    # finite gradients at any logit; the minimiser over p of the expected loss is the clean probability
+    x = torch.tensor([[-80.0, 0.0, 80.0]], requires_grad=True)
+    fwd(x, torch.tensor([[1.0, 0.0, 0.0]])).backward()
+    assert torch.isfinite(x.grad).all()
+    clean = 0.2
+    given = fp + (1 - miss - fp) * clean  # the share of 1s among noisy labels of creatives with p = clean
+
+    def risk(z: float) -> float:
+        one, zero = (fwd(torch.tensor([[z]]), torch.tensor([[y]])).item() for y in (1.0, 0.0))
+        return given * one + (1 - given) * zero
+
+    grid = np.linspace(-5, 5, 1001)
+    best = 1 / (1 + math.exp(-grid[np.argmin([risk(z) for z in grid])]))
+    assert best == pytest.approx(clean, abs=0.01)
+    with pytest.raises(ValueError, match="miss_rate"):
+        forward_bce(z, y, miss_rate=0.6, fp_rate=0.5)

@@ -47,7 +47,10 @@ def test_step_gives_finite_loss_and_grads_on_every_head(name, model):
     assert all(isinstance(v, float) for v in logs.values())
 
 
-def test_supervised_blank_tags_get_no_gradient(model):
+@pytest.mark.parametrize(
+    "loss", [{}, {"loss": "forward", "loss_params": {"miss_rate": 0.3, "fp_rate": 0.05}}], ids=["bce", "forward"]
+)
+def test_supervised_blank_tags_get_no_gradient(model, loss):
     """The tag loss pushes on every known label and on no blank one: d loss / d logit is 0 exactly where blank."""
     captured = {}
 
@@ -56,13 +59,13 @@ def test_supervised_blank_tags_get_no_gradient(model):
         captured["logits"] = output
 
     model.tag_head.register_forward_hook(keep)
-    method = get_method("supervised")(model, quality_weight=0.0)
+    method = get_method("supervised")(model, quality_weight=0.0, **loss)
     b = _batch()
     loss, _ = method.train_step(b, None, 0)
     loss.backward()
     grad = captured["logits"].grad
     blank = torch.isnan(b["labels"])
-    assert blank.sum() == 5
+    assert blank.sum() == 5 and torch.isfinite(grad).all()
     assert (grad[blank] == 0).all()
     assert (grad[~blank] != 0).all()
 
@@ -99,3 +102,25 @@ def test_the_loop_names_no_method():
     assert len(METHODS) >= 5
     for name in METHODS:
         assert f'"{name}"' not in source and f"'{name}'" not in source and f"methods.{name}" not in source, name
+
+
+def test_every_shipped_recipe_builds_its_method_and_steps():
+    """Each one-stage recipe in training/configs names a method and parameters that build and train a step
+    (multi-stage methods, which take stage parameters in ``run``, have tests of their own)."""
+    from training.config import recipe_path
+    from training.methods.base import Method
+
+    names = sorted(p.stem for p in recipe_path("default").parent.glob("*.yaml"))
+    assert {"default", "synthesis", "synthesis_forward"} <= set(names)
+    stepped = []
+    for name in names:
+        cfg = load_config(name, TINY_OVERRIDES)
+        cls = get_method(cfg.method.name)
+        if cls.label_free or cls.run.__func__ is not Method.run.__func__:
+            continue
+        torch.manual_seed(0)
+        method = cls(build_model(cfg.model, 14), **cfg.method.params)
+        loss, _ = method.train_step(_batch(), _batch() if method.uses_unlabeled else None, step=0)
+        assert torch.isfinite(loss), name
+        stepped.append(name)
+    assert {"default", "synthesis", "synthesis_forward"} <= set(stepped) and len(stepped) >= 10

@@ -25,12 +25,14 @@ class MeanTeacher(TeacherMethod):
         consistency: float = 10.0,
         rampup_steps: int = 200,
         loss: str = "bce",
+        loss_params: dict | None = None,
         unlabeled_ratio: int = 1,
         consistency_kind: str = "mse",
         quality_consistency: float = 0.0,
     ):
         super().__init__(model, quality_weight, ema_decay, consistency_kind, quality_consistency)
         self.consistency, self.rampup_steps, self.loss = consistency, rampup_steps, loss
+        self.loss_params = dict(loss_params or {})
         self.unlabeled_ratio = unlabeled_ratio
 
     def train_step(self, batch, unlabeled, step):
@@ -55,4 +57,5 @@ class MeanTeacher(TeacherMethod):
         }
 
     def _supervised(self, tags, q, batch):
-        return tag_loss(self.loss, tags, batch["labels"]) + self.quality_weight * quality_loss(q, batch["quality"])
+        tag = tag_loss(self.loss, tags, batch["labels"], **self.loss_params)
+        return tag + self.quality_weight * quality_loss(q, batch["quality"])
