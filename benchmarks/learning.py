@@ -69,6 +69,7 @@ METHOD_ARMS = (
     "full",
     "synthesis",
     "synthesis_forward",
+    "synthesis_doubtful",
 )
 BASE_ARMS = ("floor", "clean_labeled", "oracle")
 ARMS = (*BASE_ARMS, *METHOD_ARMS, "default")
@@ -280,6 +281,7 @@ def main() -> None:
     ap.add_argument("--arms", default="all", help="comma-separated subset of: " + ",".join(ARMS))
     ap.add_argument("--label-issues", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--label-issue-epochs", type=int, default=10)
+    ap.add_argument("--doubtful-top", type=int, default=200, help="labels synthesis_doubtful blanks")
     ap.add_argument("--quick", action="store_true", help="tiny scale, minutes")
     ap.add_argument("--data-seed", type=int, default=0)
     ap.add_argument("--out", default="benchmarks/results/learning.json")
@@ -333,6 +335,15 @@ def main() -> None:
             "synthesis_forward",
             [*unl, *(f"method.params.loss_params.{k}={getattr(a, k)}" for k in ("miss_rate", "fp_rate"))],
         ),
+        # ... and the labels `creative-qa label-issues` finds most doubtful (cross-validated) blanked
+        "synthesis_doubtful": (
+            "synthesis_forward",
+            [
+                *unl,
+                *(f"method.params.loss_params.{k}={getattr(a, k)}" for k in ("miss_rate", "fp_rate")),
+                f"method.params.doubtful_top={a.doubtful_top}",
+            ],
+        ),
         "default": ("default", unl),
     }
     default_cfg = load_config("default")
@@ -362,6 +373,9 @@ def main() -> None:
         )
         for name in wanted:
             recipe, overrides = arms[name]
+            if name == "synthesis_doubtful":  # the cross-validated label-issue list, made once per data and budget
+                li_common = [*common, f"optim.epochs={a.label_issue_epochs if not a.quick else 1}"]
+                overrides = [*overrides, f"method.params.doubtful={doubtful_csv(data, li_common, a.quick)}"]
             for seed in range(a.seeds if name in multi else 1):
                 print(f"--- arm {name} ({recipe}), seed {seed}", flush=True)
                 rows.append(run_arm(name, recipe, [*common, *overrides, f"seed={seed}"], exp, evaluator))
@@ -436,12 +450,29 @@ def _spec(row: dict[str, Any]):
     return PreprocessSpec.from_dict(load_checkpoint(row["checkpoint"]).preprocess)
 
 
-def label_issue_precision(data: dict[str, Path], common: list[str], quick: bool) -> dict[str, dict[str, float]]:
-    from training.config import load_config
-    from training.label_issues import find_label_issues, precision_at_k
+def doubtful_csv(data: dict[str, Path], common: list[str], quick: bool) -> Path:
+    """``creative-qa label-issues`` (3 folds) on the noisy labeled set, written once next to the data."""
+    from creative_qa.preprocess import VIEWS_VERSION
+    from training.label_issues import find_label_issues
 
-    ks = (10, 25) if quick else (50, 100, 200)
-    cfg = load_config(
+    out = Path(data["train_labeled"]).parent / "label_issues_cv.csv"
+    stamp = out.with_suffix(".json")
+    if not out.is_file():
+        stamp.unlink(missing_ok=True)
+    made_once(
+        stamp,
+        lambda: find_label_issues(_label_issue_cfg(data, common), folds=3).to_csv(out, index=False),
+        common=common,
+        quick=quick,
+        views=VIEWS_VERSION,
+    )
+    return out
+
+
+def _label_issue_cfg(data: dict[str, Path], common: list[str]):
+    from training.config import load_config
+
+    return load_config(
         "default",
         [
             *common,
@@ -451,6 +482,13 @@ def label_issue_precision(data: dict[str, Path], common: list[str], quick: bool)
             "data.test=null",
         ],
     )
+
+
+def label_issue_precision(data: dict[str, Path], common: list[str], quick: bool) -> dict[str, dict[str, float]]:
+    from training.label_issues import find_label_issues, precision_at_k
+
+    ks = (10, 25) if quick else (50, 100, 200)
+    cfg = _label_issue_cfg(data, common)
     out = {}
     for name, kwargs in (("cross_validated", {"folds": 3}), ("self_confidence", {"baseline": True})):
         issues = find_label_issues(cfg, **kwargs)

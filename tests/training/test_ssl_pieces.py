@@ -158,7 +158,7 @@ def test_cap_prior_is_noise_corrected():
 
 
 def test_doubtful_labels_from_a_label_issues_csv(tmp_path):
-    from training.methods.large_loss import doubtful_mask
+    from training.methods.ema import doubtful_mask
 
     csv = tmp_path / "issues.csv"
     csv.write_text(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
+import pandas as pd
 import torch
 from torch import nn
 
@@ -54,10 +56,28 @@ class TeacherMethod(Method):
         ema_decay: float = 0.99,
         consistency_kind: str = "mse",
         quality_consistency: float = 0.0,
+        doubtful: str | None = None,
+        doubtful_top: int = 0,
     ):
         super().__init__(model, quality_weight)
         self.ema = EMA(model, ema_decay)
         self.consistency_kind, self.quality_consistency = consistency_kind, quality_consistency
+        # doubtful labels: the top ``doubtful_top`` of a `creative-qa label-issues` CSV, blanked for training
+        self.doubtful, self.doubtful_top = doubtful, doubtful_top
+        self.blanked: torch.Tensor | None = None  # (N_labeled, T) bool
+
+    def on_epoch_start(self, epoch, labeled, device, unlabeled=None) -> dict[str, float]:
+        if self.doubtful and self.blanked is None:
+            self.blanked = doubtful_mask(Path(self.doubtful), labeled.paths, self.tags, self.doubtful_top)
+            return {"doubtful_blanked": float(self.blanked.sum())}
+        return {}
+
+    def given_labels(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch's labels with its doubtful ones blank (as given, without a ``doubtful`` CSV)."""
+        y = batch["labels"]
+        if self.blanked is None:
+            return y
+        return y.masked_fill(self.blanked.to(y.device)[batch["index"]], float("nan"))
 
     def unlabeled_consistency(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Student on the strong view vs teacher on the weak view, every tag of unlabeled creatives, and their
@@ -76,8 +96,21 @@ class TeacherMethod(Method):
         return self.ema.model
 
     def state_dict(self) -> dict:
-        return {"ema": self.ema.model.state_dict()}
+        return {"ema": self.ema.model.state_dict(), "blanked": self.blanked}
 
     def load_state_dict(self, state: dict) -> None:
         if "ema" in state:
             self.ema.model.load_state_dict(state["ema"])
+        self.blanked = state.get("blanked")
+
+
+def doubtful_mask(csv: Path, paths: list[str], tags: list[str], top: int) -> torch.Tensor:
+    """The ``top`` highest-scored labels of a label-issues CSV as a ``(N, T)`` mask over the labeled set."""
+    issues = pd.read_csv(csv).sort_values("score", ascending=False).head(top)
+    row = {p: i for i, p in enumerate(paths)} | {Path(p).name: i for i, p in enumerate(paths)}
+    mask = torch.zeros(len(paths), len(tags), dtype=torch.bool)
+    for path, tag in zip(issues["path"], issues["tag"], strict=True):
+        i = row.get(path, row.get(Path(str(path)).name))
+        if i is not None and tag in tags:
+            mask[i, tags.index(tag)] = True
+    return mask

@@ -16,11 +16,6 @@ and doubtful labels from cross-validation, on the supervised arm (strong view, E
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pandas as pd
-import torch
-
 from training.augment import strong
 from training.losses import large_loss_targets, quality_loss, splc_targets, tag_loss
 from training.methods.base import register
@@ -44,25 +39,17 @@ class LargeLoss(TeacherMethod):
     ):
         if mode not in ("reject", "correct"):
             raise ValueError(f"mode must be 'reject' or 'correct', got {mode!r}")
-        super().__init__(model, quality_weight, ema_decay)
+        super().__init__(model, quality_weight, ema_decay, doubtful=doubtful, doubtful_top=doubtful_top)
         self.mode, self.rate_per_epoch, self.max_rate = mode, rate_per_epoch, max_rate
         self.loss, self.splc_tau = loss, splc_tau
-        self.doubtful, self.doubtful_top = doubtful, doubtful_top
         self.rate = 0.0
-        self.blanked: torch.Tensor | None = None  # (N_labeled, T) bool: doubtful labels dropped
 
     def on_epoch_start(self, epoch, labeled, device, unlabeled=None):
         self.rate = min(self.max_rate, self.rate_per_epoch * epoch)
-        logs = {"large_loss_rate": self.rate}
-        if self.doubtful and self.blanked is None:
-            self.blanked = doubtful_mask(Path(self.doubtful), labeled.paths, self.tags, self.doubtful_top)
-            logs["doubtful_blanked"] = float(self.blanked.sum())
-        return logs
+        return super().on_epoch_start(epoch, labeled, device, unlabeled) | {"large_loss_rate": self.rate}
 
     def train_step(self, batch, unlabeled, step):
-        y = batch["labels"]
-        if self.blanked is not None:
-            y = y.masked_fill(self.blanked.to(y.device)[batch["index"]], float("nan"))
+        y = self.given_labels(batch)
         tags, q = self.model(strong(batch["images"], batch.get("crop_pool")))
         if self.rate > 0:
             y = large_loss_targets(tags.detach(), y, self.rate, correct=self.mode == "correct")
@@ -76,20 +63,8 @@ class LargeLoss(TeacherMethod):
         }
 
     def state_dict(self):
-        return super().state_dict() | {"rate": self.rate, "blanked": self.blanked}
+        return super().state_dict() | {"rate": self.rate}
 
     def load_state_dict(self, state):
         super().load_state_dict(state)
-        self.rate, self.blanked = state.get("rate", 0.0), state.get("blanked")
-
-
-def doubtful_mask(csv: Path, paths: list[str], tags: list[str], top: int) -> torch.Tensor:
-    """The ``top`` highest-scored labels of a label-issues CSV as a ``(N, T)`` mask over the labeled set."""
-    issues = pd.read_csv(csv).sort_values("score", ascending=False).head(top)
-    row = {p: i for i, p in enumerate(paths)} | {Path(p).name: i for i, p in enumerate(paths)}
-    mask = torch.zeros(len(paths), len(tags), dtype=torch.bool)
-    for path, tag in zip(issues["path"], issues["tag"], strict=True):
-        i = row.get(path, row.get(Path(str(path)).name))
-        if i is not None and tag in tags:
-            mask[i, tags.index(tag)] = True
-    return mask
+        self.rate = state.get("rate", 0.0)

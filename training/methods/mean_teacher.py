@@ -29,8 +29,12 @@ class MeanTeacher(TeacherMethod):
         unlabeled_ratio: int = 1,
         consistency_kind: str = "mse",
         quality_consistency: float = 0.0,
+        doubtful: str | None = None,
+        doubtful_top: int = 0,
     ):
-        super().__init__(model, quality_weight, ema_decay, consistency_kind, quality_consistency)
+        super().__init__(
+            model, quality_weight, ema_decay, consistency_kind, quality_consistency, doubtful, doubtful_top
+        )
         self.consistency, self.rampup_steps, self.loss = consistency, rampup_steps, loss
         self.loss_params = dict(loss_params or {})
         self.unlabeled_ratio = unlabeled_ratio
@@ -44,7 +48,9 @@ class MeanTeacher(TeacherMethod):
         t_probs, t_q = self.ema.probs(weak(x))
         tags, q = self.model(strong(x, batch.get("crop_pool")))
         sup = self._supervised(tags, q, batch)
-        cons = consistency_loss(tags, t_probs, 1 - known_mask(batch["labels"]), self.consistency_kind)  # blanks
+        cons = consistency_loss(
+            tags, t_probs, 1 - known_mask(self.given_labels(batch)), self.consistency_kind
+        )  # blanks
         if unlabeled is not None:
             cons = cons + self.unlabeled_consistency(unlabeled)
         w = self.consistency * sigmoid_rampup(step, self.rampup_steps)
@@ -57,5 +63,5 @@ class MeanTeacher(TeacherMethod):
         }
 
     def _supervised(self, tags, q, batch):
-        tag = tag_loss(self.loss, tags, batch["labels"], **self.loss_params)
+        tag = tag_loss(self.loss, tags, self.given_labels(batch), **self.loss_params)
         return tag + self.quality_weight * quality_loss(q, batch["quality"])
