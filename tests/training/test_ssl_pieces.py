@@ -167,6 +167,47 @@ def test_doubtful_labels_from_a_label_issues_csv(tmp_path):
     mask = doubtful_mask(csv, ["/data/a.png", "/data/b.png"], ["blurry", "noisy"], top=2)
     assert mask.tolist() == [[True, False], [False, True]]  # the two highest scores, by file name
 
+    # defect synthesis (a Mean Teacher) trains without them: no gradient where a doubtful label was given
+    from types import SimpleNamespace
+
+    from tests.conftest import TINY_OVERRIDES
+    from training.config import load_config
+    from training.methods.defect_synthesis import DefectSynthesis
+    from training.model import build_model
+
+    cfg = load_config("synthesis_forward", TINY_OVERRIDES)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 2)
+    method = DefectSynthesis(
+        model, quality_weight=0.0, **(cfg.method.params | {"doubtful": str(csv), "doubtful_top": 2})
+    )
+    method.tags = ["blurry", "noisy"]
+    assert method.on_epoch_start(0, SimpleNamespace(paths=["/data/a.png", "/data/b.png"]), "cpu") == {
+        "doubtful_blanked": 2.0
+    }
+    v = load_config("default", TINY_OVERRIDES).model.views
+    images = torch.randint(0, 256, (2, v, 64, 64, 3), dtype=torch.uint8)
+    batch = {
+        "images": images,
+        "labels": torch.tensor([[1.0, 0.0], [0.0, 0.0]]),
+        "quality": torch.rand(2),
+        "index": torch.arange(2),
+    }
+    captured = {}
+
+    def keep(_module, _inputs, output):
+        if "logits" not in captured:  # the labeled batch's pass comes first
+            output.retain_grad()
+            captured["logits"] = output
+
+    model.tag_head.register_forward_hook(keep)
+    method.synth_weight = method.rank_weight = 0.0
+    loss, _ = method.train_step(batch, None, 0)
+    loss.backward()
+    grad = captured["logits"].grad
+    assert (grad[0, 0] == 0) and (grad[1, 1] == 0)  # a.png's blurry, b.png's noisy: blanked
+    assert (grad[0, 1] != 0) and (grad[1, 0] != 0)
+
 
 def test_kl_consistency_keeps_pushing_a_confident_student():
     teacher = torch.tensor([[0.5, 0.2]])
