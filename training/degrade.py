@@ -191,9 +191,9 @@ def letterboxed(
     views: torch.Tensor, total: float, scales: torch.Tensor, g: torch.Generator, native: float | None = None
 ) -> torch.Tensor:
     """Uniform bars on opposite sides, ``total`` of the frame's height or width together, the design
-    squeezed between them (the whole view). Detail crops follow edges, and a bar's border with the
-    design is a strong one: each crop (with probability 0.6) shows a bar along one of its sides, 10-40 %
-    of its width, over the design."""
+    squeezed between them (the whole view). The crops keep their windows: they show the design, whose
+    detail a letterbox does not change, and a crop that reaches into a bar is rare where crops follow
+    edges."""
     out = views.clone()
     s = views.shape[1]
     bar = max(1, int(round(total * s / 2)))
@@ -209,15 +209,6 @@ def letterboxed(
     else:  # bars left and right
         canvas[:, bar : s - bar] = design
     out[0] = canvas.clamp(0, 1)
-    for i in range(1, len(views)):
-        if torch.rand(1, generator=g).item() < 0.6:
-            width = max(1, int(round(s * (0.1 + 0.3 * torch.rand(1, generator=g).item()))))
-            first = torch.rand(1, generator=g).item() < 0.5  # the bar on the crop's top / left side, else the other
-            band = slice(0, width) if first else slice(s - width, s)
-            if across:
-                out[i, band] = rgb
-            else:
-                out[i, :, band] = rgb
     return out
 
 

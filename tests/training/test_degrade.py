@@ -74,11 +74,7 @@ def test_letterbox_copies_have_uniform_bars_on_opposite_sides_of_at_least_12_per
         bars = max(rows, cols)
         assert bars >= 0.12 * s, (rows, cols)
         assert min(rows, cols) < 0.12 * s  # on opposite sides of one axis, not a frame
-        changed = [not torch.equal(out[i], x[i]) for i in range(1, len(x))]
-        for i in range(1, len(x)):  # a crop is the design's detail, or shows a bar along one side
-            if changed[i - 1]:
-                r, c = _uniform_bars(out[i])
-                assert max(r, c) >= 0.1 * s and min(r, c) < 0.1 * s
+        assert torch.equal(out[1:], x[1:])  # the crops show the design's detail, unchanged
 
 
 @pytest.mark.parametrize("at", [0.0, 1.0])
