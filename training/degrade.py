@@ -21,9 +21,9 @@ for the whole view). Pixel-level ones (noise, an upscale by a factor; JPEG) happ
 creative's own pixels, so a view shows them as its downscale from the creative's size
 leaves them: noise attenuated, an upscale's factor shrunk (none on the crops of a large
 creative). The size comes from the grid view where it carries one (``grid_profile``);
-without it every creative is taken to be ``detail_side`` px, its crops native. A letterbox
-is made on the whole view (bars, the design squeezed between them). Content tags (watermark,
-text) are not synthesised: they would need the creative's design, not its views.
+without it every creative is taken to be ``detail_side`` px, its crops native. Layout and
+content tags (letterbox, watermark, text) are not synthesised: they would need the whole
+creative, not its views.
 """
 
 from __future__ import annotations
@@ -183,35 +183,6 @@ def low_contrast(
     return (m + a * (views - m)).clamp(0, 1)
 
 
-# bar colours: black (most letterboxes), white, and any uniform colour
-LETTERBOX_COLOURS = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), None)
-
-
-def letterboxed(
-    views: torch.Tensor, total: float, scales: torch.Tensor, g: torch.Generator, native: float | None = None
-) -> torch.Tensor:
-    """Uniform bars on opposite sides, ``total`` of the frame's height or width together, the design
-    squeezed between them (the whole view). The crops keep their windows: they show the design, whose
-    detail a letterbox does not change, and a crop that reaches into a bar is rare where crops follow
-    edges."""
-    out = views.clone()
-    s = views.shape[1]
-    bar = max(1, int(round(total * s / 2)))
-    across, pick = torch.rand(1, generator=g).item() < 0.5, int(torch.randint(0, 3, (1,), generator=g))
-    colour = LETTERBOX_COLOURS[pick]
-    rgb = torch.tensor(colour if colour is not None else torch.rand(3, generator=g).tolist()).to(views)
-    whole = _nchw(views[:1])
-    inner = (s - 2 * bar, s) if across else (s, s - 2 * bar)
-    design = _nhwc(F.interpolate(whole, size=inner, mode="bilinear", antialias=True, align_corners=False))[0]
-    canvas = rgb.expand(s, s, 3).clone()
-    if across:  # bars above and below
-        canvas[bar : s - bar] = design
-    else:  # bars left and right
-        canvas[:, bar : s - bar] = design
-    out[0] = canvas.clamp(0, 1)
-    return out
-
-
 # name -> operation and its parameter range, each clearly over the DESIGN.md threshold:
 OPS: dict[str, Op] = {
     "blurry": Op(blurry, 0.009, 0.02),  # sigma >= 0.6 % of the short side
@@ -222,7 +193,6 @@ OPS: dict[str, Op] = {
     "overexposed": Op(overexposed, 0.32, 0.6),  # >= 25 % of pixels clipped near white
     "underexposed": Op(underexposed, 20.0, 50.0),  # mean luma <= 60/255
     "low_contrast": Op(low_contrast, 0.12, 0.28),  # luma std <= 35 % of the original
-    "letterboxed": Op(letterboxed, 0.16, 0.36),  # bars on opposite sides totalling >= 12 % of width or height
 }
 
 
