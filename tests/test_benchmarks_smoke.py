@@ -21,17 +21,25 @@ def test_onnx_throughput_quick(tmp_path):
 def test_learning_quick_two_arms(tmp_path):
     out = tmp_path / "learning.json"
     r = _run(
-        ["benchmarks/learning.py", "--quick", "--arms", "floor,synthesis", "--no-label-issues", "--out", str(out)],
+        [
+            "benchmarks/learning.py",
+            "--quick",
+            "--arms",
+            "floor,synthesis_forward",
+            "--no-label-issues",
+            "--out",
+            str(out),
+        ],
         tmp_path,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(out.read_text())
-    # floor runs every seed; synthesis is the default recipe, so it runs every seed too and is reported twice
+    # floor runs every seed; synthesis_forward is the default recipe, so it runs every seed too and is reported twice
     assert [(row["arm"], row["seed"]) for row in result["rows"]] == [
         ("floor", 0),
         ("floor", 1),
-        ("synthesis", 0),
-        ("synthesis", 1),
+        ("synthesis_forward", 0),
+        ("synthesis_forward", 1),
         ("default", 0),
         ("default", 1),
     ]
