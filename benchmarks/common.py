@@ -13,13 +13,14 @@ from creative_qa.paths import home
 DETAIL_TAGS = ("blurry", "low_resolution", "jpeg_artifacts", "noisy", "pixelated")
 
 
-def made_once(marker: Path, make: Callable[[], Any], **key: Any) -> Any:
-    """``make()``'s result, unless ``marker`` records the same ``key`` made by this generator (then None:
-    what it made is there). A cache keyed on its arguments alone would keep an older generator's data."""
+def made_once(marker: Path, make: Callable[[], Any], outputs: tuple[Path, ...] = (), **key: Any) -> Any:
+    """``make()``'s result, unless ``marker`` records the same ``key`` made by this generator and every one
+    of ``outputs`` is there (then None: what it made is there). A cache keyed on its arguments alone
+    would keep an older generator's data."""
     from creative_qa.synth import SYNTH_VERSION
 
     text = json.dumps(key | {"synth_version": SYNTH_VERSION}, sort_keys=True, default=str)
-    if marker.is_file() and marker.read_text() == text:
+    if marker.is_file() and marker.read_text() == text and all(p.is_file() for p in outputs):
         return None
     made = make()
     marker.write_text(text)

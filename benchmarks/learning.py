@@ -100,10 +100,8 @@ def make_data(out: Path, pool: int, test: int, heldout: int, seed: int, rates: d
         progress=True,
         **rates,
     )
-    foreign, stamp = out / "foreign.csv", out / "foreign.json"
-    if not foreign.is_file():
-        stamp.unlink(missing_ok=True)
-    made_once(stamp, lambda: make_foreign(out, heldout, seed), n=heldout, seed=seed)
+    foreign = out / "foreign.csv"
+    made_once(out / "foreign.json", lambda: make_foreign(out, heldout, seed), (foreign,), n=heldout, seed=seed)
     paths["foreign"] = foreign
     # The oracle sees the whole pool with clean labels.
     oracle = out / "oracle_clean.csv"
@@ -311,6 +309,7 @@ def main() -> None:
     labeled = [f"data.labeled={data['train_labeled']}"]
     unl = [*labeled, f"data.unlabeled={data['unlabeled']}"]
     supervised = ["method.name=supervised", "method.params={}"]
+    loss_rates = [f"method.params.loss_params.{k}={getattr(a, k)}" for k in ("miss_rate", "fp_rate")]
     # arm -> (recipe, overrides); the shared defaults give every arm the same backbone, input, view and EMA.
     arms: dict[str, tuple[str, list[str]]] = {
         "floor": ("default", [*labeled, *supervised]),
@@ -331,18 +330,11 @@ def main() -> None:
         "full": ("full", unl),  # Mean Teacher + defect synthesis on the pool
         "synthesis": ("synthesis", unl),  # defect synthesis on the pool, no consistency
         # ... with the labeled loss corrected for the annotators' rates (known here, as for cap)
-        "synthesis_forward": (
-            "synthesis_forward",
-            [*unl, *(f"method.params.loss_params.{k}={getattr(a, k)}" for k in ("miss_rate", "fp_rate"))],
-        ),
+        "synthesis_forward": ("synthesis_forward", [*unl, *loss_rates]),
         # ... and the labels `creative-qa label-issues` finds most doubtful (cross-validated) blanked
         "synthesis_doubtful": (
             "synthesis_forward",
-            [
-                *unl,
-                *(f"method.params.loss_params.{k}={getattr(a, k)}" for k in ("miss_rate", "fp_rate")),
-                f"method.params.doubtful_top={a.doubtful_top}",
-            ],
+            [*unl, *loss_rates, f"method.params.doubtful_top={a.doubtful_top}"],
         ),
         "default": ("default", unl),
     }
@@ -456,12 +448,10 @@ def doubtful_csv(data: dict[str, Path], common: list[str], quick: bool) -> Path:
     from training.label_issues import find_label_issues
 
     out = Path(data["train_labeled"]).parent / "label_issues_cv.csv"
-    stamp = out.with_suffix(".json")
-    if not out.is_file():
-        stamp.unlink(missing_ok=True)
     made_once(
-        stamp,
+        out.with_suffix(".json"),
         lambda: find_label_issues(_label_issue_cfg(data, common), folds=3).to_csv(out, index=False),
+        (out,),
         common=common,
         quick=quick,
         views=VIEWS_VERSION,

@@ -13,17 +13,24 @@ def known_mask(targets: torch.Tensor) -> torch.Tensor:
     return (~torch.isnan(targets)).float()
 
 
+def _given(targets: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets with blanks as 0 (ignored by the mask) and the mask (known entries, unless given)."""
+    return torch.nan_to_num(targets, nan=0.0), known_mask(targets) if mask is None else mask
+
+
+def _mean_known(per: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of a per-entry loss over the mask: 0 (and differentiable) when nothing is known."""
+    return (per * mask).sum() / mask.sum().clamp_min(1.0)
+
+
 def masked_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Binary cross-entropy averaged over known entries only; blank (NaN) targets are ignored.
 
     ``targets`` may be soft (in [0, 1]). With nothing known the loss is 0 (and still
     differentiable), so a batch of all-blank labels never produces NaN.
     """
-    if mask is None:
-        mask = known_mask(targets)
-    t = torch.nan_to_num(targets, nan=0.0)
-    per = F.binary_cross_entropy_with_logits(logits, t, reduction="none") * mask
-    return per.sum() / mask.sum().clamp_min(1.0)
+    t, mask = _given(targets, mask)
+    return _mean_known(F.binary_cross_entropy_with_logits(logits, t, reduction="none"), mask)
 
 
 def quality_loss(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -46,15 +53,12 @@ def asymmetric_loss(
     multi-label tags and softens the penalty on *missed positives* (a creative
     labelled 0 that the model, rightly, finds positive).
     """
-    if mask is None:
-        mask = known_mask(targets)
-    t = torch.nan_to_num(targets, nan=0.0)
+    t, mask = _given(targets, mask)
     p = torch.sigmoid(logits)
     p_neg = (p - clip).clamp(min=0) if clip > 0 else p  # shifted probability for negatives
     loss_pos = t * torch.log(p.clamp(min=1e-8)) * (1 - p) ** gamma_pos
     loss_neg = (1 - t) * torch.log((1 - p_neg).clamp(min=1e-8)) * p_neg**gamma_neg
-    per = -(loss_pos + loss_neg) * mask
-    return per.sum() / mask.sum().clamp_min(1.0)
+    return _mean_known(-(loss_pos + loss_neg), mask)
 
 
 def gce_loss(
@@ -65,12 +69,9 @@ def gce_loss(
     Bounded, so a wrong label cannot dominate the gradient; q -> 0 recovers BCE, q = 1 is MAE.
     Soft targets mix the two outcomes.
     """
-    if mask is None:
-        mask = known_mask(targets)
-    t = torch.nan_to_num(targets, nan=0.0)
+    t, mask = _given(targets, mask)
     p = torch.sigmoid(logits).clamp(1e-6, 1 - 1e-6)
-    per = (t * (1 - p**q) + (1 - t) * (1 - (1 - p) ** q)) / q * mask
-    return per.sum() / mask.sum().clamp_min(1.0)
+    return _mean_known((t * (1 - p**q) + (1 - t) * (1 - (1 - p) ** q)) / q, mask)
 
 
 def hill_loss(
@@ -86,14 +87,11 @@ def hill_loss(
     nears 1, so a confident prediction against a given 0 — most often a missed positive — is barely
     pushed down (BCE pushes it hardest).
     """
-    if mask is None:
-        mask = known_mask(targets)
-    t = torch.nan_to_num(targets, nan=0.0)
+    t, mask = _given(targets, mask)
     p = torch.sigmoid(logits)
     pos = -((1 - p) ** gamma) * F.logsigmoid(logits)
     neg = (lam - p) * p**2
-    per = (t * pos + (1 - t) * neg) * mask
-    return per.sum() / mask.sum().clamp_min(1.0)
+    return _mean_known(t * pos + (1 - t) * neg, mask)
 
 
 def forward_bce(
@@ -114,15 +112,12 @@ def forward_bce(
     keep = 1.0 - miss_rate - fp_rate
     if not (0.0 <= miss_rate < 1.0 and 0.0 <= fp_rate < 1.0 and keep > 0.0):
         raise ValueError(f"need 0 <= miss_rate, fp_rate and miss_rate + fp_rate < 1, got {miss_rate}, {fp_rate}")
-    if mask is None:
-        mask = known_mask(targets)
-    t = torch.nan_to_num(targets, nan=0.0)
+    t, mask = _given(targets, mask)
     # log q and log(1 - q) from log-sigmoids, exact at zero rates and finite for any logit
     log_p, log_not_p = F.logsigmoid(logits), F.logsigmoid(-logits)
     log_q = torch.logaddexp(log_p + math.log(keep), torch.full_like(log_p, _log_or_neg_inf(fp_rate)))
     log_not_q = torch.logaddexp(log_not_p + math.log(keep), torch.full_like(log_p, _log_or_neg_inf(miss_rate)))
-    per = -(t * log_q + (1 - t) * log_not_q) * mask
-    return per.sum() / mask.sum().clamp_min(1.0)
+    return _mean_known(-(t * log_q + (1 - t) * log_not_q), mask)
 
 
 def _log_or_neg_inf(x: float) -> float:
@@ -193,8 +188,7 @@ def consistency_loss(
         per = F.binary_cross_entropy_with_logits(student_logits, t, reduction="none") - entropy
     else:
         raise ValueError(f"unknown consistency {kind!r} (mse, kl)")
-    per = per * mask
-    return per.sum() / mask.sum().clamp_min(1.0)
+    return _mean_known(per, mask)
 
 
 def per_sample_bce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
