@@ -61,8 +61,9 @@ from serving.settings import Settings  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import export_random_model  # noqa: E402
 
+from creative_qa.onnx_model import cpu_count, load_model  # noqa: E402
 from creative_qa.paths import home  # noqa: E402
-from creative_qa.scorer import Scorer, resolve_model_uri  # noqa: E402
+from creative_qa.scorer import Scorer  # noqa: E402
 
 BENCH_NAME = "creative-qa-bench"
 
@@ -408,7 +409,8 @@ def main() -> None:
     # NOTE: `mlflow models serve` execs `uvicorn` by name: the venv's bin must be on PATH.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     if a.model and a.model.startswith(("models:/", "runs:/")):
-        onnx_path = resolve_model_uri(a.model)
+        # NOTE: the servers are separate processes that take a path: a copy this benchmark owns.
+        onnx_path = load_model(a.model).write(work / "registry_model.onnx")
     else:
         onnx_path = Path(a.model) if a.model else export_default(work, a.recipe)
     # The same ONNX file, registered with a tensor signature in a private store for (d).
@@ -416,15 +418,15 @@ def main() -> None:
     data = payloads(16, a.size)
     # NOTE: (c) runs onnxruntime with the server's session settings (intra-op threads = cores, no
     # spin-waiting): the default session's spinning threads fight the caller's threads for the cores.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    scorer = Scorer.load(onnx_path, intra_op_threads=cores)
+    cores = cpu_count()
+    scorer = Scorer(onnx_path, intra_op_threads=cores)
     # The API's own default: dynamic batching where a GPU provider serves, none on CPU.
     providers = scorer.onnx.providers
     api = "api-batching" if batching_on(Settings(batching=None), providers) else "api-nobatch"
     print(
         f"model {onnx_path.name}: {scorer.spec.views} views of {scorer.spec.input_size}px; "
         f"creatives {a.size}px JPEG (~{np.mean([len(d) for d in data]) / 1024:.0f} KB); "
-        f"{a.requests} requests per row; {os.cpu_count()} cores; upload {'multipart' if a.multipart else 'raw body'}"
+        f"{a.requests} requests per row; {cores} cores; upload {'multipart' if a.multipart else 'raw body'}"
     )
 
     # All servers up at once and the modes interleaved, round by round, so a change in the
@@ -509,7 +511,7 @@ def main() -> None:
         "creative_side": a.size,
         "requests": a.requests,
         "upload": "multipart" if a.multipart else "raw",
-        "cores": os.cpu_count(),
+        "cores": cores,
         "machine": platform.processor() or platform.machine(),
     }
     payload = {"info": info, "api": api, "rows": rows, "ratios": ratios, "memory": memory, "errors": errors}

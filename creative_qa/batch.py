@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -55,6 +54,7 @@ from tqdm import tqdm
 from creative_qa.batch_worker import Prepared, init_worker, prepare, prepare_chunk, ready
 from creative_qa.manifest import ManifestError
 from creative_qa.media import MEDIA_EXTS, MediaError, decode_file
+from creative_qa.onnx_model import cpu_count
 from creative_qa.scorer import Scorer
 
 log = logging.getLogger(__name__)
@@ -464,30 +464,12 @@ class RowBuffer:
 
 
 # --- the local engine: worker processes + onnxruntime here ---------------------------------------
-def cpu_count() -> int:
-    """Cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def tune_cpu_session(scorer: Scorer, threads: int) -> None:
-    """Rebuild a CPU-only session with ``threads`` intra-op threads and no spinning.
+    """Give a CPU-only scorer ``threads`` onnxruntime threads without spinning (GPU sessions stay).
 
     ORT's idle threads spin by default, which takes CPU from the decode workers on a small machine.
-    GPU sessions are left as they are.
     """
-    if scorer.onnx.providers != ["CPUExecutionProvider"]:
-        return
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = max(1, threads)
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    scorer.onnx.session = ort.InferenceSession(
-        str(scorer.onnx.path), sess_options=opts, providers=["CPUExecutionProvider"]
-    )
+    scorer.onnx.set_cpu_threads(threads)
 
 
 class WorkerPool:
@@ -611,14 +593,6 @@ class BatchSummary:
         )
 
 
-def _model_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def default_report_path(output: str | Path) -> Path:
     out = Path(output)
     return out.with_name(out.stem + ".report.html")
@@ -690,7 +664,7 @@ def _batch_score(
     run_meta = {
         "model_name": scorer.name,
         "model_version": scorer.version,
-        "model_sha256": _model_sha(scorer.onnx.path),
+        "model_sha256": scorer.model.sha256,
         "keys": "path+content_hash" if content_hash else "path+size+mtime",
         "tags": list(scorer.tags),
         "taxonomy_version": scorer.taxonomy.version,

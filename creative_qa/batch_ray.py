@@ -21,16 +21,14 @@ from __future__ import annotations
 import io
 import logging
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from creative_qa.batch import Listing, Prepared, RowBuffer, output_schema, prepare, score_prepared, tune_cpu_session
+from creative_qa.batch import Listing, Prepared, RowBuffer, output_schema, prepare, score_prepared
 from creative_qa.preprocess import PreprocessSpec
-from creative_qa.scorer import Scorer
+from creative_qa.scorer import ModelBytes, Scorer
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +65,13 @@ class RayScorer:
         import ray  # noqa: PLC0415
 
         data = ray.get(model[0])  # NOTE: wrapped in a list so Ray Data hands us the reference, not a copy per call
-        fd, path = tempfile.mkstemp(suffix=".onnx", prefix="creative-qa-actor-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            self.scorer = Scorer(path, providers=None if gpu else ["CPUExecutionProvider"], max_frames=max_frames)
-            if not gpu:
-                tune_cpu_session(self.scorer, 1)  # one CPU per actor
-        finally:
-            os.unlink(path)  # NOTE: the session holds the model; every actor of every run would leave a copy
+        # NOTE: the model travels as bytes and the session is built from them: no file to write or clean up.
+        self.scorer = Scorer(
+            ModelBytes(data, "ray object store"),
+            providers=None if gpu else ["CPUExecutionProvider"],
+            max_frames=max_frames,
+            intra_op_threads=None if gpu else 1,  # one CPU per actor
+        )
         self.batch_size = batch_size
         self.columns = output_schema(self.scorer.tags).names
 
@@ -134,7 +130,7 @@ def run_ray(
         ctx.enable_progress_bars = False  # our own bar counts creatives
         gpus = int(ray.cluster_resources().get("GPU", 0))
         actors = gpus if gpus else max(1, workers)
-        model_ref = ray.put(Path(scorer.onnx.path).read_bytes())
+        model_ref = ray.put(scorer.model.data)
         # NOTE: a block goes to one actor: at least one block per actor, a few more to balance the load.
         n = listing.n_todo
         chunk_size = max(1, min(chunk_size, -(-n // actors)))

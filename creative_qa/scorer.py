@@ -14,19 +14,23 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from PIL import Image
 
 from creative_qa.media import DEFAULT_MAX_FRAMES, DecodeLimits, Frame, MediaError, decode_bytes, decode_file
-from creative_qa.paths import tracking_uri
+from creative_qa.onnx_model import (
+    FIX_HINT,
+    PREFERRED_PROVIDERS,
+    ModelBytes,
+    ModelNotFoundError,
+    OnnxModel,
+    choose_providers,
+    load_model,
+)
 from creative_qa.preprocess import PreprocessSpec, preprocess
 from creative_qa.taxonomy import Taxonomy
 
@@ -39,105 +43,6 @@ META_KEYS = {
     "name": "creative_qa.model_name",
     "version": "creative_qa.model_version",
 }
-PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
-FIX_HINT = (
-    "run `creative-qa demo` (trains and registers a demo model), register yours with "
-    "`creative-qa export --checkpoint <run>/last.pt`, or pass `--model path/to/model.onnx` "
-    "(serving: CREATIVE_QA_MODEL=path/to/model.onnx)"
-)
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """No model where one was asked for: the message says what is missing and how to fix it."""
-
-
-def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
-    """The providers to use, best first, among those this onnxruntime build offers."""
-    available = ort.get_available_providers()
-    env = os.environ.get("CREATIVE_QA_PROVIDERS")
-    wanted = list(requested) if requested else ([p.strip() for p in env.split(",") if p.strip()] if env else None)
-    if wanted:
-        missing = [p for p in wanted if p not in available]
-        if missing:
-            raise ValueError(f"onnxruntime providers {missing} are not available here (available: {available})")
-        return wanted
-    return [p for p in PREFERRED_PROVIDERS if p in available] or available
-
-
-def resolve_model_uri(uri: str | Path) -> Path:
-    """A local path as is; ``models:/name@alias`` or ``runs:/...`` downloaded through MLflow.
-
-    Raises ``ModelNotFoundError`` naming what is missing and the command that fixes it.
-    """
-    s = str(uri)
-    if "://" not in s and ":/" not in s:
-        p = Path(s)
-        if not p.is_file():
-            raise ModelNotFoundError(f"model file not found: {p}; {FIX_HINT}")
-        return p
-    try:
-        from mlflow.exceptions import MlflowException  # noqa: PLC0415
-
-        import mlflow  # noqa: PLC0415  (only for registry URIs; mlflow-skinny is enough)
-    except ImportError as e:  # pragma: no cover - depends on the install
-        raise RuntimeError(f"{s} is an MLflow URI: install mlflow-skinny (pip install 'creative-qa[serve]')") from e
-    store = tracking_uri()
-    if s.startswith("models:/") and store.startswith("sqlite:///") and not Path(store[len("sqlite:///") :]).is_file():
-        # NOTE: a fresh machine: say so instead of creating an empty store just to find nothing in it.
-        raise ModelNotFoundError(f"no model at {s}: nothing is registered yet (no MLflow store at {store}); {FIX_HINT}")
-    mlflow.set_tracking_uri(store)
-    dst = Path(tempfile.mkdtemp(prefix="creative-qa-model-"))
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=s, dst_path=str(dst)))
-        files = [local] if local.is_file() else sorted(local.rglob("*.onnx"))
-        if not files:
-            raise ModelNotFoundError(f"{s} holds no .onnx file; {FIX_HINT}")
-    except MlflowException as e:
-        shutil.rmtree(dst, ignore_errors=True)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelNotFoundError(f"no model at {s} in the MLflow store {store} ({first}); {FIX_HINT}") from e
-    except BaseException:
-        # NOTE: a failed resolve must not leave its download folder behind (the caller never sees it).
-        shutil.rmtree(dst, ignore_errors=True)
-        raise
-    return files[0]
-
-
-def _load_onnx(model: str | Path, providers, intra_op_threads: int | None = None) -> OnnxModel:
-    """The session for a path or an MLflow URI; a downloaded copy is deleted once the session holds it
-    (the export is one self-contained file), so reloads from the registry leave nothing behind."""
-    path = resolve_model_uri(model)
-    try:
-        return OnnxModel(path, providers, intra_op_threads)
-    finally:
-        tmp = next((p for p in path.parents if p.name.startswith("creative-qa-model-")), None)
-        if tmp is not None and Path(tempfile.gettempdir()) in tmp.parents:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
-class OnnxModel:
-    """The bare session: uint8 views in, ``(quality, tags)`` probabilities out."""
-
-    def __init__(self, path: str | Path, providers: Sequence[str] | None = None, intra_op_threads: int | None = None):
-        self.path = Path(path)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if intra_op_threads:
-            # NOTE: a server shares the cores with its decode pool: a fixed thread count, one
-            # inter-op thread and no spin-waiting keep onnxruntime from oversubscribing them.
-            opts.intra_op_num_threads = intra_op_threads
-            opts.inter_op_num_threads = 1
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=choose_providers(providers))
-        self.metadata: dict[str, str] = dict(self.session.get_modelmeta().custom_metadata_map)
-
-    @property
-    def providers(self) -> list[str]:
-        return self.session.get_providers()
-
-    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        quality, tags = self.session.run(["quality", "tags"], {"images": images})
-        return quality.astype(np.float32), tags.astype(np.float32)
 
 
 class Scorer:
@@ -145,28 +50,27 @@ class Scorer:
 
     def __init__(
         self,
-        model: str | Path,
-        providers: Sequence[str] | None = None,
-        batch_size: int = 32,
-        max_frames: int = DEFAULT_MAX_FRAMES,
-    ):
-        self._setup(str(model), _load_onnx(model, providers), batch_size, max_frames)
-
-    @classmethod
-    def load(
-        cls,
-        model: str | Path,
+        model: str | Path | ModelBytes,
         providers: Sequence[str] | None = None,
         batch_size: int = 32,
         max_frames: int = DEFAULT_MAX_FRAMES,
         intra_op_threads: int | None = None,
         limits: DecodeLimits | None = None,
-    ) -> Scorer:
-        """Like ``Scorer(...)``, with onnxruntime's thread count and the decoding limits set (serving uses it)."""
-        obj = cls.__new__(cls)
-        obj._setup(str(model), _load_onnx(model, providers, intra_op_threads), batch_size, max_frames)
-        obj.limits = limits
-        return obj
+    ):
+        """Args:
+        model: an ONNX path, ``models:/name@alias``, ``runs:/...``, or a loaded ``ModelBytes``.
+        providers: onnxruntime providers, best first (default: ``$CREATIVE_QA_PROVIDERS``, else the best here).
+        intra_op_threads: a fixed onnxruntime thread count without spin-waiting (serving and batch set it).
+        limits: decoding limits (default: ``DecodeLimits.from_env()``).
+        """
+        self.model = load_model(model)
+        self._setup(self.model.source, OnnxModel(self.model, providers, intra_op_threads), batch_size, max_frames)
+        self.limits = limits
+
+    @classmethod
+    def load(cls, model: str | Path | ModelBytes, **kwargs: Any) -> Scorer:
+        """The same as ``Scorer(model, ...)``."""
+        return cls(model, **kwargs)
 
     def _setup(self, source: str, onnx: OnnxModel, batch_size: int, max_frames: int) -> None:
         self.source = source
@@ -288,3 +192,16 @@ class Scorer:
     def score_file(self, path: str | Path) -> dict[str, Any]:
         frames = decode_file(path, self.max_frames, self.limits, self.decode_min_side)
         return self.score_frames(frames, is_video=len(frames) > 1)
+
+
+__all__ = [
+    "FIX_HINT",
+    "META_KEYS",
+    "PREFERRED_PROVIDERS",
+    "ModelBytes",
+    "ModelNotFoundError",
+    "OnnxModel",
+    "Scorer",
+    "choose_providers",
+    "load_model",
+]
