@@ -740,7 +740,7 @@ def _batch_score(
         )
     finally:
         store.close()
-    log.info("%s", summary.line())
+    log.debug("%s", summary.line())  # the CLI prints it
     return summary
 
 

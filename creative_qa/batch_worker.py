@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -64,6 +65,9 @@ def _watch_parent(parent: int) -> None:
 
 
 def init_worker(parent: int) -> None:
+    # NOTE: Ctrl-C reaches the whole process group: the parent handles it (and shuts the pool down);
+    # a worker that also raised KeyboardInterrupt would print its own traceback per process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
 
 

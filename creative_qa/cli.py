@@ -19,13 +19,35 @@ serving extras.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import logging
 import os
 import sys
+from pathlib import Path
 
 DEFAULT_MODEL = os.environ.get("CREATIVE_QA_MODEL", "models:/creative-qa@champion")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help that shows each option's default where it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.option_strings and not action.required and "%(default)" not in text
+        if shown and action.default not in (None, False, argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    try:
+        return version("creative-qa")
+    except PackageNotFoundError:  # pragma: no cover - run from a checkout without installing
+        return "unknown (not installed)"
 
 
 def _extra(module: str, extra: str):
@@ -65,6 +87,12 @@ def cmd_score(a: argparse.Namespace) -> None:
     from creative_qa.media import MediaError  # noqa: PLC0415
     from creative_qa.scorer import ModelNotFoundError, Scorer  # noqa: PLC0415
 
+    for f in a.files:
+        if os.path.isdir(f):
+            sys.exit(
+                f"creative-qa score: {f} is a folder; score a folder (or a manifest) with "
+                f"`creative-qa batch-score --input {f} --output scores.parquet`"
+            )
     try:
         scorer = Scorer(a.model)
     except ModelNotFoundError as e:  # say what is missing and how to fix it, not an MLflow traceback
@@ -99,7 +127,19 @@ def cmd_batch(a: argparse.Namespace) -> None:
         )
     except RuntimeError as e:  # another run holds the output; Ray is not installed
         sys.exit(f"creative-qa batch-score: {e}")
+    except KeyboardInterrupt:
+        # NOTE: the rows already scored were written to the parts before the interrupt reached here.
+        sys.stderr.write(
+            f"\ncreative-qa batch-score: interrupted; the creatives scored so far are kept in {a.output}.parts/. "
+            "Run the same command again to score the rest.\n"
+        )
+        sys.exit(130)
     print(summary.line())
+    if summary.errors and not summary.scored:
+        sys.exit(
+            f"creative-qa batch-score: none of the {summary.errors} creatives of this run could be scored "
+            f"(see the error column of {summary.output}); check the input's paths"
+        )
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
@@ -143,6 +183,13 @@ def cmd_taxonomy(a: argparse.Namespace) -> None:
         if not m.is_old_manifest(df):
             raise ValueError(f"{a.labels}: not a manifest of taxonomy v{m.old.version} (it lacks old tag columns)")
         out = m.migrate_frame(df)
+        # NOTE: paths are relative to their manifest: rebase them onto the new manifest's folder.
+        dest = Path(a.output).absolute().parent
+        dest.mkdir(parents=True, exist_ok=True)
+        out["path"] = [
+            p if Path(p).is_absolute() else os.path.relpath(ap, dest)
+            for p, ap in zip(df["path"].astype(str), df["abspath"], strict=True)
+        ]
         if str(a.output).endswith((".parquet", ".pq")):
             out.to_parquet(a.output, index=False)
         else:
@@ -157,29 +204,41 @@ def cmd_taxonomy(a: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="creative-qa", description="Score advertising creatives for quality.")
+    p = argparse.ArgumentParser(
+        prog="creative-qa", description="Score advertising creatives for quality.", formatter_class=HelpFormatter
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser = functools.partial(sub.add_parser, formatter_class=HelpFormatter)  # type: ignore[method-assign]
 
     s = sub.add_parser("synth", help="generate synthetic creatives and manifests")
     s.add_argument("--out", required=True, help="output folder")
-    s.add_argument("--labeled", type=int, default=1000)
-    s.add_argument("--unlabeled", type=int, default=1000)
-    s.add_argument("--test", type=int, default=300)
+    s.add_argument("--labeled", type=int, default=1000, help="creatives with (noisy) labels: train_labeled.csv")
+    s.add_argument("--unlabeled", type=int, default=1000, help="creatives without labels: unlabeled.csv")
+    s.add_argument("--test", type=int, default=300, help="creatives with clean labels: test.csv")
     s.add_argument("--size", type=int, default=256, help="short side in pixels")
     s.add_argument("--size-max", type=int, default=0, help="draw each still's short side from --size to this")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--video-frac", type=float, default=0.03)
-    s.add_argument("--miss-rate", type=float, default=0.1, help="annotators miss this share of positives")
-    s.add_argument("--fp-rate", type=float, default=0.02, help="share of negatives marked positive")
-    s.add_argument("--blank-rate", type=float, default=0.1, help="share of tag values left blank")
+    s.add_argument("--seed", type=int, default=0, help="the same seed gives the same creatives and labels")
+    s.add_argument("--video-frac", type=float, default=0.03, help="share of creatives that are short videos")
+    # NOTE: the demo and the learning benchmark use heavier noise (30 % / 5 % / 20 %: synth.ANNOTATOR_NOISE).
+    s.add_argument("--miss-rate", type=float, default=0.1, help="annotators miss this share of positives (demo: 0.3)")
+    s.add_argument("--fp-rate", type=float, default=0.02, help="share of negatives marked positive (demo: 0.05)")
+    s.add_argument("--blank-rate", type=float, default=0.1, help="share of tag values left blank (demo: 0.2)")
     s.add_argument("--quality-noise", type=float, default=0.05, help="std of noise on quality labels")
-    s.add_argument("--workers", type=int, default=None)
+    s.add_argument("--workers", type=int, default=None, help="processes rendering creatives (default: the cores)")
     s.set_defaults(fn=cmd_synth)
 
     t = sub.add_parser("train", help="train a model (MLflow-tracked)")
-    t.add_argument("--recipe", default="default", help="a recipe name from training/configs/ or a YAML path")
-    t.add_argument("--resume", default=None, help="checkpoint to resume (last.pt of a killed run)")
+    t.add_argument(
+        "--recipe", default=None, help="a recipe name from training/configs/ or a YAML path (default: default)"
+    )
+    t.add_argument(
+        "--resume",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue a killed run from its last.pt, with the settings it was started with",
+    )
     t.add_argument(
         "--from",
         dest="parent",
@@ -199,19 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=lambda a: _extra("training.cli", "train").cmd_train(a))
 
     e = sub.add_parser("export", help="export a checkpoint to ONNX and register it")
-    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--checkpoint", required=True, help="a run's checkpoint: <output_dir>/last.pt")
     e.add_argument("--out", default=None, help="ONNX path (default: next to the checkpoint)")
     e.add_argument("--parity", default=None, help="manifest of real creatives for the torch/ONNX parity check")
-    e.add_argument("--no-register", action="store_true")
+    e.add_argument("--no-register", action="store_true", help="write the ONNX file only, no MLflow registry")
     e.add_argument("--name", default=None, help="registered model name (default: the run's register_as)")
-    e.add_argument("--alias", default="champion")
+    e.add_argument("--alias", default="champion", help="registry alias to point at the new version")
     e.set_defaults(fn=lambda a: _extra("training.cli", "train").cmd_export(a))
 
     li = sub.add_parser("label-issues", help="rank the labels most likely wrong (cross-validated), for review")
     li.add_argument("--labeled", required=True, help="label manifest to audit")
-    li.add_argument("--out", default="label_issues.csv")
-    li.add_argument("--folds", type=int, default=3)
-    li.add_argument("--recipe", default="default")
+    li.add_argument("--out", default="label_issues.csv", help="the ranked list (CSV): path, tag, given, predicted")
+    li.add_argument("--folds", type=int, default=3, help="cross-validation folds: a model per fold")
+    li.add_argument("--recipe", default="default", help="what each fold trains (a recipe name or YAML path)")
     li.add_argument(
         "--self-confidence",
         action="store_true",
@@ -228,9 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     td.add_argument("new", help="new taxonomy YAML")
     td.add_argument("-o", "--out", default=None, help="write the proposal here (default: stdout)")
     tc = txs.add_parser("check", help="validate MAPPING between OLD and NEW")
-    tc.add_argument("old")
-    tc.add_argument("new")
-    tc.add_argument("mapping")
+    tc.add_argument("old", help="old taxonomy YAML (or a built-in: v1, v2)")
+    tc.add_argument("new", help="new taxonomy YAML (or a built-in)")
+    tc.add_argument("mapping", help="mapping YAML from OLD to NEW")
     tm = txs.add_parser("migrate", help="rewrite a label manifest into the new taxonomy (never invents a 1)")
     tm.add_argument("--mapping", required=True, help="mapping YAML (names its old and new taxonomies)")
     tm.add_argument("--old", default=None, help="old taxonomy (default: the mapping's `old:`)")
@@ -248,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(fn=lambda a: _extra("training.promote", "train").cmd_promote(a))
 
     sc = sub.add_parser("score", help="score files, print JSON")
-    sc.add_argument("files", nargs="+")
+    sc.add_argument("files", nargs="+", help="images or videos (for a folder: batch-score)")
     sc.add_argument("--model", default=DEFAULT_MODEL, help="ONNX path or models:/name@alias")
     sc.set_defaults(fn=cmd_score)
 
@@ -261,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--input", required=True, help="folder, .csv/.parquet manifest or .txt list of paths")
     b.add_argument("--output", required=True, help="scores.parquet (default format) or scores.csv")
-    b.add_argument("--model", default=DEFAULT_MODEL)
+    b.add_argument("--model", default=DEFAULT_MODEL, help="ONNX path or models:/name@alias")
     b.add_argument("--batch-size", type=int, default=32, help="frames per onnxruntime call")
     b.add_argument("--workers", type=int, default=None, help="decode processes (default: the machine's cores)")
     b.add_argument(
@@ -277,8 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser("serve", help="run the HTTP API")
     sv.add_argument("--model", default=None, help="ONNX path or models:/name@alias (env CREATIVE_QA_MODEL)")
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    sv.add_argument("--port", type=int, default=8000, help="TCP port")
     sv.add_argument(
         "--access-log", action="store_true", help="log a line per request (env CREATIVE_QA_ACCESS_LOG; default off)"
     )
@@ -288,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default=None, help="data folder (default: <home>/demo)")
     d.add_argument("--labeled", type=int, default=400, help="creatives with noisy labels")
     d.add_argument("--unlabeled", type=int, default=1600, help="creatives in the unlabeled pool (0: none)")
-    d.add_argument("--test", type=int, default=300)
+    d.add_argument("--test", type=int, default=300, help="creatives with clean labels, to measure on")
     d.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     d.add_argument("--recipe", default="default", help="what is trained, exported and registered")
     d.add_argument(

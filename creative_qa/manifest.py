@@ -31,7 +31,7 @@ def read_manifest(source: str | Path) -> pd.DataFrame:
     if src.is_dir():
         files = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in MEDIA_EXTS)
         df = pd.DataFrame({"path": [str(p.relative_to(src)) for p in files]})
-        root = src
+        root = src.absolute()
     elif src.is_file():
         if src.suffix.lower() in (".parquet", ".pq"):
             df = pd.read_parquet(src)
@@ -39,7 +39,7 @@ def read_manifest(source: str | Path) -> pd.DataFrame:
             df = pd.read_csv(src, sep="\t" if src.suffix.lower() == ".tsv" else ",", dtype={"path": str})
         else:
             raise ManifestError(f"{src}: a manifest must be .csv, .tsv or .parquet (or a folder of creatives)")
-        root = src.parent
+        root = src.absolute().parent
     else:
         raise ManifestError(f"{src}: no such manifest or folder")
     if "path" not in df.columns:
@@ -74,7 +74,10 @@ def label_matrix(df: pd.DataFrame, tags: list[str], new: Iterable[str] = ()) -> 
         bad = ~np.isnan(col) & ~np.isin(col, (0.0, 1.0))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise ManifestError(f"row {i} ({df['path'].iloc[i]}): tag {t!r} is {col[i]!r}; use 1, 0 or leave it blank")
+            raise ManifestError(
+                f"{df.attrs.get('source', 'manifest')}, row {i + 1} ({df['path'].iloc[i]}): tag {t!r} is "
+                f"{df[t].iloc[i]}; use 1, 0 or leave it blank"
+            )
         out[:, j] = col
     return out
 

@@ -27,6 +27,7 @@ import io
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,8 +203,10 @@ def _decode_image(data: bytes, max_frames: int, limits: DecodeLimits, min_side: 
         return frames
     except MediaError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise MediaError(f"not a decodable image: {e}") from e
+    except UnidentifiedImageError as e:
+        raise MediaError("not a decodable image: in no format this decoder reads, or corrupt") from e
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise MediaError(f"not a decodable image: {_reason(e)}") from e
 
 
 def _draft_size(img: Image.Image, min_side: int | None) -> tuple[int, int]:
@@ -336,12 +339,21 @@ def _decode_video(data: bytes, max_frames: int, limits: DecodeLimits, min_side: 
     except MediaError:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as e:  # type: ignore[attr-defined]
-        raise MediaError(f"not a decodable video: {e}") from e
+        raise MediaError(f"not a decodable video: {_reason(e)}") from e
     if not frames:
         raise MediaError("video has no decodable frames")
     for f in frames:
         _check_pixels(*f.size, limits, "video frame")
     return frames
+
+
+def _reason(e: BaseException) -> str:
+    """A decoder's error in words: FFmpeg's ``strerror`` without its errno and ``'<none>'`` file name,
+    PIL's text without object reprs (``<_io.BytesIO object at 0x...>``)."""
+    text = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    text = re.sub(r"\s*<[^<>]* at 0x[0-9a-f]+>", "", text)
+    text = re.sub(r"^\[Errno -?\d+\]\s*", "", text)
+    return text.split(": '<none>'")[0].strip().rstrip(":") or type(e).__name__
 
 
 def _sniff_video(data: bytes) -> bool:

@@ -125,10 +125,11 @@ def _gallery(title: str, note: str, entries: list[tuple[float, tuple]], label: s
         uri = _thumb(abspath)
         shown = flags.replace(",", ", ") if flags else "no flags"
         img = f'<img src="{uri}" alt="{html.escape(path)}">' if uri else '<div class="missing">unreadable now</div>'
+        # NOTE: a quality gallery's score is the quality: say it once; a margin gallery shows both.
+        scores = f"quality {quality:.3f}" + (f" · {label} {score:.3f}" if label != "quality" else "")
         cards.append(
-            f'<figure>{img}<figcaption title="{html.escape(path)}">{html.escape(Path(path).name)}<br>'
-            f"quality {quality:.3f} · {label} {score:.3f}<br><small>{html.escape(shown)}</small>"
-            f"</figcaption></figure>"
+            f'<figure>{img}<figcaption title="{html.escape(abspath)}">{html.escape(path)}<br>'
+            f"{scores}<br><small>{html.escape(shown)}</small></figcaption></figure>"
         )
     head = f'<h3>{html.escape(title)}</h3><p class="note">{html.escape(note)}</p>'
     return f'{head}<div class="gallery">{"".join(cards)}</div>'

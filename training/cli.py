@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -15,12 +16,61 @@ from creative_qa.batch import score_manifest
 from creative_qa.manifest import label_matrix, read_manifest
 from creative_qa.paths import home
 from creative_qa.scorer import Scorer
-from training.config import load_config
+from training.checkpoint import Checkpoint
+from training.config import ConfigError, TrainConfig, apply_overrides, build_config, load_config
 from training.export import export_checkpoint
 from training.loop import load_checkpoint, train
 from training.metrics import macro_map, per_tag_ap
 
 log = logging.getLogger(__name__)
+
+
+# Settings a resumed run may change: where and how it runs, not what it learns.
+RESUME_FREE = {"device", "threads", "data.workers", "data.loader_workers", "data.cache", "optim.checkpoint_every"}
+# Paths in a config, made absolute when a run starts so that it resumes from any folder.
+PATH_FIELDS = ("data.labeled", "data.unlabeled", "data.val", "data.test", "data.taxonomy", "data.mapping",
+               "model.weights", "warm_start.parent", "output_dir")  # fmt: skip
+
+
+def absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with every relative path that exists here (and the output folder) made absolute."""
+    for key in PATH_FIELDS:
+        *sections, name = key.split(".")
+        node = cfg
+        for sec in sections:
+            node = getattr(node, sec)
+        value = getattr(node, name)
+        if not value or "://" in value or ":/" in value or Path(value).is_absolute():
+            continue
+        if key == "output_dir" or Path(value).exists():
+            setattr(node, name, str(Path(value).absolute()))
+    return cfg
+
+
+def resume_config(checkpoint: str, recipe: str | None, overrides: list[str]) -> TrainConfig:
+    """The config a killed run was started with (from its checkpoint), with only ``RESUME_FREE`` overrides.
+
+    Anything else would silently continue the same MLflow run as a different experiment: refused.
+    """
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"--resume {checkpoint}: no such checkpoint (a run writes <output_dir>/last.pt)")
+    if recipe:
+        raise ConfigError("--resume takes the recipe and settings from the checkpoint; drop --recipe")
+    saved = Checkpoint.load(checkpoint, mmap=True).config  # the config only: tensors stay mapped
+    cfg = build_config(TrainConfig, copy.deepcopy(saved), f"{checkpoint} (config)", strict=False)
+    before = cfg.flat()
+    data = apply_overrides(cfg.to_dict(), overrides)
+    after = build_config(TrainConfig, data, "<resume overrides>").flat()
+    changed = [k for k in after if after[k] != before.get(k) and k not in RESUME_FREE and k != "warm_start.parent"]
+    if changed:
+        diffs = ", ".join(f"{k}: {before.get(k)!r} -> {after[k]!r}" for k in changed)
+        raise ConfigError(
+            f"--resume continues the run as it was started; these would change it: {diffs}. Resume without "
+            f"them (allowed: {', '.join(sorted(RESUME_FREE))}), or start a new run"
+        )
+    out = build_config(TrainConfig, data, "<resume>")
+    out.warm_start.parent = cfg.warm_start.parent  # the version the run started from, even if an alias moved
+    return out
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -33,7 +83,10 @@ def cmd_train(a: argparse.Namespace) -> None:
         )
         if value
     ]
-    cfg = load_config(a.recipe, [*a.overrides, *flags])
+    if a.resume:
+        cfg = resume_config(a.resume, a.recipe, [*a.overrides, *flags])
+    else:
+        cfg = absolute_paths(load_config(a.recipe or "default", [*a.overrides, *flags]))
     result = train(cfg, resume=a.resume)
     from training import distributed  # noqa: PLC0415
 

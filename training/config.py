@@ -14,7 +14,10 @@ logged to MLflow in full.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -166,21 +169,110 @@ class ConfigError(ValueError):
     pass
 
 
+def _type_ok(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (parsed from YAML) fits a config field's type hint."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    """A type hint in words: ``int | None`` -> "an integer or null"."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint) or (Any,)
+        return f"a list of {_describe(item).split(' ', 1)[-1]}s"
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a text", type(None): "null"}
+    return words.get(hint, "a mapping" if typing.get_origin(hint) is dict else str(hint))
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 def build_config(cls: type, data: dict[str, Any], where: str, strict: bool = True) -> Any:
-    """Build a config dataclass from a dict. ``strict=False`` (old checkpoints) drops unknown fields."""
+    """Build a config dataclass from a dict. ``strict=False`` (old checkpoints) drops unknown fields.
+
+    Every value is checked against its field's type: a wrong one is a ``ConfigError`` naming ``where``.
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = _hints(cls)
     kwargs: dict[str, Any] = {}
     for k, v in data.items():
-        if k not in fields:
+        if k not in hints:
             if not strict:
                 log.warning("%s.%s: ignoring a field this version does not know", where, k)
                 continue
-            raise ConfigError(f"{where}.{k}: unknown field (allowed: {', '.join(fields)})")
+            raise ConfigError(f"{where}.{k}: unknown field{_suggest(k, hints)} (allowed: {', '.join(hints)})")
         sub = _SECTIONS.get((cls, k))
-        kwargs[k] = build_config(sub, v or {}, f"{where}.{k}", strict) if sub else v
+        if sub:
+            kwargs[k] = build_config(sub, v or {}, f"{where}.{k}", strict)
+            continue
+        if strict and not _type_ok(v, hints[k]):
+            raise ConfigError(f"{where}.{k}: expected {_describe(hints[k])}, got {v!r}")
+        kwargs[k] = v
     return cls(**kwargs)
+
+
+def _suggest(name: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_override(item: str) -> tuple[list[str], Any]:
+    """An override ``a.b=value`` checked against the config's fields: its key path and parsed value.
+
+    Raises ``ConfigError`` naming the override (a command-line typo is never blamed on the recipe).
+    """
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.field=value, e.g. optim.epochs=3")
+    key, text = item.split("=", 1)
+    parts = key.strip().split(".")
+    value = _parse_value(text)
+    cls: type = TrainConfig
+    for i, part in enumerate(parts):
+        hints = _hints(cls)
+        here = ".".join(parts[: i + 1])
+        if part not in hints:
+            section = ".".join(parts[:i]) or "the config"
+            raise ConfigError(
+                f"override {item!r}: {here} is not a field{_suggest(part, hints)} "
+                f"(fields of {section}: {', '.join(hints)})"
+            )
+        if cls is MethodConfig and part == "params":
+            return parts, value  # a method's own parameters: checked by the method
+        sub = _SECTIONS.get((cls, part))
+        if sub is None:
+            if i != len(parts) - 1:
+                raise ConfigError(f"override {item!r}: {here} is a value, not a section")
+            if not _type_ok(value, hints[part]) and _type_ok(text, hints[part]):
+                value = text  # a text field given what YAML reads as a number (a path such as 2024)
+            if not _type_ok(value, hints[part]):
+                raise ConfigError(f"override {item!r}: {here} must be {_describe(hints[part])}, got {text!r}")
+            return parts, value
+        cls = sub
+    first = next(iter(_hints(cls)))
+    raise ConfigError(f"override {item!r}: {key} is a section; set one of its fields, e.g. {key}.{first}=...")
 
 
 _SECTIONS = {
@@ -197,18 +289,15 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b=value`` overrides (values parsed as YAML) to a nested dict."""
+    """Apply ``a.b=value`` overrides (values parsed as YAML, each checked by ``check_override``) to a nested dict."""
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key.sub=value")
-        key, value = item.split("=", 1)
+        parts, value = check_override(item)
         node = data
-        parts = key.strip().split(".")
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {p} is not a section")
-        node[parts[-1]] = _parse_value(value)
+        node[parts[-1]] = value
     return data
 
 

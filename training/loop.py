@@ -286,7 +286,10 @@ class Trainer:
         nested = mlflow.active_run() is not None  # e.g. a Noisy Student round under its parent run
         run_ctx = (
             mlflow.start_run(
-                run_id=run_id, experiment_id=None if run_id else exp_id, run_name=cfg.run_name, nested=nested
+                run_id=run_id,
+                experiment_id=None if run_id else exp_id,
+                run_name=None if run_id else cfg.run_name or tracking.run_name(cfg.method.name),
+                nested=nested,
             )
             if dist.is_main
             else contextlib.nullcontext(None)

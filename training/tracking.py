@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import time
 from pathlib import Path
 
 # NOTE: these machines (and many clusters) have no route out; don't let MLflow try to phone home.
@@ -43,6 +45,14 @@ def sqlite_artifact_root(uri: str) -> str | None:
 
 
 LOCK_TIMEOUT_S = 600
+
+
+def run_name(prefix: str) -> str:
+    """A fresh run name, ``<prefix>-<date>-<time>-<4 hex>``.
+
+    NOTE: MLflow draws its own names from Python's ``random``, which training seeds first:
+    every run would get the same name. ``secrets`` is not seeded by anyone."""
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
 def setup(experiment: str, store: str | None = None) -> str:

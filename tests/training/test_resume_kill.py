@@ -68,9 +68,9 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_data, t
     assert not seen.epoch_done and seen.epoch == 1 and 0 < seen.epoch_step < 24
     assert seen.step == 24 + seen.epoch_step
 
-    resumed = subprocess.run(
-        [*_args(tiny_data, killed_dir), "--resume", str(ckpt_path)], env=env, capture_output=True, timeout=600
-    )
+    # the README's command: only the checkpoint; data, recipe and settings come from it
+    cmd = [sys.executable, "-m", "creative_qa.cli", "train", "--resume", str(ckpt_path)]
+    resumed = subprocess.run(cmd, env=env, capture_output=True, timeout=600, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr.decode()[-3000:]
     final = Checkpoint.load(ckpt_path)
     assert final.run_id == seen.run_id  # the same MLflow run

@@ -139,7 +139,7 @@ class ContrastivePretrain(Method):
         exp_id = tracking.setup(cfg.experiment)
         with mlflow.start_run(
             experiment_id=exp_id,
-            run_name=cfg.run_name or "contrastive-pretrain",
+            run_name=cfg.run_name or tracking.run_name("contrastive-pretrain"),
             nested=mlflow.active_run() is not None,
         ) as parent:
             mlflow.set_tags({"method": cls.name, "stages": "pretrain,finetune"})

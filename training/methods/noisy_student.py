@@ -66,7 +66,9 @@ class NoisyStudent(Method):
         teacher_epochs = params.pop("teacher_epochs", None)
         exp_id = tracking.setup(cfg.experiment)
         with mlflow.start_run(
-            experiment_id=exp_id, run_name=cfg.run_name or "noisy-student", nested=mlflow.active_run() is not None
+            experiment_id=exp_id,
+            run_name=cfg.run_name or tracking.run_name("noisy-student"),
+            nested=mlflow.active_run() is not None,
         ) as parent:
             mlflow.set_tags({"method": cls.name, "rounds": rounds})
             result = None
