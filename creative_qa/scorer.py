@@ -67,11 +67,6 @@ class Scorer:
         self._setup(self.model.source, OnnxModel(self.model, providers, intra_op_threads), batch_size, max_frames)
         self.limits = limits
 
-    @classmethod
-    def load(cls, model: str | Path | ModelBytes, **kwargs: Any) -> Scorer:
-        """The same as ``Scorer(model, ...)``."""
-        return cls(model, **kwargs)
-
     def _setup(self, source: str, onnx: OnnxModel, batch_size: int, max_frames: int) -> None:
         self.source = source
         self.onnx = onnx

@@ -90,7 +90,7 @@ class QueueFull(Exception):
 def load_scorer(settings: Settings, model: str | None = None) -> Scorer:
     """The model named by ``model`` (default: the settings'), with the serving thread count and limits."""
     providers = [p.strip() for p in settings.providers.split(",")] if settings.providers else None
-    return Scorer.load(
+    return Scorer(
         model or settings.model,
         providers=providers,
         batch_size=settings.max_batch_size,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,6 +20,13 @@ from serving.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 __all__ = ["create_app", "load_scorer"]
+
+
+def _declare_limits(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """Put the request limits that come from settings into the spec, so a schema-valid request is accepted."""
+    body = schema["paths"]["/v1/score/batch"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    body["schema"]["properties"]["files"]["maxItems"] = settings.max_batch_files
+    return schema
 
 
 def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -> FastAPI:
@@ -66,6 +74,8 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
             from fastapi.openapi.utils import get_openapi  # noqa: PLC0415
 
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            # NOTE: a copy: the routes' openapi_extra dicts are module constants, shared by every app
+            schema = _declare_limits(copy.deepcopy(schema), settings)
             schema.setdefault("components", {}).setdefault("securitySchemes", {})["bearer"] = {
                 "type": "http",
                 "scheme": "bearer",

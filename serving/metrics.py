@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -52,6 +53,16 @@ class Metrics:
         self.model.labels(info["name"], info["version"], info["taxonomy_version"]).set(1)
 
 
+def route_label(scope: Scope) -> str:
+    """The route template a request matched (``/v1/score``), or ``unmatched``: a bounded label set."""
+    route = scope.get("route")
+    if route is None:
+        # NOTE: plain Starlette routes (FastAPI's /docs, /redoc, /openapi.json) do not put themselves in the scope
+        app = scope.get("app")
+        route = next((r for r in getattr(app, "routes", ()) if r.matches(scope)[0] is not Match.NONE), None)
+    return getattr(route, "path", None) or "unmatched"
+
+
 class MetricsMiddleware:
     """Counts and times every HTTP request by its route template (unknown paths: ``unmatched``)."""
 
@@ -74,7 +85,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
+            path = route_label(scope)
             self.metrics.requests.labels(path, scope.get("method", ""), str(status)).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - start)

@@ -81,17 +81,37 @@ class ReloadResult(BaseModel):
 
 BINARY = {"type": "string", "format": "binary"}
 ERRORS = {"model": ErrorDetail}
+# NOTE: also what makes openapi-python-client 0.29 import `Unset`, which it names (but does not import)
+# for every body with two content types (its issue #1451)
+FILENAME_HEADER = {
+    "name": "X-Filename",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string"},
+    "description": "the raw body's file name (its extension helps tell a video); multipart: the part's own name",
+}
 
 
 def upload_body(field: str, many: bool = False) -> dict[str, Any]:
-    """OpenAPI ``requestBody``: a multipart ``field`` (one file or several), or the raw bytes."""
+    """OpenAPI ``requestBody``: a multipart ``field`` (one file or several), or the raw bytes.
+
+    The raw body is declared as ``application/octet-stream`` alone: client generators
+    (openapi-python-client) cannot handle wildcard types such as ``image/*``, and the server
+    accepts any ``image/*`` or ``video/*`` type as well (``serving/uploads.py``), as the
+    description says. The batch's ``maxItems`` comes from settings (``create_app``).
+    """
     prop = {"type": "array", "items": BINARY, "minItems": 1} if many else BINARY
     content: dict[str, Any] = {
         "multipart/form-data": {
             "schema": {"type": "object", "properties": {field: prop}, "required": [field]},
         }
     }
-    if not many:
-        for ctype in ("image/*", "video/*", "application/octet-stream"):
-            content[ctype] = {"schema": BINARY}
-    return {"required": True, "content": content}
+    if many:
+        return {"required": True, "content": content}
+    content["application/octet-stream"] = {"schema": BINARY}
+    return {
+        "required": True,
+        "description": f"a multipart `{field}`, or the creative as the raw body: `application/octet-stream` "
+        "or its own `image/*` or `video/*` Content-Type (name it in an `X-Filename` header if you like)",
+        "content": content,
+    }

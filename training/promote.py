@@ -207,6 +207,9 @@ def promote(
     return result
 
 
+NOT_PROMOTED = 3  # exit status of `creative-qa promote` when the challenger stays the challenger
+
+
 def cmd_promote(a: argparse.Namespace) -> None:
     r = promote(a.eval, a.name, a.tolerance, a.force, a.mapping)
     print(f"champion v{r.champion_version or '-'} vs challenger v{r.challenger_version} on {a.eval}")
@@ -219,7 +222,9 @@ def cmd_promote(a: argparse.Namespace) -> None:
     }
     print(json.dumps(summary))
     if not r.promoted:
-        sys.exit(
-            f"not promoted: {len(r.regressions)} shared tag(s) regress by more than {a.tolerance} "
-            "(--force to promote anyway)"
+        # NOTE: a refusal is a decision, not a failure: its own exit status lets a pipeline tell them apart.
+        sys.stderr.write(
+            f"creative-qa promote: not promoted: {len(r.regressions)} shared tag(s) regress by more than "
+            f"{a.tolerance} (--force to promote anyway)\n"
         )
+        sys.exit(NOT_PROMOTED)

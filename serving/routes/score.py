@@ -12,7 +12,7 @@ from starlette.datastructures import UploadFile
 from creative_qa.media import MediaError, MediaLimitError
 from serving.deps import SettingsDep, admitted
 from serving.engine import Engine, QueueFull
-from serving.schemas import ERRORS, BatchItem, BatchScores, ItemError, Scores, upload_body
+from serving.schemas import ERRORS, FILENAME_HEADER, BatchItem, BatchScores, ItemError, Scores, upload_body
 from serving.settings import Settings
 from serving.uploads import ItemRejected, batch_uploads, read_upload, single_payload
 
@@ -47,7 +47,7 @@ async def _score_one(engine: Engine, data: bytes, filename: str | None) -> dict[
     response_model=Scores,
     response_model_exclude_none=True,
     responses=SCORE_ERRORS,
-    openapi_extra={"requestBody": upload_body("file")},
+    openapi_extra={"requestBody": upload_body("file"), "parameters": [FILENAME_HEADER]},
 )
 async def score(request: Request, settings: SettingsDep) -> Any:
     """Score one creative, sent as a multipart `file` or as the raw image/video body.
@@ -84,7 +84,8 @@ async def _batch_item(engine: Engine, i: int, upload: UploadFile, limit: int) ->
     openapi_extra={"requestBody": upload_body("files", many=True)},
 )
 async def score_batch(request: Request, settings: SettingsDep) -> Any:
-    """Score several creatives sent as multipart `files` fields: a result or an error per file.
+    """Score several creatives sent as multipart `files` fields (at most `CREATIVE_QA_MAX_BATCH_FILES`, the
+    `maxItems` of `files`): a result or an error per file.
 
     The request succeeds when it is itself well-formed; a bad file gets its own `error`
     (with the status it would have had alone) and the others are scored.

@@ -1,5 +1,10 @@
 """GET / in a real browser: headless Debian Chromium driven by Playwright uploads a creative and reads the scores."""
 
+import os
+import shutil
+from itertools import combinations
+from pathlib import Path
+
 import httpx
 import pytest
 from playwright.sync_api import sync_playwright
@@ -18,6 +23,39 @@ FLAGS = [
     "--disable-sync",
     "--no-first-run",
 ]
+VIEWPORT = {"width": 1200, "height": 900}
+# the page's main boxes: none may overlap another (a hidden one has no box and is left out)
+BOXES = {"heading": "h1", "model line": "#model", "drop zone": "#drop", "preview": "#preview", "result": "#result"}
+
+
+def boxes(page) -> dict[str, dict[str, float]]:
+    """Border boxes of the visible main parts of the page, by name."""
+    out = {}
+    for name, selector in BOXES.items():
+        box = page.locator(selector).bounding_box()
+        if box and box["width"] > 0 and box["height"] > 0:
+            out[name] = box
+    return out
+
+
+def overlaps(found: dict[str, dict[str, float]]) -> list[str]:
+    def meet(a, b):
+        return (
+            a["x"] < b["x"] + b["width"]
+            and b["x"] < a["x"] + a["width"]
+            and a["y"] < b["y"] + b["height"]
+            and b["y"] < a["y"] + a["height"]
+        )
+
+    return [f"{m} overlaps {n}: {found[m]} / {found[n]}" for m, n in combinations(found, 2) if meet(found[m], found[n])]
+
+
+def keep_artifact(path: Path) -> None:
+    """Copy a test artifact (kept under the pytest tmp dir) to $CREATIVE_QA_ARTIFACTS too, when that is set."""
+    folder = os.environ.get("CREATIVE_QA_ARTIFACTS")
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, Path(folder) / path.name)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +68,7 @@ def site(tiny_onnx):
 def page(site):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        pg = browser.new_page()
+        pg = browser.new_page(viewport=VIEWPORT)
         pg.set_default_timeout(60_000)
         yield pg
         browser.close()
@@ -44,8 +82,19 @@ def test_page_uploads_an_image_and_renders_its_scores(site, page, tmp_path):
 
     page.goto(site + "/")
     page.wait_for_function("document.getElementById('model').textContent.includes('v7')")
+    before = boxes(page)
+    assert set(before) == {"heading", "model line", "drop zone"}
+    assert not overlaps(before)
     page.set_input_files("#file", str(tmp_path / "ad.png"))
     page.wait_for_selector("#result:not([hidden])")
+    page.wait_for_function("(e => e.complete && e.naturalWidth > 0)(document.getElementById('preview'))")
+    after = boxes(page)
+    assert set(after) == set(BOXES.keys())
+    assert not overlaps(after)
+    assert after["heading"]["y"] < after["drop zone"]["y"] < after["preview"]["y"] < after["result"]["y"]
+    shot = tmp_path / "page-after-upload.png"
+    page.screenshot(path=str(shot), full_page=True)
+    keep_artifact(shot)
 
     assert page.inner_text("#quality") == f"{expected['quality']:.3f}"
     rows = page.query_selector_all("#tags .tag")
@@ -74,3 +123,11 @@ def test_page_shows_per_frame_scores_for_a_video_and_errors_for_junk(site, page,
     page.wait_for_function("document.getElementById('error').textContent.length > 0")
     assert page.inner_text("#error").startswith("422: not a decodable image")
     assert page.is_hidden("#result")
+
+
+def test_the_overlap_check_catches_a_drop_zone_spilling_over_its_neighbours(site, page):
+    page.goto(site + "/")
+    page.wait_for_function("document.getElementById('model').textContent.includes('v7')")
+    assert not overlaps(boxes(page))
+    page.add_style_tag(content="#drop { display: inline; }")  # a label's default: its padding spills over
+    assert any("drop zone" in o for o in overlaps(boxes(page)))

@@ -94,23 +94,6 @@ def test_smoke_inference_refuses_tag_outputs_above_one():
         smoke_test(_FakeScorer(3.5))  # logits, not probabilities
 
 
-def test_a_downloaded_model_copy_is_removed_once_loaded(tiny_onnx, monkeypatch, tmp_path):
-    """Registry loads (and every admin reload) download to a temp folder, deleted once the session has it."""
-    import tempfile
-
-    from creative_qa import scorer as scorer_mod
-
-    tmp = tempfile.mkdtemp(prefix="creative-qa-model-")
-    copy = f"{tmp}/model.onnx"
-    with open(tiny_onnx, "rb") as src, open(copy, "wb") as dst:
-        dst.write(src.read())
-    monkeypatch.setattr(scorer_mod, "resolve_model_uri", lambda uri: scorer_mod.Path(copy))
-    s = scorer_mod.Scorer("models:/creative-qa@champion")
-    assert s.tags and not scorer_mod.Path(tmp).exists()
-    x = np.zeros((1, s.spec.views, s.spec.input_size, s.spec.input_size, 3), np.uint8)
-    assert s.run_prepared(x)[1].shape == (1, len(s.tags))  # the session still works without the file
-
-
 MULTIPART_HEAD = (
     b'--cqa\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
 )

@@ -4,12 +4,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
+import onnxruntime
 import pytest
 from fastapi.testclient import TestClient
 
 from creative_qa.scorer import Scorer
 from serving.batcher import Batcher, pad_to_bucket, run_in_buckets
-from serving.engine import Engine, batching_on
+from serving.engine import GPU_PROVIDERS, Engine, batching_on, on_gpu
 from serving.main import create_app
 from serving.metrics import Metrics
 from serving.settings import Settings
@@ -173,7 +174,13 @@ def test_batching_is_on_by_default_only_where_a_gpu_serves(tiny_onnx):
     assert batching_on(auto, ["CUDAExecutionProvider", "CPUExecutionProvider"])
     assert batching_on(Settings(model=str(tiny_onnx), batching=True), ["CPUExecutionProvider"])
     assert not batching_on(Settings(model=str(tiny_onnx), batching=False), ["CUDAExecutionProvider"])
-    assert Engine(Scorer(tiny_onnx), auto, Metrics()).batcher is None  # this machine has no GPU: no batcher
+    # auto: a batcher exactly where the session runs on a GPU provider this onnxruntime offers (onnxruntime-gpu
+    # offers CUDA on a machine without a GPU too, and its session then runs on the CPU)
+    gpu_offered = bool(GPU_PROVIDERS & set(onnxruntime.get_available_providers()))
+    scorer = Scorer(tiny_onnx)
+    gpu_serving = on_gpu(scorer.onnx.providers)
+    assert gpu_serving <= gpu_offered
+    assert (Engine(scorer, auto, Metrics()).batcher is not None) is gpu_serving
     assert Engine(Scorer(tiny_onnx), Settings(model=str(tiny_onnx), batching=True), Metrics()).batcher is not None
 
 

@@ -121,9 +121,12 @@ def test_promotion_refused_on_regression_done_on_improvement_and_forced(two_mode
 
     # Labels that the champion ranks perfectly: the challenger regresses -> refused, aliases unchanged.
     favours_a = _eval_manifest(tmp_path, tiny_data, a, "favours_a")
-    with pytest.raises(SystemExit, match="not promoted"):
+    with pytest.raises(SystemExit) as refused:
         cli(["promote", "--eval", str(favours_a), "--name", NAME, "--tolerance", "0.01"])
-    out = capsys.readouterr().out
+    assert refused.value.code == 3  # a refusal, told apart from a crash (1)
+    captured = capsys.readouterr()
+    assert "not promoted" in captured.err
+    out = captured.out
     assert "regression" in out and "champion" in out  # the table is printed either way
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == v_a
     assert str(client.get_model_version_by_alias(NAME, "challenger").version) == v_b
