@@ -3,7 +3,7 @@
 # Run:    docker run --gpus all -p 8000:8000 -v $PWD/model.onnx:/models/model.onnx creative-qa-serve
 #         (or -e CREATIVE_QA_MODEL=models:/creative-qa@champion -e MLFLOW_TRACKING_URI=http://mlflow:5000)
 #         -e CREATIVE_QA_ADMIN_TOKEN=... enables POST /v1/admin/reload; every setting is a
-#         CREATIVE_QA_* variable (README "HTTP API"): queue, batching, decode limits, threads.
+#         CREATIVE_QA_* variable (docs/serving.md): queue, batching, decode limits, threads.
 # NOTE: Docker cannot run on the project's dev/CI machines; this file is kept correct by construction.
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 

@@ -698,6 +698,7 @@ def _batch_score(
         except BaseException:  # an interrupt, a full disk: keep the rows already scored
             with contextlib.suppress(Exception):
                 buf.flush()
+            bar.close()  # NOTE: now, so that whatever is printed next is not followed by the bar
             raise
         buf.flush()
         bar.close()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -65,7 +66,6 @@ class RayScorer:
         import ray  # noqa: PLC0415
 
         data = ray.get(model[0])  # NOTE: wrapped in a list so Ray Data hands us the reference, not a copy per call
-        # NOTE: the model travels as bytes and the session is built from them: no file to write or clean up.
         self.scorer = Scorer(
             ModelBytes(data, "ray object store"),
             providers=None if gpu else ["CPUExecutionProvider"],
@@ -128,6 +128,8 @@ def run_ray(
     try:
         ctx = DataContext.get_current()
         ctx.enable_progress_bars = False  # our own bar counts creatives
+        # NOTE: ... and Ray Data warns that its own is off: that one message, and only it, is not for our users.
+        logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
         gpus = int(ray.cluster_resources().get("GPU", 0))
         actors = gpus if gpus else max(1, workers)
         model_ref = ray.put(scorer.model.data)
@@ -147,21 +149,28 @@ def run_ray(
                 batch_format="pandas",
                 num_cpus=1,
             )
-        ds = ds.map_batches(
-            RayScorer,
-            fn_constructor_kwargs={
-                "model": [model_ref],
-                "max_frames": scorer.max_frames,
-                "batch_size": batch_size,
-                "gpu": bool(gpus),
-            },
-            batch_size=chunk_size,
-            batch_format="pandas",
-            compute=ActorPoolStrategy(size=actors),
-            num_gpus=1 if gpus else None,
-            # NOTE: CPU actors that only run the model leave half a CPU each to the decode tasks.
-            num_cpus=0.5 if split and not gpus else 1,
-        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+            ds = ds.map_batches(
+                RayScorer,
+                fn_constructor_kwargs={
+                    "model": [model_ref],
+                    "max_frames": scorer.max_frames,
+                    "batch_size": batch_size,
+                    "gpu": bool(gpus),
+                },
+                batch_size=chunk_size,
+                batch_format="pandas",
+                compute=ActorPoolStrategy(size=actors),
+                num_gpus=1 if gpus else None,
+                # NOTE: CPU actors that only run the model leave half a CPU each to the decode tasks.
+                num_cpus=0.5 if split and not gpus else 1,
+                # NOTE: on a cluster a lost node's actors are restarted (Ray Data's default; Ray then logs an
+                # error-level line about restartable actors with object-store arguments, ray#53727). On the
+                # local Ray an actor only dies by crashing, and would crash again: no restarts, no such line.
+                # max_restarts has no named parameter in the pinned Ray (2.60), whose catch-all warns.
+                **({} if os.environ.get("RAY_ADDRESS") else {"max_restarts": 0}),
+            )
         log.info("Ray Data: %d actors (%s), %d blocks, decode %s", actors, f"{gpus} GPUs" if gpus else "CPU",
                  len(refs), "in tasks" if split else "in the actors")  # fmt: skip
         for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):
