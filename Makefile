@@ -28,7 +28,7 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends chromium; }
 
-test: $(STAMP) browser
+test: $(STAMP) browser bench-data
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
@@ -40,3 +40,16 @@ bench-smoke: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+
+# The real-photo benchmark (benchmarks/realphoto.py, benchmarks/rules.py): photographs and fonts from Debian
+# packages (installed only when missing; sources and licences in benchmarks/realphoto_sources.md), then
+# OpenCV, scikit-image and PyWavelets come with the `bench` extra (in `all`, so in the venv).
+BENCH_DEBS := lomiri-wallpapers-16.04 lomiri-wallpapers-20.04 mate-backgrounds plasma-workspace-wallpapers \
+  palapeli-data fonts-liberation2 fonts-lato fonts-roboto-unhinted fonts-open-sans fonts-bebas-neue \
+  fonts-league-spartan fonts-comfortaa
+.PHONY: bench-data
+bench-data: $(STAMP)
+	@missing=$$(for p in $(BENCH_DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends $$missing; fi
