@@ -204,7 +204,7 @@ def _decode_image(data: bytes, max_frames: int, limits: DecodeLimits, min_side: 
     except MediaError:
         raise
     except UnidentifiedImageError as e:
-        raise MediaError("not a decodable image: in no format this decoder reads, or corrupt") from e
+        raise MediaError("not a decodable image: an unknown format or a corrupt file") from e
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise MediaError(f"not a decodable image: {_reason(e)}") from e
 

@@ -49,3 +49,9 @@ def test_report_is_written_with_plots_tags_thumbnails_and_errors(tiny_onnx, tiny
     tag = scorer.tags[0]
     rate = (back[tag].dropna() >= scorer.thresholds[tag]).mean()
     assert re.search(rf"<td>{tag}</td><td>[a-z]+</td><td>[0-9.]+</td><td>{rate:.1%}</td>", page)
+    # a caption names the creative by its path and states each score once
+    captions = re.findall(r"<figcaption[^>]*>(.*?)</figcaption>", page, re.S)
+    assert len(captions) == 4 * 8
+    assert all(re.search(r"quality [0-9.]+ · quality", c) is None for c in captions)
+    shown = {c.split("<br>")[0] for c in captions}
+    assert shown <= set(back["path"]) and any("/" in p for p in shown)  # the path, not the bare file name
