@@ -68,18 +68,8 @@ MAX_UPSCALE = 1.25  # a photo crop is never enlarged more than this (>= 3x would
 MIN_PHOTOS = 30  # fewer than this many Debian photos means the packages are missing
 HINT = "run `make bench-data` (apt-installs the photo and font packages, pip-installs opencv and scikit-image)"
 
-DEFECTS = (
-    "blurry",
-    "low_resolution",
-    "jpeg_artifacts",
-    "noisy",
-    "overexposed",
-    "underexposed",
-    "low_contrast",
-    "letterboxed",
-    "watermark",
-    "pixelated",
-)
+# The taxonomy's defect tags that a degraded copy carries; text_heavy is a layout, made by the composer.
+DEFECTS = tuple(t for t in load_taxonomy().group("defect") if t != "text_heavy")
 # Second defects that keep both labels unambiguous (no noise under a JPEG that would erase it, no watermark
 # under a blur that would hide it, no exposure change on top of another).
 PAIRS = (
