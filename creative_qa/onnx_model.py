@@ -123,6 +123,8 @@ def load_model(uri: str | Path | ModelBytes) -> ModelBytes:
         # NOTE: a fresh machine: say so instead of creating an empty store just to find nothing in it.
         raise ModelNotFoundError(f"no model at {s}: nothing is registered yet (no MLflow store at {store}); {FIX_HINT}")
     mlflow.set_tracking_uri(store)
+    # NOTE: the registry too: a process that used another store before (a test, a benchmark) still points at it.
+    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or store)
     # NOTE: the download folder is this function's own, gone when it returns (or raises).
     with tempfile.TemporaryDirectory(prefix="creative-qa-model-") as dst:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,31 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
+    # NOTE: one home for the whole session; a test that depends on what the store holds takes ``fresh_home``.
     monkeypatch.setenv("CREATIVE_QA_HOME", str(tmp_path_factory.getbasetemp() / "cqa-home"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     # NOTE: mlflow.set_registry_uri also exports MLFLOW_REGISTRY_URI, which would leak a finished test's server.
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    # ... and both URIs are process globals too: a registry lookup would read the last test's store.
+    for module, name in (
+        ("mlflow.tracking._tracking_service.utils", "_tracking_uri"),
+        ("mlflow.tracking._model_registry.utils", "_registry_uri"),
+    ):
+        if module in sys.modules:  # not imported yet: nothing was set
+            monkeypatch.setattr(sys.modules[module], name, None)
+
+
+@pytest.fixture
+def fresh_home(_isolated_home, tmp_path_factory, monkeypatch) -> Path:
+    """A home of the test's own: an empty MLflow store and registry, whatever ran before.
+
+    The shared home (one per session, for speed: the store's migrations run once, the view cache
+    is reused) suits a test that looks only at what it made itself; a test that counts runs or
+    versions, reads an alias, or needs the store absent takes this one.
+    """
+    home = tmp_path_factory.mktemp("cqa-home")  # not under tmp_path: the test's own folder stays its own
+    monkeypatch.setenv("CREATIVE_QA_HOME", str(home))
+    return home
 
 
 @pytest.fixture(scope="session")

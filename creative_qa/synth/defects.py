@@ -79,17 +79,20 @@ def blur(x: np.ndarray, k: float, rng: np.random.Generator, opts: dict) -> tuple
     kernel = opts.get("blur_kernel") or rng.choice(opts.get("blur_kernels", BLUR_KERNELS))
     if kernel == "gaussian":
         return from_pil(to_pil(x).filter(ImageFilter.GaussianBlur(radius=sigma))), k
+    # NOTE: the box and motion kernels come in whole pixels: the label is their realised sigma, not the asked one.
     if kernel == "box":
         # A (2r+1) box has std sqrt(((2r+1)^2 - 1) / 12); pick r for the sigma (defocus-like).
         r = max(1, int(round((np.sqrt(12 * sigma**2 + 1) - 1) / 2)))
-        return from_pil(to_pil(x).filter(ImageFilter.BoxBlur(r))), k
-    # Motion: average of shifted copies along a line; a length L line has std L / sqrt(12).
-    length = max(2, int(round(sigma * np.sqrt(12))))
+        return from_pil(to_pil(x).filter(ImageFilter.BoxBlur(r))), float(np.sqrt(((2 * r + 1) ** 2 - 1) / 12)) / _short(
+            x
+        )
+    # Motion: average of L shifted copies along a line, one pixel apart: std sqrt((L^2 - 1) / 12) along it.
+    length = max(2, int(round(np.sqrt(12 * sigma**2 + 1))))
     angle = rng.uniform(0, np.pi)
     acc = np.zeros_like(x)
     for t in np.linspace(-(length - 1) / 2, (length - 1) / 2, length):
         acc += _shift(x, int(round(t * np.sin(angle))), int(round(t * np.cos(angle))))
-    return acc / length, k
+    return acc / length, float(np.sqrt((length**2 - 1) / 12)) / _short(x)
 
 
 def low_resolution(x: np.ndarray, f: float, rng: np.random.Generator, opts: dict) -> tuple[np.ndarray, float]:

@@ -348,7 +348,7 @@ def _generate_split(
 # 3: the design's parts and the defects draw from separate streams (the same seed, the same creative
 #    at every size); an overexposure washes its highlights to white, so it reaches the clipped share
 #    it aims at (on a saturated design gain alone clipped next to nothing).
-SYNTH_VERSION = 3
+SYNTH_VERSION = 4
 
 # Annotator noise as the learning benchmark and the demo simulate it: 30 % of positives missed, 5 % false
 # positives per tag, 20 % of values left blank (the rates real annotators show; generate_dataset's own

@@ -11,11 +11,13 @@ from creative_qa.scorer import ModelNotFoundError, Scorer
 FIXES = ("creative-qa demo", "creative-qa export", "--model")
 
 
-def test_scorer_without_a_registered_model_says_how_to_get_one():
+def test_scorer_without_a_registered_model_says_how_to_get_one(fresh_home):
     with pytest.raises(ModelNotFoundError) as e:
         Scorer("models:/creative-qa@champion")
     msg = str(e.value)
     assert "models:/creative-qa@champion" in msg and "mlflow.db" in msg
+    assert "nothing is registered yet (no MLflow store at" in msg
+    assert not (fresh_home / "mlflow.db").exists()  # looking did not create an empty store
     assert all(f in msg for f in FIXES)
 
 
@@ -44,7 +46,7 @@ def test_cli_score_before_any_model_is_registered_ends_without_a_traceback(tmp_p
     assert all(f in r.stderr for f in FIXES)
 
 
-def test_an_existing_store_without_the_model_is_reported_too(tmp_path, monkeypatch):
+def test_an_existing_store_without_the_model_is_reported_too(fresh_home, tmp_path, monkeypatch):
     import tempfile
 
     from mlflow.tracking import MlflowClient
@@ -52,6 +54,7 @@ def test_an_existing_store_without_the_model_is_reported_too(tmp_path, monkeypat
     from creative_qa.paths import tracking_uri
 
     MlflowClient(tracking_uri()).search_registered_models()  # creates the (empty) store
+    assert (fresh_home / "mlflow.db").is_file()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the download folder would be made
     with pytest.raises(ModelNotFoundError) as e:
         Scorer("models:/creative-qa@champion")

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from creative_qa.synth import DEFECTS, SynthConfig, generate_dataset, make_creative, render_design
-from creative_qa.synth.defects import TEXT_HEAVY_THRESHOLD, luma
+from creative_qa.synth.defects import TEXT_HEAVY_THRESHOLD, luma, to_pil
 from creative_qa.taxonomy import load_taxonomy
 
 # Control values just under and just over each rule's threshold.
@@ -38,6 +38,159 @@ def test_label_flips_at_the_threshold(design, name):
     _, m_above = d.apply(design.copy(), above, np.random.default_rng(0), {})
     assert d.label(m_below) == 0, f"{name}: {m_below} should be under the threshold {d.threshold}"
     assert d.label(m_above) == 1, f"{name}: {m_above} should be over the threshold {d.threshold}"
+
+
+# --- the label's quantity, measured on the output pixels (not read back from the control value) ----------
+
+
+def _line_spread(out: np.ndarray, col: int) -> float:
+    """Standard deviation, in pixels, of the horizontal profile of a blurred one-pixel vertical line."""
+    profile = np.clip(luma(out)[out.shape[0] // 2], 0, None)
+    t = np.arange(len(profile)) - col
+    return float(np.sqrt((profile * t**2).sum() / profile.sum()))
+
+
+def _line(size: int = 256) -> np.ndarray:
+    img = np.zeros((size, size, 3), np.float32)
+    img[:, size // 2] = 1.0
+    return img
+
+
+def test_a_gaussian_blur_spreads_a_line_by_sigma_and_crosses_the_threshold_where_labelled():
+    d = DEFECTS["blurry"]
+    for k in (*BOUNDARY["blurry"], 0.012, 0.02):
+        out, _ = d.apply(_line(), k, np.random.default_rng(0), {"blur_kernel": "gaussian"})
+        sigma = _line_spread(out, 128) / 256  # as a share of the short side, the rule's unit
+        assert sigma == pytest.approx(k, rel=0.05)
+    below, above = (
+        _line_spread(d.apply(_line(), k, np.random.default_rng(0), {"blur_kernel": "gaussian"})[0], 128) / 256
+        for k in BOUNDARY["blurry"]
+    )
+    assert below < d.threshold <= above
+
+
+@pytest.mark.parametrize("kernel", ["gaussian", "box", "motion"])
+def test_every_blur_kernel_removes_fine_detail_more_as_sigma_grows(design, kernel):
+    d = DEFECTS["blurry"]
+    rng = np.random.default_rng
+    detail = [
+        fine_detail(to_pil(d.apply(design.copy(), k, rng(0), {"blur_kernel": kernel})[0])) / fine_detail(to_pil(design))
+        for k in (0.0066, 0.012, 0.02)
+    ]
+    assert detail[0] < 0.5, detail  # a blur at the threshold already removes most of the detail
+    assert detail[0] > detail[1] > detail[2], detail
+    # a box or motion kernel is as wide as its sigma says (to the rounding of its whole-pixel size)
+    if kernel == "box":
+        out, _ = d.apply(_line(), 0.012, rng(0), {"blur_kernel": kernel})
+        assert _line_spread(out, 128) / 256 == pytest.approx(0.012, rel=0.1)
+
+
+def test_a_box_blur_is_labelled_by_its_realised_sigma():
+    """A box kernel comes in whole pixels: just over the threshold asked, the box realised may be under it;
+    the label follows the pixels (the line's measured spread), not the value asked for."""
+    d = DEFECTS["blurry"]
+    labels = []
+    for asked in np.linspace(0.0058, 0.0072, 8):
+        out, k = d.apply(_line(), asked, np.random.default_rng(0), {"blur_kernel": "box"})
+        spread = _line_spread(out, 128) / 256
+        assert k == pytest.approx(spread, rel=0.05), (asked, k, spread)
+        labels.append(d.label(k))
+        assert d.label(k) == int(spread >= d.threshold * 1.02) or abs(spread - d.threshold) < 0.02 * d.threshold
+    assert 0 in labels and 1 in labels  # the sweep crosses the threshold
+
+
+def _dct8() -> np.ndarray:
+    k = np.arange(8)
+    m = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / 16) * np.sqrt(2 / 8)
+    m[0] /= np.sqrt(2)
+    return m
+
+
+def jpeg_step(x: np.ndarray, tol: float = 1.0) -> tuple[float, float]:
+    """The quantisation step of the first horizontal AC coefficient of the luma's 8x8 blocks, read off the
+    pixels: the step (20-40, JPEG's 0-255 units) whose multiples the coefficients sit on, and the share that do.
+
+    libjpeg's step for that coefficient is 11 x 50 / q (rounded) below quality 50: 28 at q=20, 26 at q=21."""
+    d = _dct8()
+    y = luma(x) * 255 - 128
+    h, w = y.shape[0] // 8 * 8, y.shape[1] // 8 * 8
+    blocks = y[:h, :w].reshape(h // 8, 8, w // 8, 8).transpose(0, 2, 1, 3).reshape(-1, 8, 8)
+    c = (d @ blocks @ d.T)[:, 0, 1]
+    c = c[np.abs(c) > 10]  # the zero bin tells nothing about the step
+    steps = np.arange(20, 40.01, 0.25)
+    share = [float((np.abs(c / s - np.round(c / s)) * s < tol).mean()) for s in steps]
+    best = int(np.argmax(share))
+    return float(steps[best]), share[best]
+
+
+@pytest.mark.parametrize("seed", [0, 1])  # the draw picks 4:4:4 or 4:2:0 chroma
+def test_jpeg_quality_is_read_off_the_quantisation_grid_of_the_pixels(design, seed):
+    d = DEFECTS["jpeg_artifacts"]
+    _, source_share = jpeg_step(design)
+    for q in (19, 20, 21, 22):
+        out, _ = d.apply(design.copy(), q, np.random.default_rng(seed), {})
+        step, share = jpeg_step(out)
+        assert step == round(11 * 50 / q), (q, step)
+        assert (step >= 27) == (q <= d.threshold), (q, step)  # quality <= 20 <=> a step of 28 or more
+        assert share > 2 * source_share, (q, share, source_share)  # the source sits on no such grid
+    # the mild range (quality 40-85) keeps the fine detail a q=19 copy loses
+    fine = [fine_detail(to_pil(d.apply(design.copy(), q, np.random.default_rng(seed), {})[0])) for q in (85, 19)]
+    assert fine[0] > fine[1]
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "uniform", "chroma"])
+def test_noise_std_is_measured_on_the_pixels(design, kind):
+    d = DEFECTS["noisy"]
+    unclipped = (design > 0.2) & (design < 0.8)  # clipping at 0 or 1 shrinks noise: measure where it cannot
+    measured = []
+    for std in BOUNDARY["noisy"]:
+        out, _ = d.apply(design.copy(), std, np.random.default_rng(0), {"noise_kind": kind})
+        measured.append(float((out - design)[unclipped].std()))
+        assert measured[-1] == pytest.approx(std, rel=0.03)
+    assert measured[0] < d.threshold <= measured[1]
+
+
+def test_an_upscale_leaves_no_detail_above_its_source_resolution():
+    """On white noise (detail at every frequency), the share of energy above the Nyquist frequency of a
+    3x smaller source: near none after a 3x or larger upscale, much more under 3x."""
+    noise = np.random.default_rng(0).random((256, 256, 3)).astype(np.float32)
+    f = np.abs(np.fft.fftfreq(256))
+    high = (f[:, None] > 0.5 / 3) | (f[None, :] > 0.5 / 3)
+
+    def share(img: np.ndarray) -> float:
+        power = np.abs(np.fft.fft2(luma(img) - luma(img).mean())) ** 2
+        return float(power[high].sum() / power.sum())
+
+    d = DEFECTS["low_resolution"]
+    below, above = BOUNDARY["low_resolution"]
+    assert share(noise) > 0.8
+    for seed in range(6):  # the draw picks the upsampling filter
+        assert share(d.apply(noise.copy(), below, np.random.default_rng(seed), {})[0]) > 0.09
+        assert share(d.apply(noise.copy(), above, np.random.default_rng(seed), {})[0]) < 0.09
+        assert share(d.apply(noise.copy(), d.positive[1], np.random.default_rng(seed), {})[0]) < 0.02
+
+
+def test_a_watermark_blends_a_mark_at_its_alpha():
+    """On a flat grey equally far from both mark colours (white, dark grey 0.15), the largest change is alpha x
+    that distance: where the mark is solid, out = (1 - alpha) x + alpha x colour."""
+    d = DEFECTS["watermark"]
+    grey = np.full((256, 256, 3), 0.575, np.float32)
+    for seed in range(4):
+        measured = []
+        for alpha in BOUNDARY["watermark"]:
+            out, _ = d.apply(grey.copy(), alpha, np.random.default_rng(seed), {})
+            blend = np.abs(out - grey).max(axis=2) / 0.425
+            measured.append(float(blend.max()))
+            assert measured[-1] == pytest.approx(alpha, abs=2e-3)
+            assert (blend > alpha / 2).mean() > 0.02  # a mark over the design, not a speck
+        assert measured[0] < d.threshold <= measured[1]
+
+
+def test_a_watermark_on_a_design_changes_a_region_by_no_more_than_alpha(design):
+    out, alpha = DEFECTS["watermark"].apply(design.copy(), 0.3, np.random.default_rng(0), {})
+    change = np.abs(out - design).max(axis=2)
+    assert change.max() <= alpha + 1e-6
+    assert (change > 0.05).mean() > 0.02
 
 
 def test_defect_changes_the_pixels_as_described(design):

@@ -94,8 +94,18 @@ def test_the_stage_trains_the_backbone_reads_no_label_and_leaves_the_heads_alone
     assert all(p.grad is not None for p in method.extra_parameters())
 
 
-def test_pretraining_then_finetuning_through_the_cli(tiny_data, capsys, tmp_path):
+def test_pretraining_then_finetuning_through_the_cli(tiny_data, capsys, tmp_path, monkeypatch):
     """Two stages under one parent run; the second starts from the first's backbone and they share the epochs."""
+    from training import loop
+
+    starts = []  # (weights file, the backbone as built) for every model the loop builds
+
+    def spy(model_cfg, num_tags):
+        model = build_model(model_cfg, num_tags)
+        starts.append((model_cfg.weights, {k: v.clone() for k, v in model.backbone.state_dict().items()}))
+        return model
+
+    monkeypatch.setattr(loop, "build_model", spy)
     cli(
         [
             "train",
@@ -118,14 +128,24 @@ def test_pretraining_then_finetuning_through_the_cli(tiny_data, capsys, tmp_path
     assert Path(fine_cfg.model.weights) == weights
     pre = Checkpoint.load(tmp_path / "run" / "pretrain" / "last.pt")
     assert config_of(pre).optim.epochs == 1 and config_of(pre).method.name == "contrastive_pretrain"
-    # the fine-tuning model is built from the pretrained backbone, not a fresh initialisation
+    # each stage ran its share of the 3 x 2 steps: 1 epoch of pretraining, then 2 of fine-tuning
+    assert pre.step == 2 and fine.step == 4
+    # backbone.pth holds the backbone pretraining ended with ...
     saved = torch.load(weights)
+    pre_backbone = {k.removeprefix("backbone."): v for k, v in pre.model.items() if k.startswith("backbone.")}
+    assert saved.keys() == pre_backbone.keys()
+    assert all(torch.equal(pre_backbone[k], v) for k, v in saved.items())
+    # ... which pretraining moved away from the fresh initialisation it started from ...
+    assert [w for w, _ in starts] == [None, str(weights)]  # two models built: from scratch, then from the file
+    fresh, finetune_start = starts[0][1], starts[1][1]
+    moved = [k for k, v in saved.items() if v.is_floating_point() and not torch.equal(v, fresh[k])]
+    assert any(k.endswith("conv1.weight") for k in moved) and len(moved) > len(saved) / 2, moved
+    # ... and fine-tuning started from exactly it, not from a fresh initialisation
+    assert finetune_start.keys() == saved.keys()
+    assert all(torch.equal(finetune_start[k], v) for k, v in saved.items())
     torch.manual_seed(123)
     built = build_model(fine_cfg.model, 14).backbone.state_dict()
     assert all(torch.equal(built[k], v) for k, v in saved.items())
-    assert {k.removeprefix("backbone."): v for k, v in pre.model.items() if k.startswith("backbone.")}.keys() == set(
-        saved
-    )
     # the stages are nested MLflow runs under one parent
     client = MlflowClient()
     child = client.get_run(out["run_id"])
@@ -133,6 +153,8 @@ def test_pretraining_then_finetuning_through_the_cli(tiny_data, capsys, tmp_path
     exp = client.get_run(parent_id).info.experiment_id
     children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_id}'")
     assert sorted(r.info.run_name for r in children) == ["finetune", "pretrain"]
+    methods = {r.info.run_name: r.data.params["method.name"] for r in children}
+    assert methods == {"pretrain": "contrastive_pretrain", "finetune": "defect_synthesis"}
     assert client.get_run(parent_id).data.tags["finetune_run_id"] == out["run_id"]
 
 

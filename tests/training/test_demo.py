@@ -11,7 +11,9 @@ from tests.conftest import TINY_OVERRIDES
 from training import tracking
 
 
-def test_demo_trains_the_recipe_on_the_pool_registers_it_and_prints_the_labels_only_baseline(tmp_path, capsys):
+def test_demo_trains_the_recipe_on_the_pool_registers_it_and_prints_the_labels_only_baseline(
+    fresh_home, tmp_path, capsys
+):
     overrides = [o for o in TINY_OVERRIDES if not o.startswith("optim.epochs")]
     cli(
         ["demo", "--out", str(tmp_path / "demo"), "--labeled", "24", "--unlabeled", "16", "--test", "12"]
@@ -28,7 +30,8 @@ def test_demo_trains_the_recipe_on_the_pool_registers_it_and_prints_the_labels_o
     assert abs(float(line[2]) - float(line[4]) - float(line[5])) < 2e-3
     assert (tmp_path / "demo" / "unlabeled.csv").is_file()
 
-    # Two runs in MLflow: the champion's read the unlabeled pool, the baseline's did not.
+    # Two runs in MLflow (the test's own home: nothing else ran there): the champion's read the unlabeled
+    # pool, the baseline's did not.
     tracking.setup("creative-qa")
     client = MlflowClient()
     champion = client.get_model_version_by_alias("creative-qa", "champion")
@@ -38,6 +41,8 @@ def test_demo_trains_the_recipe_on_the_pool_registers_it_and_prints_the_labels_o
     runs = client.search_runs([champ_run.info.experiment_id], "params.`method.name` = 'supervised'")
     assert len(runs) == 1 and runs[0].data.params["data.unlabeled"] in ("None", "")
     assert runs[0].data.params["data.labeled"] == champ_run.data.params["data.labeled"]
+    assert len(client.search_runs([champ_run.info.experiment_id])) == 2
+    assert [v.version for v in client.search_model_versions("name='creative-qa'")] == [champion.version]
 
     # The table of creatives: the true defects are the test manifest's defect tags (no content tag).
     defects = load_taxonomy().group("defect")

@@ -52,7 +52,7 @@ def test_cross_validated_label_issues_cover_every_known_label(tiny_data, tmp_pat
     assert list(scratch.iterdir()) == []  # the folds' manifests and checkpoints are gone
 
 
-def test_noisy_student_rounds_are_nested_mlflow_runs(tiny_data, tmp_path):
+def test_noisy_student_rounds_are_nested_mlflow_runs(tiny_data, tmp_path, fresh_home):
     cfg = load_config(
         "noisy_student",
         [

@@ -14,24 +14,50 @@ from training import tracking
 from training.config import list_recipes, load_config
 from training.loop import load_checkpoint, train
 
+# Recipes whose method runs stages, each an MLflow run under the recipe's own: per stage, its method and
+# its steps (1 epoch of 2 steps asked for: contrastive pretraining shares them, each Noisy Student round
+# trains them).
+STAGES = {
+    "contrastive_pretrain": {"pretrain": ("contrastive_pretrain", 1), "finetune": ("defect_synthesis", 1)},
+    "noisy_student": {"round-0": ("noisy_student", 2), "round-1": ("noisy_student", 2)},
+}
+
 
 @pytest.mark.parametrize("recipe", list_recipes())
 def test_every_recipe_trains_a_couple_of_steps(recipe, tiny_data, capsys, tmp_path):
-    cli(
-        [
-            "train",
-            "--recipe",
-            recipe,
-            *TINY_OVERRIDES,
-            "optim.steps_per_epoch=2",
-            f"data.labeled={tiny_data['train_labeled']}",
-            f"data.unlabeled={tiny_data['unlabeled']}",
-            f"output_dir={tmp_path}",
-        ]
-    )
+    overrides = [
+        *TINY_OVERRIDES,
+        "optim.steps_per_epoch=2",
+        f"data.labeled={tiny_data['train_labeled']}",
+        f"data.unlabeled={tiny_data['unlabeled']}",
+        f"output_dir={tmp_path}",
+    ]
+    cli(["train", "--recipe", recipe, *overrides])
     out = json.loads(capsys.readouterr().out)
     ckpt = Path(out["checkpoint"])
     assert ckpt.is_file() and tmp_path in ckpt.parents and out["run_id"]
+
+    # The recipe's method ran, with the recipe's parameters, for the steps asked: not some other recipe.
+    want = load_config(recipe, overrides)
+    client = MlflowClient()
+    run = client.get_run(out["run_id"])
+    parent_id = run.data.tags.get("mlflow.parentRunId")
+    if recipe not in STAGES:
+        assert parent_id is None, f"{recipe} ran in stages: add it to STAGES"
+        saved = load_checkpoint(ckpt)
+        assert saved.config == want.to_dict()
+        assert (saved.step, saved.epoch, saved.epoch_done) == (2, 0, True)
+        assert run.data.tags["method"] == want.method.name
+        assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "epoch")] == [(2, 1.0)]
+        return
+    parent = client.get_run(parent_id)
+    assert parent.data.tags["method"] == want.method.name
+    stages = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    ran = {
+        r.info.run_name: (r.data.params["method.name"], client.get_metric_history(r.info.run_id, "epoch")[-1].step)
+        for r in stages
+    }
+    assert ran == STAGES[recipe]
 
 
 def test_corrupt_and_missing_files_are_skipped_and_counted(tiny_data, tmp_path):
