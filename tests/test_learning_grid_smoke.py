@@ -1,0 +1,85 @@
+"""A tiny regime grid of ``benchmarks/learning.py`` (issue 23), run twice in one home: the first run trains
+and measures every (cell, arm, seed), the second loads every result and trains nothing."""
+
+import json
+
+import numpy as np
+import pandas as pd
+
+from creative_qa.taxonomy import load_taxonomy
+from mlflow import MlflowClient
+from tests.benchmark_runner import run_benchmark as _run
+
+CELLS = ("n40-light", "n80-heavy")  # the --quick grid's
+ARMS = ("floor", "default", "rules")
+SPLITS = ("test", "foreign", "realphoto")
+
+
+def _grid(tmp_path, out):
+    args = ["benchmarks/learning.py", "--grid", "--quick", "--arms", ",".join(ARMS), "--out", str(out)]
+    r = _run(args, tmp_path, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout, json.loads(out.read_text())
+
+
+def _grid_runs(home) -> list:
+    client = MlflowClient(f"sqlite:///{home / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("bench-learning-grid")
+    return client.search_runs([exp.experiment_id], max_results=100)
+
+
+def test_learning_grid_quick_measures_then_loads(tmp_path):
+    tags = load_taxonomy().tag_names
+    stdout, first = _grid(tmp_path, tmp_path / "grid1.json")
+
+    # every requested cell x arm x split is in the table, a macro mAP in [0, 1]
+    assert list(first["cells"]) == list(CELLS)
+    for cell, rep in first["cells"].items():
+        assert [s["arm"] for s in rep["summary"]] == list(ARMS)
+        for s in rep["summary"]:
+            assert all(0 <= s[f"{split}_mAP"] <= 1 for split in SPLITS), s
+        for arm in ARMS:
+            assert any(line.split()[:2] == [cell, arm] for line in stdout.splitlines()), (cell, arm)
+        # the paired interval of default minus floor, per split, printed as a row of the table
+        for split in SPLITS:
+            iv = rep["interval"][split]
+            assert iv["ci95"][0] <= iv["ci95"][1] and iv["pairs"] == 1
+        assert f"{cell}  default - floor (95 % CI)" in stdout
+        # the rule checker beside the default, and the tags where it wins
+        for split in SPLITS:
+            assert set(rep["rules_wins"][split]) <= set(rep["rules"][split]) <= set(tags)
+            won = {t for t, v in rep["rules"][split].items() if v["default"] is not None and v["rules"] > v["default"]}
+            assert set(rep["rules_wins"][split]) == won
+            assert f"{cell} {split}: rules beat the default on: " in stdout
+        # the default's flags on every split: every tag, shares in [0, 1]
+        for split in (*SPLITS, "heldout"):
+            flags = rep["flags"][split]
+            assert set(flags) == set(tags), split
+            for v in flags.values():
+                assert 0 <= v["flagged"] <= 1 and 0 <= v["true"] <= 1
+                assert all(np.isnan(v[k]) or 0 <= v[k] <= 1 for k in ("precision", "recall"))
+    # 2 cells x (floor, default) x 1 seed trained; the rules are fitted, not trained
+    assert first["status"] == {"trained": 4, "re-evaluated": 0, "loaded": 0, "computed": 2}
+    assert len(_grid_runs(tmp_path)) == 1 + 4  # the parent and one run per trained model
+
+    # the flags are the stored probabilities at the model's own thresholds, against the split's labels
+    row = next(r for r in first["rows"] if r["cell"] == "n80-heavy" and r["arm"] == "default")
+    stored = next((tmp_path / "bench").rglob("results/n80-heavy/default-s0-*.npz"))
+    with np.load(stored) as z:
+        probs = z["test_probs"]
+    truth = pd.read_csv(first["data"]["test"])[tags].to_numpy(dtype=float)
+    for j, t in enumerate(tags):
+        flags = first["cells"]["n80-heavy"]["flags"]["test"][t]
+        assert flags["flagged"] == np.mean(probs[:, j] >= row["thresholds"][t])
+        assert abs(flags["true"] - np.nanmean(truth[:, j])) < 1e-9
+    # the real-photo split is the builder's manifest, with its exact labels
+    assert "realphoto" in first["data"] and pd.read_csv(first["data"]["realphoto"])["role"].notna().all()
+
+    # the same grid again: every result is loaded, nothing is trained, no run but the parent is made
+    stdout2, second = _grid(tmp_path, tmp_path / "grid2.json")
+    assert second["status"] == {"trained": 0, "re-evaluated": 0, "loaded": 4, "computed": 2}
+    assert stdout2.count("    loaded: ") == 4
+    assert len(_grid_runs(tmp_path)) == 1 + 4 + 1
+    key = ("cell", "arm", "seed", "run_id", *(f"{s}_mAP" for s in SPLITS))
+    assert [[r.get(k) for k in key] for r in second["rows"]] == [[r.get(k) for k in key] for r in first["rows"]]
+    assert second["cells"]["n80-heavy"]["interval"] == first["cells"]["n80-heavy"]["interval"]
