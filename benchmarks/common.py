@@ -101,3 +101,56 @@ def export_random_model(recipe: str, out: Path, version: str, name: str) -> Path
     torch.manual_seed(0)
     model = build_model(cfg.model, len(tax))
     return export_onnx(Checkpoint.for_model(model, cfg, tax, spec_of(cfg), run_id="bench"), out, version, name)
+
+
+# --------------------------------------------------------------------------- the real-photo benchmark's split
+# Short-side bins the real-photo creatives are reported in (benchmarks/realphoto.py makes 320-1,080 px).
+REALPHOTO_BINS = ((320, 540), (540, 800), (800, 1080))
+
+
+def realphoto_n(value: int | None, quick: bool) -> int:
+    """``--realphoto-n`` resolved: 1000 by default, 24 with ``--quick``; 0 turns the split off."""
+    return value if value is not None else (24 if quick else 1000)
+
+
+def realphoto_set(n: int, quick: bool, seed: int = 0) -> Path:
+    """The real-photo benchmark's manifest (``benchmarks/realphoto.py``), built once under the project home and
+    shared by the scripts that report it. ``quick`` allows the builder's fallback photos and fonts (CI);
+    otherwise missing photo packages stop the run with the builder's hint (``make bench-data``)."""
+    import realphoto
+
+    folder = default_bench_dir("realphoto") / (f"n{n}-s{seed}" + ("-quick" if quick else ""))
+    try:
+        return realphoto.build(folder, n=n, seed=seed, allow_fallback=quick, progress=False)
+    except realphoto.MissingAssets as e:
+        raise SystemExit(f"real-photo split: {e} (or pass --realphoto-n 0 to leave it out)") from e
+
+
+def short_side_bin(short: int) -> str | None:
+    """The ``REALPHOTO_BINS`` label ("320-540") a short side falls in (the last bin includes its top)."""
+    for k, (lo, hi) in enumerate(REALPHOTO_BINS):
+        if lo <= short < hi or (k == len(REALPHOTO_BINS) - 1 and short == hi):
+            return f"{lo}-{hi}"
+    return None
+
+
+def realphoto_report(probs: Any, labels: Any, tags: list[str], short_sides: Any) -> dict[str, Any]:
+    """Per-tag AP on the real-photo creatives scored (rows of NaN probabilities are left out), overall and per
+    short-side bin, with the creatives counted: ``{"n", "ap", "mAP", "bins": {label: {"n", "ap", "mAP"}}}``.
+    A tag without both a positive and a negative in a subset has no AP there."""
+    import numpy as np
+
+    from training.metrics import macro_map, per_tag_ap
+
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    ok = ~np.isnan(probs).any(axis=1)
+    sides = np.asarray(short_sides)
+
+    def one(mask: Any) -> dict[str, Any]:
+        ap = per_tag_ap(probs[mask], labels[mask], tags) if mask.any() else {}
+        return {"n": int(mask.sum()), "ap": ap, "mAP": macro_map(ap) if ap else None}
+
+    out = one(ok)
+    labels_of_bins = np.array([short_side_bin(int(s)) for s in sides], dtype=object)
+    out["bins"] = {f"{lo}-{hi}": one(ok & (labels_of_bins == f"{lo}-{hi}")) for lo, hi in REALPHOTO_BINS}
+    return out

@@ -42,6 +42,16 @@ several seeds a shortfall whose paired 95 % interval reaches 0 and that stays wi
 ``--tolerance`` (``promote``'s default, 0.02) is reported as such. Without the grid view
 (``model.grid_view``, on by default) no arm learns ``compression_artifacts`` (JPEG at
 quality <= 20) and its comparison is noise.
+
+Beside the synthetic test split, every arm is scored on the real-photo benchmark
+(``benchmarks/realphoto.py``: creatives composed from real photographs, degraded by library
+code training never runs; ``--realphoto-n`` creatives, 1,000 by default, built once; 0 leaves
+it out) on the v2 tags it can label: its exact v1 labels migrated with the mapping (kept,
+renamed, merged: carried-over), and the split children filled from its ``methods`` column,
+which names each blur's implementation (a motion kernel: ``motion_blur``; Gaussian, disc,
+stack or scikit-image Gaussian: ``defocus_blur``; a blurry creative whose blur is not one of
+these stays blank). The added tags (``photo_background``, ``striped_background``) have no
+labels there. Reported: carried-over mAP, the split children's mAP and per-tag AP.
 """
 
 from __future__ import annotations
@@ -56,9 +66,17 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import default_bench_dir, print_table, synth_once, write_json  # noqa: E402
+from common import (  # noqa: E402
+    default_bench_dir,
+    print_table,
+    realphoto_n,
+    realphoto_set,
+    synth_once,
+    write_json,
+)
 
 MAPPING = "v1_to_v2"
+REAL_KEYS = ("real_carried_mAP", "real_blur_split_mAP", "real_mAP")
 ARMS = ("warm", "scratch", "scratch_same_steps", "v1_alone")
 
 
@@ -102,21 +120,87 @@ def make_data(out: Path, pool: int, test: int, new_labels: int, seed: int, rates
     return {"v1": v1_manifest, "v2_train": train_v2, "test": test_v2}
 
 
-def v1_alone(checkpoint: str, test: Path) -> dict[str, float]:
-    """Per-tag AP of the v1 model on the v2 tags, its probabilities mapped through the mapping."""
+# The real-photo builder's blur implementations (its ``methods`` entry "blur <kind> sigma=..."), by v2 child.
+REAL_BLUR_KINDS = {
+    "cv2.filter2D motion": "motion_blur",
+    "cv2.GaussianBlur": "defocus_blur",
+    "cv2.filter2D disc": "defocus_blur",
+    "cv2.stackBlur": "defocus_blur",
+    "skimage": "defocus_blur",
+}
+
+
+def realphoto_v2_labels(df: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:
+    """The real-photo manifest's exact v1 labels in v2: migrated by the mapping (a split child is blank where
+    ``blurry`` is 1), then each blurry creative's child set from the one blur its ``methods`` names (the
+    other child 0). Returns the ``(N, T_v2)`` labels and how many blurry creatives went to each child."""
+    from creative_qa.taxonomy_map import load_mapping
+
+    m = load_mapping(MAPPING)
+    labels = m.migrated_labels(df)
+    col = {t: j for j, t in enumerate(m.new.tag_names)}
+    children = [r.target for r in m.rules if r.kind == "split" and r.sources == ("blurry",)]
+    counts = dict.fromkeys([*children, "unresolved"], 0)
+    methods = df["methods"].fillna("").astype(str) if "methods" in df.columns else pd.Series([""] * len(df))
+    parent = pd.to_numeric(df["blurry"], errors="coerce").to_numpy(dtype=float)
+    for i, (blurry, text) in enumerate(zip(parent, methods, strict=True)):
+        if blurry != 1:
+            continue
+        kinds = [e[len("blur ") :].split(" sigma=")[0] for e in text.split("; ") if e.startswith("blur ")]
+        child = REAL_BLUR_KINDS.get(kinds[0]) if len(kinds) == 1 else None
+        if child not in children:
+            counts["unresolved"] += 1
+            continue
+        for c in children:
+            labels[i, col[c]] = float(c == child)
+        counts[child] += 1
+    return labels, counts
+
+
+def predict_on(checkpoint: str, manifest: Path, labels_of=None, datasets: dict | None = None):
+    """A checkpoint's probabilities on a manifest, and the dataset (labels in v2: ``labels_of`` or the
+    manifest's v2 columns). ``datasets`` keeps decoded views per manifest and preprocessing across calls."""
+    import json
+
     from creative_qa.preprocess import PreprocessSpec
     from creative_qa.taxonomy import load_taxonomy
-    from creative_qa.taxonomy_map import load_mapping
     from training.data import load_manifest_dataset
     from training.loop import load_checkpoint, predict, resolve_device
-    from training.metrics import per_tag_ap
     from training.model import model_from_checkpoint
 
-    m, v2 = load_mapping(MAPPING), load_taxonomy("v2")
     ckpt = load_checkpoint(checkpoint)
-    ds, _ = load_manifest_dataset(str(test), v2.tag_names, PreprocessSpec.from_dict(ckpt.preprocess), desc="test")
+    key = (str(manifest), json.dumps(ckpt.preprocess, sort_keys=True, default=str))
+    datasets = {} if datasets is None else datasets
+    if key not in datasets:
+        spec = PreprocessSpec.from_dict(ckpt.preprocess)
+        tags = load_taxonomy("v2").tag_names
+        ds, _ = load_manifest_dataset(str(manifest), tags, spec, desc=Path(manifest).stem, labels_of=labels_of)
+        datasets[key] = ds
+    ds = datasets[key]
     device = resolve_device("auto")
     probs, _ = predict(model_from_checkpoint(ckpt).to(device), ds, device)
+    return probs, ds, [t["name"] for t in ckpt.taxonomy["tags"]]
+
+
+def v2_model_ap(checkpoint: str, manifest: Path, labels_of=None, datasets: dict | None = None) -> dict[str, float]:
+    """Per-tag AP of a v2 model on a manifest (the tags with known positives and negatives there)."""
+    from creative_qa.taxonomy import load_taxonomy
+    from training.metrics import per_tag_ap
+
+    v2 = load_taxonomy("v2")
+    probs, ds, tags = predict_on(checkpoint, manifest, labels_of, datasets)
+    labels = ds.labels.numpy()[:, [v2.index(t) for t in tags]]
+    return per_tag_ap(probs, labels, tags)
+
+
+def v1_alone(checkpoint: str, test: Path, labels_of=None, datasets: dict | None = None) -> dict[str, float]:
+    """Per-tag AP of the v1 model on the v2 tags, its probabilities mapped through the mapping."""
+    from creative_qa.taxonomy import load_taxonomy
+    from creative_qa.taxonomy_map import load_mapping
+    from training.metrics import per_tag_ap
+
+    m, v2 = load_mapping(MAPPING), load_taxonomy("v2")
+    probs, ds, _ = predict_on(checkpoint, test, labels_of, datasets)
     idx = {t: j for j, t in enumerate(m.old.tag_names)}
     tags, cols = [], []
     for r in m.rules:
@@ -152,6 +236,9 @@ def main() -> None:
     ap.add_argument("--fp-rate", type=float, default=0.02)
     ap.add_argument("--blank-rate", type=float, default=0.1)
     ap.add_argument("--arms", default="all", help="comma-separated subset of: " + ",".join(ARMS))
+    ap.add_argument(
+        "--realphoto-n", type=int, help="creatives in the real-photo split (1000; --quick 24, fallback photos; 0: off)"
+    )
     ap.add_argument("--quick", action="store_true", help="tiny scale, a minute or two")
     ap.add_argument("--seed", type=int, default=0, help="data seed, and the first training seed")
     ap.add_argument("--seeds", type=int, default=1, help="training seeds (champion and arms); tables show means")
@@ -191,9 +278,23 @@ def main() -> None:
     t0 = time.time()
     data = make_data(default_bench_dir(f"taxonomy-{a.pool}-{a.seed}"), a.pool, a.test, a.new_labels, a.seed, rates)
     print(f"data ready in {time.time() - t0:.0f}s: {data['v2_train']}")
+    rp_n = realphoto_n(a.realphoto_n, a.quick)
+    real_manifest = realphoto_set(rp_n, a.quick) if rp_n else None
+    real_labels, blur_fill, real_tags = None, {}, []
+    if real_manifest is not None:
+        real_labels, blur_fill = realphoto_v2_labels(pd.read_csv(real_manifest))
+        known = ~np.isnan(real_labels)
+        real_tags = [t for j, t in enumerate(load_mapping(MAPPING).new.tag_names) if known[:, j].any()]
+        print(f"real-photo split: {real_manifest} ({rp_n} creatives; v2 tags labelled: {', '.join(real_tags)})")
+    real_views: dict = {}  # decoded once per preprocessing, shared by the arms
+
+    def real_labels_of(df: pd.DataFrame) -> np.ndarray:
+        return realphoto_v2_labels(df)[0]
+
     mapping = load_mapping(MAPPING)
     carried = [r.target for r in mapping.rules if r.kind in ("keep", "rename", "merge")]
     new = [r.target for r in mapping.rules if r.kind in ("split", "add")]
+    split = [r.target for r in mapping.rules if r.kind == "split"]
     kind = {r.target: r.kind for r in mapping.rules}
     warm_epochs = max(1, round(a.epochs * a.warm_fraction))
     common = [f"optim.steps_per_epoch={a.steps_per_epoch}", f"data.test={data['test']}", *a.overrides]
@@ -217,7 +318,7 @@ def main() -> None:
     with mlflow.start_run(experiment_id=tracking.setup(exp), run_name=f"taxonomy-change-{a.pool}") as parent_run:
         mlflow.log_params({"pool": a.pool, "new_labels": a.new_labels, "epochs": a.epochs, "seeds": a.seeds, **rates})
 
-        def arm(name: str, overrides: list[str], epochs: int, seed: int) -> dict:
+        def arm(name: str, overrides: list[str], epochs: int, seed: int, real: bool = True) -> dict:
             print(f"--- {name} ({epochs} epochs x {a.steps_per_epoch} steps), seed {seed}", flush=True)
             cfg = load_config(
                 a.recipe,
@@ -234,7 +335,13 @@ def main() -> None:
             result = train(cfg)
             wall = time.time() - t
             ap_ = {k[len("test_AP_") :]: v for k, v in result.metrics.items() if k.startswith("test_AP_")}
+            if real and real_manifest is not None:
+                print(f"--- {name}, seed {seed}: scoring {rp_n} real-photo creatives", flush=True)
+                real_ap = v2_model_ap(str(result.checkpoint), real_manifest, real_labels_of, real_views)
+            else:
+                real_ap = None
             return {"arm": name, "seed": seed, "steps": epochs * a.steps_per_epoch, "wall_s": wall} | {
+                "real_per_tag_AP": real_ap,
                 "per_tag_AP": ap_,
                 "val_mAP": result.metrics.get("val_mAP"),
                 "mix_chosen": result.metrics.get("warm_mix"),
@@ -244,7 +351,7 @@ def main() -> None:
 
         champions = []
         for seed in range(a.seed, a.seed + a.seeds):
-            champion = arm("v1_champion", [f"data.labeled={data['v1']}", "data.test=null"], a.epochs, seed)
+            champion = arm("v1_champion", [f"data.labeled={data['v1']}", "data.test=null"], a.epochs, seed, False)
             champions.append(champion)
             print(f"v1 champion trained in {champion['wall_s']:.0f}s (not charged to any arm)")
             if "warm" in wanted:
@@ -261,12 +368,22 @@ def main() -> None:
             if "v1_alone" in wanted:
                 t = time.time()
                 ap_ = v1_alone(champion["checkpoint"], data["test"])
-                runs.append({"arm": "v1_alone", "seed": seed, "steps": 0, "per_tag_AP": ap_, "wall_s": time.time() - t})
+                wall = time.time() - t
+                real_ap = None
+                if real_manifest is not None:
+                    real_ap = v1_alone(champion["checkpoint"], real_manifest, real_labels_of, real_views)
+                runs.append({"arm": "v1_alone", "seed": seed, "steps": 0, "per_tag_AP": ap_, "wall_s": wall,
+                             "real_per_tag_AP": real_ap})  # fmt: skip
         for r in runs:
             ap_ = r["per_tag_AP"]
             r["carried_mAP"] = macro_map({t: ap_[t] for t in carried if t in ap_})
             r["new_mAP"] = macro_map({t: ap_[t] for t in new if t in ap_})
             r["mAP"] = macro_map(ap_)
+            real = r.get("real_per_tag_AP")
+            if real is not None:
+                r["real_carried_mAP"] = macro_map({t: real[t] for t in carried if t in real})
+                r["real_blur_split_mAP"] = macro_map({t: real[t] for t in split if t in real})
+                r["real_mAP"] = macro_map(real)
 
         # Mean over training seeds per arm; with several LR scales, (a) is the one best on validation.
         rows = []
@@ -274,10 +391,15 @@ def main() -> None:
             rs = [r for r in runs if r["arm"] == name]
             tags = [t for t in rs[0]["per_tag_AP"] if all(t in r["per_tag_AP"] for r in rs)]
             mean = {"arm": name, "seeds": len(rs), "steps": rs[0]["steps"]}
-            for k in ("carried_mAP", "new_mAP", "mAP", "wall_s", "val_mAP"):
+            for k in ("carried_mAP", "new_mAP", "mAP", "wall_s", "val_mAP", *REAL_KEYS):
                 vals = [r[k] for r in rs if r.get(k) is not None]
                 mean[k] = float(np.mean(vals)) if vals else None
             mean["per_tag_AP"] = {t: float(np.mean([r["per_tag_AP"][t] for r in rs])) for t in tags}
+            if all(r.get("real_per_tag_AP") is not None for r in rs):
+                real_tags_all = [t for t in rs[0]["real_per_tag_AP"] if all(t in r["real_per_tag_AP"] for r in rs)]
+                mean["real_per_tag_AP"] = {
+                    t: float(np.mean([r["real_per_tag_AP"][t] for r in rs])) for t in real_tags_all
+                }
             chosen_mixes = [r["mix_chosen"] for r in rs if r.get("mix_chosen") is not None]
             if chosen_mixes:
                 mean["mix_chosen"] = ",".join(f"{x:g}" for x in chosen_mixes)
@@ -286,7 +408,11 @@ def main() -> None:
                     mean[k] = rs[0][k]
             rows.append(mean)
             mlflow.log_metrics(
-                {f"{name}_{k}": mean[k] for k in ("carried_mAP", "new_mAP", "wall_s") if mean[k] == mean[k]}
+                {
+                    f"{name}_{k}": mean[k]
+                    for k in ("carried_mAP", "new_mAP", "wall_s", *REAL_KEYS)
+                    if mean.get(k) is not None and mean[k] == mean[k]
+                }
             )
         warm_rows = [r for r in rows if r["arm"].startswith("warm")]
         chosen = max(warm_rows, key=lambda r: r["val_mAP"] or 0.0)["arm"] if warm_rows else None
@@ -304,6 +430,24 @@ def main() -> None:
                 row[n] = by[n]["per_tag_AP"].get(t)
             tag_rows.append(row)
         print_table(tag_rows, ["tag", "kind", *names])
+        real_rows = []
+        if real_manifest is not None:
+            print()
+            print(
+                f"real photos (benchmarks/realphoto.py, {rp_n} creatives): v1 labels migrated by {MAPPING}; "
+                f"motion_blur/defocus_blur from the blur named in `methods` ({blur_fill.get('motion_blur', 0)} motion, "
+                f"{blur_fill.get('defocus_blur', 0)} defocus, {blur_fill.get('unresolved', 0)} left blank); "
+                + ", ".join(t for t in mapping.new.tag_names if t not in real_tags)
+                + " not labelled there"
+            )
+            print_table(rows, ["arm", "seeds", *REAL_KEYS])
+            print()
+            for t in real_tags:
+                row = {"tag": t, "kind": kind[t]}
+                for n in names:
+                    row[n] = (by[n].get("real_per_tag_AP") or {}).get(t)
+                real_rows.append(row)
+            print_table(real_rows, ["tag", "kind", *names])
         verdict = {}
         if chosen and "scratch" in by:
             w, s = by[chosen], by["scratch"]
@@ -349,6 +493,11 @@ def main() -> None:
                 "tolerance": a.tolerance,
                 "carried_tags_warm_ge_scratch_per_seed": per_seed,
                 "new_mAP_warm_ge_scratch": bool(w["new_mAP"] >= s["new_mAP"]),
+                "real_carried_mAP_warm_minus_scratch": (
+                    w["real_carried_mAP"] - s["real_carried_mAP"]
+                    if w.get("real_carried_mAP") is not None and s.get("real_carried_mAP") is not None
+                    else None
+                ),
                 "warm_less_wall_time": bool(w["wall_s"] < s["wall_s"]),
             }
             print()
@@ -368,6 +517,15 @@ def main() -> None:
                 "rows": rows,
                 "runs": runs,
                 "per_tag": tag_rows,
+                "realphoto": None
+                if real_manifest is None
+                else {
+                    "manifest": str(real_manifest),
+                    "n": rp_n,
+                    "tags_labelled": real_tags,
+                    "blur_children_from_methods": blur_fill,
+                    "per_tag": real_rows,
+                },
                 "verdict": verdict,
                 "parent_run_id": parent_run.info.run_id,
             },

@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from tests.benchmark_runner import run_benchmark
+
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
 
 
 def test_batch_benchmark_quick(tmp_path):

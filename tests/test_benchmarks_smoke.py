@@ -3,9 +3,12 @@
 import json
 
 import pandas as pd
+import pytest
 
 from creative_qa.taxonomy import load_taxonomy
 from tests.benchmark_runner import run_benchmark as _run
+
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
 
 
 def test_onnx_throughput_quick(tmp_path):
@@ -77,6 +80,15 @@ def test_scale_sweep_quick(tmp_path):
         assert len(row["fall_by_seed"]) == 2
         assert abs(sum(row["fall_by_seed"]) / 2 - row["worst_fall"]) < 1e-9  # with two sizes, the mean of the falls
     assert result["failing"] == [t for t, row in rows.items() if row["worst_fall"] > 0.05]
+    # the real-photo split (benchmarks/realphoto.py, 24 creatives in --quick) next to the synthetic sizes
+    real = result["realphoto"]
+    assert result["info"]["realphoto_n"] == 24 and real["n"] == 24
+    assert set(real["bins"]) == {"320-540", "540-800", "800-1080"} and sum(real["bins"].values()) == 24
+    assert len(real["per_seed"]) == 2 and 0 <= real["defect_mAP"] <= 1
+    assert 0 <= result["mean"]["ap_real"] <= 1
+    cells = [v for row in rows.values() for k, v in row.items() if k.startswith("ap_real") and v is not None]
+    assert any(row["ap_real"] is not None for row in rows.values()) and all(0 <= v <= 1 for v in cells)
+    assert "real photos" in r.stdout and "r800-1080" in r.stdout
     # the same designs at both sizes: the test creatives' labels agree but for whole-pixel rounding
     home = tmp_path / "bench" / "scale_sweep"
     small, large = (pd.read_csv(home / f"test-{s}" / "seed1" / "test.csv") for s in (64, 128))

@@ -19,6 +19,8 @@ from creative_qa.cli import build_parser
 from creative_qa.manifest import ManifestError, label_matrix, read_manifest
 from creative_qa.media import MediaError, decode_bytes
 
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

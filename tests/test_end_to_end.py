@@ -12,6 +12,8 @@ from creative_qa.cli import main as cli
 from tests.conftest import TINY_OVERRIDES
 from tests.mlflow_server import mlflow_server as serve_mlflow
 
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
+
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):

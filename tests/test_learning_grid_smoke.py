@@ -5,10 +5,13 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from creative_qa.taxonomy import load_taxonomy
 from mlflow import MlflowClient
 from tests.benchmark_runner import run_benchmark as _run
+
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
 
 CELLS = ("n40-light", "n80-heavy")  # the --quick grid's
 ARMS = ("floor", "default", "rules")

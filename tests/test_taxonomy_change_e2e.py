@@ -13,6 +13,8 @@ from creative_qa.taxonomy import load_taxonomy
 from tests.conftest import TINY_OVERRIDES
 from tests.mlflow_server import mlflow_server as run_mlflow_server
 
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
+
 SUPERVISED = ["method.name=supervised", "method.params={}"]
 
 

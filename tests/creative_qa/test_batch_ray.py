@@ -5,9 +5,12 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from creative_qa import batch_ray
 from creative_qa.batch import batch_score
+
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
 
 
 def test_ray_engine_matches_local(tiny_onnx, tiny_data, tmp_path, monkeypatch, request):

@@ -11,6 +11,8 @@ from creative_qa.batch import batch_score
 from creative_qa.onnx_model import ModelBytes, load_model
 from creative_qa.scorer import Scorer
 
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
+
 URI = "models:/creative-qa@champion"
 
 

@@ -13,6 +13,8 @@ from serving.main import create_app
 from serving.settings import Settings
 from tests.serving.conftest import live_server, png_bytes, video_bytes
 
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
+
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [
     "--headless",

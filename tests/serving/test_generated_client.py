@@ -14,6 +14,8 @@ from serving.main import create_app
 from serving.settings import Settings
 from tests.serving.conftest import live_server, png_bytes
 
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
+
 PACKAGE = "creative_qa_client"  # the generator's name for a spec titled "creative-qa"
 
 

@@ -18,6 +18,8 @@ from PIL import Image, ImageDraw
 
 from tests.serving.conftest import free_port, video_bytes, wait_ready
 
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
+
 ROOT = Path(__file__).resolve().parents[2]
 GB = 1 << 30
 

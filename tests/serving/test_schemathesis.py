@@ -10,10 +10,13 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from serving.main import create_app
 from serving.settings import Settings
 from tests.serving.conftest import live_server
+
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 

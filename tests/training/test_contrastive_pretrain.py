@@ -17,6 +17,8 @@ from training.methods import get_method
 from training.methods.contrastive_pretrain import nt_xent, window_pairs
 from training.model import build_model, config_of
 
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
+
 NAN = float("nan")
 
 

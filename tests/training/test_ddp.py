@@ -10,6 +10,8 @@ import torch
 
 from tests.conftest import TINY_OVERRIDES
 
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
+
 ROOT = Path(__file__).parents[2]
 STEPS = 3
 

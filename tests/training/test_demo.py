@@ -3,12 +3,15 @@
 import re
 
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 
 from creative_qa.cli import main as cli
 from creative_qa.taxonomy import load_taxonomy
 from tests.conftest import TINY_OVERRIDES
 from training import tracking
+
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
 
 
 def test_demo_trains_the_recipe_on_the_pool_registers_it_and_prints_the_labels_only_baseline(

@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import TINY_OVERRIDES
@@ -7,6 +8,8 @@ from training import tracking
 from training.config import load_config
 from training.label_issues import find_label_issues, issue_table, precision_at_k
 from training.loop import train
+
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
 
 NAN = float("nan")
 

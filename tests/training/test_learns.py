@@ -17,6 +17,8 @@ from training.loop import cache_root, spec_of, train
 from training.losses import masked_bce, quality_loss
 from training.model import build_model, config_of
 
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
+
 TAGS = load_taxonomy().tag_names
 STEPS = 40
 

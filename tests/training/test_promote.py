@@ -13,6 +13,8 @@ from creative_qa.taxonomy_map import identity_mapping, load_mapping
 from tests.conftest import TINY_OVERRIDES
 from training.promote import compare, promote
 
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
+
 NAME = "promo-test"
 
 

@@ -7,6 +7,8 @@ from training.cli import resume_config
 from training.config import ConfigError, load_config
 from training.loop import train
 
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
+
 
 @pytest.fixture(scope="module")
 def stopped(tiny_data, tmp_path_factory):

@@ -7,10 +7,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import TINY_OVERRIDES
 from training.checkpoint import Checkpoint
+
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
 
 ROOT = Path(__file__).parents[2]
 

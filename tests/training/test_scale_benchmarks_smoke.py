@@ -3,7 +3,11 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.benchmark_runner import run_benchmark
+
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
 
 
 def _run(args: list[str], home: Path, tmpdir: Path | None = None):

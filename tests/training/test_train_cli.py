@@ -14,6 +14,8 @@ from training import tracking
 from training.config import list_recipes, load_config
 from training.loop import load_checkpoint, train
 
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
+
 # Recipes whose method runs stages, each an MLflow run under the recipe's own: per stage, its method and
 # its steps (1 epoch of 2 steps asked for: contrastive pretraining shares them, each Noisy Student round
 # trains them).

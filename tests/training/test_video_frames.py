@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from creative_qa.media import decode_file
@@ -12,6 +13,8 @@ from training.config import load_config
 from training.data import load_manifest_dataset
 from training.loop import train
 from training.model import build_model, frame_bags, pool_frames
+
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
 
 
 def test_pool_frames_by_hand():
