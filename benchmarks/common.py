@@ -154,3 +154,37 @@ def realphoto_report(probs: Any, labels: Any, tags: list[str], short_sides: Any)
     labels_of_bins = np.array([short_side_bin(int(s)) for s in sides], dtype=object)
     out["bins"] = {f"{lo}-{hi}": one(ok & (labels_of_bins == f"{lo}-{hi}")) for lo, hi in REALPHOTO_BINS}
     return out
+
+
+# --------------------------------------------------------------------------- flags
+def flag_policy_of(ckpt: Any) -> Any:
+    """A checkpoint's ``FlagPolicy`` (one without a calibrated policy: every tag at its threshold)."""
+    from creative_qa.flags import FlagPolicy
+
+    return FlagPolicy.from_dict(ckpt.flags) if ckpt.flags else FlagPolicy.from_thresholds(ckpt.thresholds or {})
+
+
+def flag_stats(probs: Any, labels: Any, tags: list[str], policy: Any) -> dict[str, dict[str, float]]:
+    """Per tag, under the model's flag ``policy`` (over known labels): reliable (1 or 0), its threshold, the
+    share of creatives flagged (0 for an unreliable tag: never flagged), the true share, and the precision and
+    recall of the flags (NaN where nothing is flagged, or nothing is positive)."""
+    import numpy as np
+    from sklearn.metrics import precision_score, recall_score
+
+    out: dict[str, dict[str, float]] = {}
+    for j, t in enumerate(tags):
+        known = ~np.isnan(labels[:, j])
+        f = policy.tags.get(t)
+        if not known.any() or f is None:
+            continue
+        y = labels[known, j] == 1
+        flag = (probs[known, j] >= f.threshold) & f.reliable
+        out[t] = {
+            "reliable": float(f.reliable),
+            "threshold": float(f.threshold),
+            "flagged": float(flag.mean()),
+            "true": float(y.mean()),
+            "precision": float(precision_score(y, flag, zero_division=np.nan)),
+            "recall": float(recall_score(y, flag, zero_division=np.nan)),
+        }
+    return out

@@ -80,7 +80,16 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import DETAIL_TAGS, default_bench_dir, made_once, print_table, synth_once, write_json  # noqa: E402
+from common import (  # noqa: E402
+    DETAIL_TAGS,
+    default_bench_dir,
+    flag_policy_of,
+    flag_stats,
+    made_once,
+    print_table,
+    synth_once,
+    write_json,
+)
 
 from creative_qa.synth import ANNOTATOR_NOISE  # noqa: E402
 
@@ -208,6 +217,8 @@ class Evaluator:
             self.rates["miss_rate"],
             self.rates["fp_rate"],
         )
+        policy = flag_policy_of(ckpt)
+        flag_thr = {t: f.threshold if f.reliable else np.inf for t, f in policy.tags.items()}  # unreliable: never
         out: dict[str, Any] = {"probs": {}}
         if self.every_split:
             out |= {"labels": {}, "thresholds": ckpt.thresholds or {}}
@@ -223,37 +234,14 @@ class Evaluator:
             out[f"{split}_detail_mAP"] = float(np.mean(detail)) if detail else None
             if split == "test":
                 out["test_quality_spearman"] = m.get("quality_spearman")
-                out["test_flag_F1"] = flag_f1(probs, labels, self.tags, ckpt.thresholds or {})["flag_F1"]
+                out["test_flag_F1"] = flag_f1(probs, labels, self.tags, flag_thr)["flag_F1"]
                 out["test_flag_F1_prior"] = flag_f1(probs, labels, self.tags, prior_thr)["flag_F1"]
                 out["probs"][split] = probs
             if self.every_split:
                 out["probs"][split], out["labels"][split] = probs, labels
-                out[f"{split}_flags"] = flag_stats(probs, labels, self.tags, ckpt.thresholds or {})
-                out[f"{split}_flag_F1"] = flag_f1(probs, labels, self.tags, ckpt.thresholds or {})["flag_F1"]
+                out[f"{split}_flags"] = flag_stats(probs, labels, self.tags, policy)
+                out[f"{split}_flag_F1"] = flag_f1(probs, labels, self.tags, flag_thr)["flag_F1"]
         return out
-
-
-def flag_stats(
-    probs: np.ndarray, labels: np.ndarray, tags: list[str], thresholds: dict[str, float]
-) -> dict[str, dict[str, float]]:
-    """Per tag, at the model's own thresholds (over known labels): the share of creatives flagged, the true
-    share, and the precision and recall of the flags (NaN where nothing is flagged, or nothing is positive)."""
-    from sklearn.metrics import precision_score, recall_score
-
-    out: dict[str, dict[str, float]] = {}
-    for j, t in enumerate(tags):
-        known = ~np.isnan(labels[:, j])
-        if not known.any():
-            continue
-        y, flag = labels[known, j] == 1, probs[known, j] >= thresholds.get(t, 0.5)
-        out[t] = {
-            "threshold": float(thresholds.get(t, 0.5)),
-            "flagged": float(flag.mean()),
-            "true": float(y.mean()),
-            "precision": float(precision_score(y, flag, zero_division=np.nan)),
-            "recall": float(recall_score(y, flag, zero_division=np.nan)),
-        }
-    return out
 
 
 def run_arm(name: str, recipe: str, overrides: list[str], experiment: str, evaluator: Evaluator) -> dict[str, Any]:
@@ -925,9 +913,9 @@ def print_grid(reports: dict[str, dict[str, Any]]) -> str:
                 lines.append(f"{name} {s}: rules beat the default on: {said}")
         for s, flags in rep["flags"].items():
             lines.append(f"\n{name} {s}: the default's flags at its own thresholds (mean over seeds)")
-            lines.append(f"{'tag':<16}{'threshold':>10}{'flagged':>10}{'true':>10}{'precision':>10}{'recall':>10}")
+            keys = ("reliable", "threshold", "flagged", "true", "precision", "recall")
+            lines.append(f"{'tag':<16}" + "".join(f"{k:>10}" for k in keys))
             for t, v in flags.items():
-                keys = ("threshold", "flagged", "true", "precision", "recall")
                 lines.append(
                     f"{t:<16}" + "".join(f"{v[k]:>10.3f}" if not np.isnan(v[k]) else f"{'-':>10}" for k in keys)
                 )
@@ -978,7 +966,7 @@ def run_grid(a: argparse.Namespace) -> None:
     common = [f"optim.epochs={epochs}", f"optim.steps_per_epoch={steps}", "data.test=null"]
     common += ["model.detail_side=128"] if quick else []
     train_fp = code_fingerprint(arm_specs, cell_data, make_grid_base, synth_configs, grid_run)
-    eval_fp = code_fingerprint(Evaluator, flag_stats)
+    eval_fp = code_fingerprint(Evaluator, flag_stats, flag_policy_of)
     view_cache = cache_root(load_config("default"))
     shared: dict[tuple[str, str, str], Any] = {}
     exp = "bench-learning-grid"

@@ -97,6 +97,14 @@ def cmd_score(a: argparse.Namespace) -> None:
         scorer = Scorer(a.model)
     except ModelNotFoundError as e:  # say what is missing and how to fix it, not an MLflow traceback
         sys.exit(f"creative-qa score: {e}")
+    if scorer.unreliable:  # stderr: stdout stays the JSON
+        print(
+            f"note: {len(scorer.unreliable)} tags are unreliable for this model and never flagged "
+            "(their probabilities are still given):",
+            file=sys.stderr,
+        )
+        for tag, why in scorer.unreliable.items():
+            print(f"  {tag}: {why}", file=sys.stderr)
     results = []
     for f in a.files:
         try:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from creative_qa.flags import FlagPolicy
 from creative_qa.media import MediaError, decode_file
 
 if TYPE_CHECKING:
@@ -135,10 +136,37 @@ def _gallery(title: str, note: str, entries: list[tuple[float, tuple]], label: s
     return f'{head}<div class="gallery">{"".join(cards)}</div>'
 
 
+def _policy_note(policy: FlagPolicy, n_unreliable: int) -> str:
+    if policy.rates_source == "none":
+        return "This model's thresholds carry no precision target."
+    return html.escape(
+        f"Thresholds were set for a precision of {policy.target_precision:.2f} on validation, corrected for "
+        f"annotator rates of {policy.miss_rate:.0%} missed and {policy.fp_rate:.0%} false ({policy.rates_source}); "
+        f"{n_unreliable} unreliable tags are never flagged. True share: the validation labels' positive share "
+        "corrected for those rates, to set beside the flag rate."
+    )
+
+
+def _tag_row(tag: str, group: str, policy: FlagPolicy, rate: float, flagged: int, mean: float) -> str:
+    f = policy.tags.get(tag)
+    share = f"{f.est_share:.1%}" if f is not None and f.est_share is not None else "-"
+    if f is not None and not f.reliable:
+        status, shown = f"unreliable: {f.reason}", "never"
+    else:
+        status, shown = "reliable", f"{rate:.1%}"
+    thr = f"{f.threshold:.2f}" if f is not None else "-"
+    return (
+        f"<tr><td>{html.escape(tag)}</td><td>{html.escape(group)}</td><td>{thr}</td><td>{shown}</td><td>{share}</td>"
+        f"<td>{flagged}</td><td>{mean:.3f}</td><td>{html.escape(status)}</td></tr>"
+    )
+
+
 def write_report(store: PartStore, scorer: Scorer, path: str | Path, run: dict[str, Any] | None = None) -> Path:
     """Write the HTML report of everything in ``store`` (one streaming pass); returns its path."""
     tags = list(scorer.tags)
     thr = np.array([scorer.thresholds.get(t, 0.5) for t in tags])
+    policy = scorer.flag_policy
+    reliable = np.array([t not in policy.unreliable for t in tags])
     keys_mode = store.meta.get("keys", "path+size+mtime")
     hist = np.zeros(BINS, dtype=np.int64)
     flagged = np.zeros(len(tags), dtype=np.int64)
@@ -157,9 +185,10 @@ def write_report(store: PartStore, scorer: Scorer, path: str | Path, run: dict[s
         n_scored += int(ok.sum())
         n_videos += sum(1 for i in np.flatnonzero(ok) if d["n_frames"][i] > 1)
         hist += np.histogram(np.clip(q[ok], 0, 1), bins=BINS, range=(0, 1))[0]
-        flagged += (p[ok] >= thr).sum(axis=0)
+        flagged += ((p[ok] >= thr) & reliable).sum(axis=0)
         prob_sum += p[ok].sum(axis=0)
-        margin = np.abs(p - thr).min(axis=1)  # distance of the nearest tag to its threshold
+        # distance of the nearest reliable tag to its threshold (unreliable tags are never flagged)
+        margin = np.abs(p - thr)[:, reliable].min(axis=1) if reliable.any() else np.ones(len(q))
         for i in np.flatnonzero(ok):
             item = (d["path"][i], _abspath(d["key"][i], keys_mode), float(q[i]), d["flags"][i])
             low.push(-q[i], item)
@@ -182,10 +211,9 @@ def write_report(store: PartStore, scorer: Scorer, path: str | Path, run: dict[s
     all_s = sum(r.get("seconds", 0) for r in runs)
     groups = {t.name: t.group for t in scorer.taxonomy.tags}
     tag_rows = "".join(
-        f"<tr><td>{html.escape(t)}</td><td>{html.escape(groups.get(t, ''))}</td>"
-        f"<td>{thr[i]:.2f}</td><td>{rates[i]:.1%}</td><td>{int(flagged[i])}</td><td>{means[i]:.3f}</td></tr>"
-        for i, t in enumerate(tags)
+        _tag_row(t, groups.get(t, ""), policy, rates[i], int(flagged[i]), means[i]) for i, t in enumerate(tags)
     )
+    n_unreliable = len([t for t in tags if t in policy.unreliable])
     err_kind_rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{c}</td></tr>" for k, c in error_kinds.most_common(20))
     err_rows = "".join(f"<tr><td>{html.escape(p)}</td><td>{html.escape(e)}</td></tr>" for p, e in error_rows)
     run_rows = "".join(
@@ -238,9 +266,10 @@ figure img {{ max-width: {THUMB}px; max-height: {THUMB}px; display: block; borde
 {_svg_histogram(hist)}
 <h2>Flag rate per tag</h2>
 <p class="note">Bar: share of scored creatives flagged (probability at or above the tag's threshold);
-black tick: mean probability.</p>
+black tick: mean probability. {_policy_note(policy, n_unreliable)}</p>
 {_svg_tag_bars(tags, rates, means)}
-<table><tr><th>tag</th><th>group</th><th>threshold</th><th>flag rate</th><th>flagged</th><th>mean probability</th></tr>
+<table><tr><th>tag</th><th>group</th><th>threshold</th><th>flag rate</th><th>true share (model's estimate)</th>
+<th>flagged</th><th>mean probability</th><th>flags</th></tr>
 {tag_rows}</table>
 <h2>Creatives</h2>
 {galleries}

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from creative_qa.flags import FlagPolicy
 from creative_qa.media import DEFAULT_MAX_FRAMES, DecodeLimits, Frame, MediaError, decode_bytes, decode_file
 from creative_qa.onnx_model import (
     FIX_HINT,
@@ -39,10 +40,12 @@ log = logging.getLogger(__name__)
 META_KEYS = {
     "taxonomy": "creative_qa.taxonomy",
     "thresholds": "creative_qa.thresholds",
+    "flags": "creative_qa.flags",
     "preprocess": "creative_qa.preprocess",
     "name": "creative_qa.model_name",
     "version": "creative_qa.model_version",
 }
+_DESCRIBED = (META_KEYS["taxonomy"], META_KEYS["flags"])  # metadata describe() gives its own keys
 
 
 class Scorer:
@@ -76,9 +79,10 @@ class Scorer:
             raise ValueError(f"{self.source} is not a creative-qa model: metadata lacks {missing}")
         self.taxonomy = Taxonomy.from_json(meta[META_KEYS["taxonomy"]])
         self.tags = self.taxonomy.tag_names
-        self.thresholds: dict[str, float] = (
-            json.loads(meta.get(META_KEYS["thresholds"], "{}")) or self.taxonomy.thresholds
-        )
+        thresholds = json.loads(meta.get(META_KEYS["thresholds"], "{}")) or self.taxonomy.thresholds
+        policy = meta.get(META_KEYS["flags"])
+        self.flag_policy = FlagPolicy.from_json(policy) if policy else FlagPolicy.from_thresholds(thresholds)
+        self.thresholds: dict[str, float] = self.flag_policy.thresholds
         self.spec = PreprocessSpec.from_dict(json.loads(meta[META_KEYS["preprocess"]]))
         self.name = meta.get(META_KEYS["name"], "creative-qa")
         self.version = meta.get(META_KEYS["version"], "0")
@@ -88,6 +92,11 @@ class Scorer:
 
     # --- description ------------------------------------------------------------------
     @property
+    def unreliable(self) -> dict[str, str]:
+        """Tags this model never flags, and why (their probabilities are still returned)."""
+        return self.flag_policy.unreliable
+
+    @property
     def model_info(self) -> dict[str, str]:
         return {"name": self.name, "version": self.version, "taxonomy_version": self.taxonomy.version}
 
@@ -96,10 +105,12 @@ class Scorer:
             **self.model_info,
             "taxonomy": self.taxonomy.to_dict(),
             "thresholds": self.thresholds,
+            "unreliable": self.unreliable,
+            "flag_policy": self.flag_policy.to_dict(),
             "preprocess": self.spec.to_dict(),
             "providers": self.onnx.providers,
             "source": self.source,
-            "metadata": {k: v for k, v in self.onnx.metadata.items() if not k.startswith("creative_qa.taxonomy")},
+            "metadata": {k: v for k, v in self.onnx.metadata.items() if not k.startswith(_DESCRIBED)},
         }
 
     # --- scoring ----------------------------------------------------------------------
@@ -121,7 +132,7 @@ class Scorer:
         return {
             "quality": round(float(quality), 6),
             "tags": tag_scores,
-            "flags": [t for t in self.tags if tag_scores[t] >= self.thresholds.get(t, 0.5)],
+            "flags": self.flag_policy.flags(tag_scores),
             "model": self.model_info,
         }
 

@@ -24,7 +24,7 @@ class Scores(BaseModel):
 
     quality: float = Field(ge=0, le=1, description="1.0 for a clean, well-composed creative")
     tags: dict[str, float] = Field(description="tag -> probability in [0, 1]")
-    flags: list[str] = Field(description="tags at or above their threshold")
+    flags: list[str] = Field(description="reliable tags at or above their threshold (see /v1/model's unreliable)")
     model: ModelRef
     frames: list[FrameScores] | None = Field(
         default=None, description="videos and animations: per-frame scores (the top level aggregates them)"
@@ -57,6 +57,14 @@ class ModelDescription(BaseModel):
     taxonomy_version: str
     taxonomy: dict[str, Any]
     thresholds: dict[str, float]
+    unreliable: dict[str, str] = Field(
+        description="tags this model never flags, and why: it cannot rank them above their prior, or no "
+        "threshold reaches the target precision on validation (their probabilities are still returned)"
+    )
+    flag_policy: dict[str, Any] = Field(
+        description="target precision, the annotator rates it was corrected for, and per tag: threshold, "
+        "reliable, reason, validation AP, observed and estimated true share, validation precision"
+    )
     preprocess: dict[str, Any]
     providers: list[str]
     source: str

@@ -80,3 +80,33 @@ def tiny_onnx(tmp_path_factory, tiny_data) -> Path:
     spec = spec_of(cfg)
     ckpt = Checkpoint.for_model(model, cfg, tax, spec, run_id="test")
     return export_onnx(ckpt, tmp_path_factory.mktemp("onnx") / "tiny.onnx", version="7", name="tiny")
+
+
+WEAK_TAGS = ("watermark", "has_logo", "underexposed")  # unreliable in ``tiny_onnx_weak``'s flag policy
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_weak(tmp_path_factory) -> Path:
+    """``tiny_onnx`` with a calibrated flag policy: every tag's threshold near 0 (so a reliable tag is
+    always flagged), and ``WEAK_TAGS`` unreliable (so never flagged)."""
+    import torch
+
+    from creative_qa.flags import FlagPolicy, TagFlag
+    from creative_qa.taxonomy import load_taxonomy
+    from training.checkpoint import Checkpoint
+    from training.config import load_config
+    from training.export import export_onnx
+    from training.loop import spec_of
+    from training.model import build_model
+
+    cfg = load_config("default", TINY_OVERRIDES)
+    tax = load_taxonomy()
+    torch.manual_seed(0)
+    ckpt = Checkpoint.for_model(build_model(cfg.model, len(tax)), cfg, tax, spec_of(cfg), run_id="test")
+    tags = {
+        t: TagFlag(1e-4, t not in WEAK_TAGS, "does not rank above its prior" if t in WEAK_TAGS else "ok", 0.5, 0.1, 0.1)
+        for t in tax.tag_names
+    }
+    policy = FlagPolicy(0.8, 0.3, 0.05, "estimated", tags)
+    ckpt.thresholds, ckpt.flags = policy.thresholds, policy.to_dict()
+    return export_onnx(ckpt, tmp_path_factory.mktemp("onnx") / "tiny-weak.onnx", version="7", name="tiny")

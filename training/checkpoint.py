@@ -44,6 +44,7 @@ class Checkpoint:
     step: int = 0  # optimiser steps so far
     run_id: str | None = None
     thresholds: dict[str, float] | None = None  # calibrated; set on the final checkpoint
+    flags: dict[str, Any] | None = None  # creative_qa.flags.FlagPolicy.to_dict(); set with thresholds
     rng: dict[str, Any] | None = None  # see capture_rng()
     schema: int = SCHEMA
 

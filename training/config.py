@@ -130,12 +130,24 @@ class WarmStartConfig:
 
 
 @dataclass
+class FlagConfig:
+    """How flags are calibrated on validation (``training.flags``; DESIGN.md: a flag is a claim)."""
+
+    target_precision: float = 0.8  # a tag is flagged only at a threshold reaching this precision on validation
+    min_flagged: int = 5  # fewest flagged validation creatives a precision may rest on
+    # The annotators' rates the precision is corrected for; null = estimated from validation (anchors).
+    miss_rate: float | None = None
+    fp_rate: float | None = None
+
+
+@dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
+    flags: FlagConfig = field(default_factory=FlagConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = None  # torch CPU threads (None = torch's default)
@@ -281,6 +293,7 @@ _SECTIONS = {
     (TrainConfig, "optim"): OptimConfig,
     (TrainConfig, "method"): MethodConfig,
     (TrainConfig, "warm_start"): WarmStartConfig,
+    (TrainConfig, "flags"): FlagConfig,
 }
 
 

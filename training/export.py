@@ -24,6 +24,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 import mlflow
+from creative_qa.flags import FlagPolicy
 from creative_qa.manifest import read_manifest
 from creative_qa.media import MediaError, load_frame
 from creative_qa.preprocess import PreprocessSpec, preprocess
@@ -83,9 +84,11 @@ def export_onnx(
     proto = onnx.load(str(out_path))
     taxonomy = taxonomy_from_dict(ckpt.taxonomy, "<checkpoint>")
     thresholds = ckpt.thresholds or taxonomy.thresholds
+    policy = FlagPolicy.from_dict(ckpt.flags) if ckpt.flags else FlagPolicy.from_thresholds(thresholds)
     meta = {
         META_KEYS["taxonomy"]: taxonomy.to_json(),
         META_KEYS["thresholds"]: json.dumps(thresholds),
+        META_KEYS["flags"]: policy.to_json(),
         META_KEYS["preprocess"]: json.dumps(spec.to_dict()),
         META_KEYS["name"]: name,
         META_KEYS["version"]: version,

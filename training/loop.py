@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import mlflow
+from creative_qa.flags import FlagPolicy
 from creative_qa.paths import home
 from creative_qa.preprocess import PreprocessSpec
 from creative_qa.taxonomy import Taxonomy, load_taxonomy
@@ -45,8 +46,9 @@ from training.data import (
     load_manifest_dataset,
     steps_in_epoch,
 )
+from training.flags import calibrate_flags
 from training.methods import get_method
-from training.metrics import calibrate_thresholds, evaluate
+from training.metrics import evaluate
 from training.model import PASSES, build_model, frame_bags, init_tag_prior
 from training.warmstart import TaxonomyChange, check_mix, mix_state, pin_resumed_parent
 
@@ -373,7 +375,7 @@ class Trainer:
                     metrics.get("val_quality_spearman", float("nan")),
                     metrics["epoch_seconds"],
                 )
-                ckpt_path = self._save(out_dir, model, opt, method, epoch, step, run_id, thresholds=None)
+                ckpt_path = self._save(out_dir, model, opt, method, epoch, step, run_id, policy=None)
                 if dist.is_main:
                     mlflow.log_artifact(str(ckpt_path), artifact_path="checkpoints")
 
@@ -383,9 +385,8 @@ class Trainer:
                 metrics, val_probs = evaluate_dataset(eval_model, self.val_ds, self.tags, self.device, "val_")
             if self.change and self.change.start_state is not None and not finished:
                 metrics, val_probs = self._mix_with_start(eval_model, metrics, val_probs, log_metrics, step)
-            thresholds = calibrate_thresholds(
-                val_probs, self.val_ds.labels.numpy(), self.tags, self.taxonomy.thresholds
-            )
+            policy = self._calibrate_flags(val_probs)
+            thresholds = policy.thresholds
             if self.test_ds is not None and len(self.test_ds):
                 test_metrics, _ = evaluate_dataset(eval_model, self.test_ds, self.tags, self.device, "test_")
                 log_metrics(test_metrics, step)
@@ -394,14 +395,34 @@ class Trainer:
             log_metrics({k: v for k, v in metrics.items() if k.startswith("passes_")}, step)
             if dist.is_main:
                 mlflow.log_dict(thresholds, "thresholds.json")
+                mlflow.log_dict(policy.to_dict(), "flag_policy.json")
                 mlflow.log_metric("skipped_files", len(self.skipped))
                 if self.skipped:
                     mlflow.log_text("\n".join(f"{p}\t{r}" for p, r in self.skipped), "skipped_files.tsv")
-            ckpt_path = self._save(out_dir, model, opt, method, cfg.optim.epochs - 1, step, run_id, thresholds)
+            ckpt_path = self._save(out_dir, model, opt, method, cfg.optim.epochs - 1, step, run_id, policy)
             if dist.is_main:
                 mlflow.log_artifact(str(ckpt_path), artifact_path="checkpoints")
         distributed.barrier(dist)
         return TrainResult(run_id, ckpt_path, metrics, thresholds, self.skipped)
+
+    def _calibrate_flags(self, val_probs: np.ndarray) -> FlagPolicy:
+        """The flag policy on validation (``training.flags``), its annotator rates logged as metrics."""
+        f = self.cfg.flags
+        given = (f.miss_rate, f.fp_rate)
+        rates = None if None in given else given
+        policy = calibrate_flags(
+            val_probs, self.val_ds.labels.numpy(), self.tags, self.taxonomy.thresholds,
+            f.target_precision, f.min_flagged, rates, seed=self.cfg.seed,
+        )  # fmt: skip
+        if self.dist.is_main:
+            mlflow.log_metrics(
+                {"annotator_miss_rate": policy.miss_rate, "annotator_fp_rate": policy.fp_rate,
+                 "reliable_tags": float(sum(t.reliable for t in policy.tags.values()))}
+            )  # fmt: skip
+        if policy.unreliable:
+            why = "; ".join(f"{t}: {r}" for t, r in policy.unreliable.items())
+            log.info("tags never flagged by this model: %s", why)
+        return policy
 
     def _mix_with_start(self, net: nn.Module, metrics: dict, val_probs: np.ndarray, log_metrics, step: int):
         """``warm_start.mix``: the candidate weight mix with the best validation mAP, loaded into ``net``."""
@@ -457,7 +478,7 @@ class Trainer:
         epoch: int,
         step: int,
         run_id: str,
-        thresholds: dict[str, float] | None,
+        policy: FlagPolicy | None,
         epoch_step: int = 0,
     ) -> Path:
         """Rank 0 writes the checkpoint (with every rank's RNG state); returns its path on every rank."""
@@ -479,7 +500,8 @@ class Trainer:
             epoch_done=epoch_step == 0,
             step=step,
             run_id=run_id,
-            thresholds=thresholds,
+            thresholds=policy.thresholds if policy else None,
+            flags=policy.to_dict() if policy else None,
             rng=rngs,
         ).save(path)  # written then renamed: a run killed mid-save keeps its previous checkpoint
         return path

@@ -14,7 +14,7 @@ router = APIRouter(tags=["model"])
 
 @router.get("/v1/model", response_model=ModelDescription)
 def model_info(scorer: ScorerDep) -> ModelDescription:
-    """Name, version, taxonomy, thresholds, preprocessing and onnxruntime providers."""
+    """Name, version, taxonomy, thresholds, unreliable tags, preprocessing and onnxruntime providers."""
     return ModelDescription(**scorer.describe())
 
 

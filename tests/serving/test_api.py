@@ -7,6 +7,7 @@ from creative_qa.scorer import Scorer
 from creative_qa.taxonomy import load_taxonomy
 from serving.main import create_app
 from serving.settings import Settings
+from tests.conftest import WEAK_TAGS
 from tests.serving.conftest import png_bytes, video_bytes
 
 
@@ -203,3 +204,12 @@ def test_unregistered_model_names_the_registry_and_the_fix():
         assert r.status_code == 503
         assert "models:/creative-qa@champion" in detail and "creative-qa demo" in detail
         assert "Traceback" not in json.dumps(r.json())
+
+
+def test_model_route_names_unreliable_tags_and_score_never_flags_them(tiny_onnx_weak):
+    with TestClient(create_app(Settings(model=str(tiny_onnx_weak)))) as c:
+        info = c.get("/v1/model").json()
+        assert set(info["unreliable"]) == set(WEAK_TAGS)
+        assert info["flag_policy"]["tags"]["watermark"]["reliable"] is False
+        body = c.post("/v1/score", content=png_bytes(), headers={"content-type": "image/png"}).json()
+    assert body["flags"] == [t for t in info["thresholds"] if t not in WEAK_TAGS]  # thresholds 1e-4: the rest flag

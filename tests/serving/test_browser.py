@@ -11,6 +11,7 @@ from playwright.sync_api import sync_playwright
 
 from serving.main import create_app
 from serving.settings import Settings
+from tests.conftest import WEAK_TAGS
 from tests.serving.conftest import live_server, png_bytes, video_bytes
 
 pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
@@ -61,8 +62,8 @@ def keep_artifact(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def site(tiny_onnx):
-    with live_server(create_app(Settings(model=str(tiny_onnx)))) as url:
+def site(tiny_onnx_weak):
+    with live_server(create_app(Settings(model=str(tiny_onnx_weak)))) as url:
         yield url
 
 
@@ -80,7 +81,9 @@ def test_page_uploads_an_image_and_renders_its_scores(site, page, tmp_path):
     data = png_bytes(11, size=(160, 240))
     (tmp_path / "ad.png").write_bytes(data)
     expected = httpx.post(f"{site}/v1/score", content=data, headers={"content-type": "image/png"}).json()
-    thresholds = httpx.get(f"{site}/v1/model").json()["thresholds"]
+    model = httpx.get(f"{site}/v1/model").json()
+    thresholds, unreliable = model["thresholds"], model["unreliable"]
+    assert set(unreliable) == set(WEAK_TAGS)
 
     page.goto(site + "/")
     page.wait_for_function("document.getElementById('model').textContent.includes('v7')")
@@ -106,10 +109,16 @@ def test_page_uploads_an_image_and_renders_its_scores(site, page, tmp_path):
         assert row.query_selector(".prob").inner_text() == f"{expected['tags'][tag]:.3f}"
         width = row.query_selector(".bar").evaluate("e => parseFloat(e.style.width)")
         assert width == pytest.approx(100 * expected["tags"][tag], abs=0.051)
+        if tag in unreliable:  # greyed, no threshold line, the reason on hover
+            assert "unreliable" in row.get_attribute("class") and row.query_selector(".threshold") is None
+            assert unreliable[tag] in row.get_attribute("title")
+            continue
         left = row.query_selector(".threshold").evaluate("e => parseFloat(e.style.left)")
         assert left == pytest.approx(100 * thresholds.get(tag, 0.5), abs=0.051)
     flags = [e.inner_text() for e in page.query_selector_all("#flags .flag")]
-    assert flags == expected["flags"]
+    assert flags == expected["flags"] and not set(flags) & set(WEAK_TAGS) and flags
+    note = page.inner_text("#unreliable")
+    assert note.startswith("Never flagged by this model") and all(t in note for t in WEAK_TAGS)
     assert page.is_hidden("#frames-section")
 
 

@@ -7,6 +7,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from creative_qa.cli import main as cli
+from creative_qa.scorer import Scorer
 from creative_qa.taxonomy import load_taxonomy
 from tests.conftest import TINY_OVERRIDES
 from training import tracking
@@ -58,3 +59,11 @@ def test_demo_trains_the_recipe_on_the_pool_registers_it_and_prints_the_labels_o
         expected = [t for t in defects if test.loc[path, t] == 1]
         assert true == (", ".join(expected) or "-"), ln
         assert all(f in defects for f in flags.strip().split(", ") if f != "-"), ln
+
+    # A flag is a claim: the demo names the champion's unreliable tags, and no row flags one.
+    unreliable = Scorer("models:/creative-qa@champion").unreliable
+    named = re.search(r"^unreliable for this model, never flagged: (.*)$", out, re.M)
+    assert named and named[1] == (", ".join(f"{t} ({why})" for t, why in unreliable.items()) or "none")
+    assert re.search(r"^flags: thresholds for precision 0\.80 on validation, annotator rates estimated", out, re.M)
+    for ln in rows:
+        assert not set(ln[43:].split("  ", 1)[1].strip().split(", ")) & set(unreliable), ln

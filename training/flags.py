@@ -1,0 +1,149 @@
+"""Calibrating the flag policy on validation: annotator rates, reliable tags, precision-target thresholds.
+
+Validation labels are the team's: noisy and few. Three steps, all on them:
+
+1. **Annotator rates** (``estimate_annotator_rates``), pooled over the tags the model ranks
+   above their prior (anchor points, Patrini et al. 2017, read from labels rather than from the
+   model): among each tag's surest positives the labels' positive share is ``1 - miss``; among
+   the creatives ranked below twice the tag's observed positives, it is ``fp``.
+2. **Reliable or not**: a tag is reliable when the bootstrap's lower 5 % bound of its validation
+   AP minus its observed positive share is above 0 (it ranks better than its prior).
+3. **Threshold for a target precision**: the lowest threshold (most flags) whose flagged
+   validation creatives have a noise-corrected precision ``(o - fp) / (1 - miss - fp)`` at or above
+   the target, ``o`` their labels' smoothed positive share over at least ``min_flagged`` of them.
+   A tag that ranks but never reaches the target is unreliable too: validation cannot back it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import average_precision_score
+
+from creative_qa.flags import FlagPolicy, TagFlag
+from training.metrics import noise_corrected_prior
+
+RATE_CLIP = (0.0, 0.45)  # a rate above this makes the correction meaningless
+
+
+def _known(probs: np.ndarray, labels: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray]:
+    known = ~np.isnan(labels[:, j])
+    return probs[known, j], labels[known, j]
+
+
+def ranks_above_prior(p: np.ndarray, y: np.ndarray, n_boot: int = 200, seed: int = 0) -> tuple[bool, float, float]:
+    """``(lower 5 % bound of AP - prior > 0, AP, lower bound)`` by bootstrap over creatives."""
+    ap = float(average_precision_score(y, p))
+    rng = np.random.default_rng(seed)
+    lifts = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        yb = y[idx]
+        if 0 < yb.sum() < len(yb):
+            lifts.append(average_precision_score(yb, p[idx]) - yb.mean())
+    lo = float(np.quantile(lifts, 0.05)) if lifts else float("-inf")
+    return lo > 0, ap, lo
+
+
+def estimate_annotator_rates(
+    probs: np.ndarray, labels: np.ndarray, use: list[int] | None = None, anchor_frac: float = 0.3
+) -> tuple[float, float, int, int]:
+    """Pooled ``(miss rate, false-positive rate, positive anchors, negative anchors)`` over tags ``use``.
+
+    Positive anchors: each tag's ``anchor_frac`` x its observed positives, surest first. Negative
+    anchors: every creative ranked below twice its observed positives. Both biased up when the
+    model ranks poorly, which is why only tags that rank above their prior are used.
+    """
+    pos_hits = pos_n = neg_hits = neg_n = 0
+    for j in use if use is not None else range(labels.shape[1]):
+        p, y = _known(probs, labels, j)
+        npos = int(y.sum())
+        if npos < 2 or npos == len(y):
+            continue
+        order = np.argsort(-p, kind="stable")
+        k = max(1, round(anchor_frac * npos))
+        pos_hits += int(y[order[:k]].sum())
+        pos_n += k
+        below = y[order[2 * npos :]]
+        neg_hits += int(below.sum())
+        neg_n += len(below)
+    miss = 1.0 - pos_hits / pos_n if pos_n else 0.0
+    fp = neg_hits / neg_n if neg_n else 0.0
+    return float(np.clip(miss, *RATE_CLIP)), float(np.clip(fp, *RATE_CLIP)), pos_n, neg_n
+
+
+def precision_threshold(
+    p: np.ndarray, y: np.ndarray, target: float, miss: float, fp: float, min_flagged: int
+) -> tuple[float | None, float]:
+    """The lowest threshold whose flags reach ``target`` noise-corrected precision, and the best
+    corrected precision seen (``(None, best)`` when none reaches it)."""
+    order = np.argsort(-p, kind="stable")
+    ps, ys = p[order], y[order]
+    k = np.arange(1, len(ys) + 1)
+    observed = (np.cumsum(ys) + 1.0) / (k + 2.0)  # Beta(1, 1) posterior mean: 1 of 1 is not certainty
+    corrected = np.clip((observed - fp) / max(1.0 - miss - fp, 1e-6), 0.0, 1.0)
+    # A cut between two equal probabilities is not a threshold: only the last of a run of ties counts.
+    valid = (k >= min_flagged) & np.append(ps[1:] < ps[:-1], True)
+    if not valid.any():
+        return None, float("nan")
+    best = float(corrected[valid].max())
+    ok = np.flatnonzero(valid & (corrected >= target))
+    if not len(ok):
+        return None, best
+    i = int(ok[-1])
+    return float(ps[i]), float(corrected[i])
+
+
+def calibrate_flags(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    tags: list[str],
+    default_thresholds: dict[str, float],
+    target_precision: float = 0.8,
+    min_flagged: int = 5,
+    rates: tuple[float, float] | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> FlagPolicy:
+    """The flag policy from validation probabilities ``(N, T)`` and noisy labels (NaN = unknown).
+
+    ``rates``: the annotators' ``(miss, false-positive)`` rates if known; estimated otherwise.
+    """
+    stats: dict[str, tuple] = {}
+    ranked: list[int] = []
+    for j, t in enumerate(tags):
+        p, y = _known(probs, labels, j)
+        npos = int(y.sum())
+        if npos < 3 or npos == len(y):
+            stats[t] = (None, None, f"{npos} labelled positives of {len(y)} in validation: too few to judge")
+            continue
+        ok, ap, lo = ranks_above_prior(p, y, n_boot, seed + j)
+        stats[t] = (ap, float(y.mean()), None if ok else f"does not rank above its prior on validation (AP {ap:.2f}, "
+                    f"positive share {y.mean():.2f}, lower bound of the lift {lo:+.2f})")  # fmt: skip
+        if ok:
+            ranked.append(j)
+    if rates is None:
+        miss, fp, _, _ = estimate_annotator_rates(probs, labels, ranked)
+        source = "estimated"
+    else:
+        miss, fp = (float(r) for r in rates)
+        source = "given"
+    out: dict[str, TagFlag] = {}
+    for j, t in enumerate(tags):
+        ap, prior, reason = stats[t]
+        default = float(default_thresholds.get(t, 0.5))
+        share = noise_corrected_prior(prior, miss, fp) if prior is not None else None
+        if reason is not None:
+            out[t] = TagFlag(default, False, reason, ap, prior, share)
+            continue
+        p, y = _known(probs, labels, j)
+        thr, precision = precision_threshold(p, y, target_precision, miss, fp, min_flagged)
+        if thr is None:
+            best = "no" if np.isnan(precision) else f"best {precision:.2f}"
+            why = (
+                f"no threshold reaches precision {target_precision:.2f} on validation ({best}, >= {min_flagged} flags)"
+            )
+            out[t] = TagFlag(default, False, why, ap, prior, share)
+        else:
+            why = f"precision {precision:.2f} >= {target_precision:.2f} on validation at {thr:.3f} (AP {ap:.2f})"
+            out[t] = TagFlag(thr, True, why, ap, prior, share, precision)
+    return FlagPolicy(target_precision, miss, fp, source, out)
