@@ -239,13 +239,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model (MLflow-tracked)")
     t.add_argument(
-        "--recipe", default=None, help="a recipe name from training/configs/ or a YAML path (default: default)"
+        "--recipe",
+        default=None,
+        help="a recipe name from training/configs/ or a YAML path; default: auto (train the default recipe and "
+        "supervised training on the same data, keep the one with the higher validation mAP)",
+    )
+    t.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="with auto: train the default after the supervised floor only if its expected time still fits",
     )
     t.add_argument(
         "--resume",
         default=None,
         metavar="CHECKPOINT",
-        help="continue a killed run from its last.pt, with the settings it was started with",
+        help="continue a killed run from its last.pt (or an auto run from its output folder), with the settings "
+        "it was started with",
     )
     t.add_argument(
         "--from",
@@ -357,11 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--unlabeled", type=int, default=1600, help="creatives in the unlabeled pool (0: none)")
     d.add_argument("--test", type=int, default=300, help="creatives with clean labels, to measure on")
     d.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
-    d.add_argument("--recipe", default="default", help="what is trained, exported and registered")
+    d.add_argument(
+        "--recipe",
+        default="auto",
+        help="what is trained; auto (the default): the default recipe and supervised training on the labels "
+        "alone, the one with the higher validation mAP exported and registered",
+    )
     d.add_argument(
         "--baseline",
         default="demo",
-        help="recipe trained on the labels alone for comparison (same data and budget); '' to skip",
+        help="with a --recipe other than auto: recipe trained on the labels alone for comparison; '' to skip",
     )
     d.add_argument("overrides", nargs="*", help="config overrides, as for train")
     d.set_defaults(fn=lambda a: _extra("training.cli", "train").cmd_demo(a))

@@ -16,8 +16,9 @@ from creative_qa.batch import score_manifest
 from creative_qa.manifest import label_matrix, read_manifest
 from creative_qa.paths import home
 from creative_qa.scorer import Scorer
+from training.auto import AUTO, RECORD, train_auto
 from training.checkpoint import Checkpoint
-from training.config import ConfigError, TrainConfig, apply_overrides, build_config, load_config
+from training.config import ConfigError, TrainConfig, absolute_paths, apply_overrides, build_config, load_config
 from training.export import export_checkpoint
 from training.loop import load_checkpoint, train
 from training.metrics import macro_map, per_tag_ap
@@ -27,24 +28,6 @@ log = logging.getLogger(__name__)
 
 # Settings a resumed run may change: where and how it runs, not what it learns.
 RESUME_FREE = {"device", "threads", "data.workers", "data.loader_workers", "data.cache", "optim.checkpoint_every"}
-# Paths in a config, made absolute when a run starts so that it resumes from any folder.
-PATH_FIELDS = ("data.labeled", "data.unlabeled", "data.val", "data.test", "data.taxonomy", "data.mapping",
-               "model.weights", "warm_start.parent", "output_dir")  # fmt: skip
-
-
-def absolute_paths(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with every relative path that exists here (and the output folder) made absolute."""
-    for key in PATH_FIELDS:
-        *sections, name = key.split(".")
-        node = cfg
-        for sec in sections:
-            node = getattr(node, sec)
-        value = getattr(node, name)
-        if not value or "://" in value or ":/" in value or Path(value).is_absolute():
-            continue
-        if key == "output_dir" or Path(value).exists():
-            setattr(node, name, str(Path(value).absolute()))
-    return cfg
 
 
 def resume_config(checkpoint: str, recipe: str | None, overrides: list[str]) -> TrainConfig:
@@ -83,10 +66,18 @@ def cmd_train(a: argparse.Namespace) -> None:
         )
         if value
     ]
+    resume_auto = a.resume and (Path(a.resume) / RECORD).is_file()
+    if a.resume and not resume_auto and Path(a.resume).is_dir():
+        a.resume = str(Path(a.resume) / "last.pt")  # a run's output folder
+    if resume_auto or (not a.resume and (a.recipe or AUTO) == AUTO):
+        _train_auto(a, [*a.overrides, *flags], bool(resume_auto))
+        return
+    if a.budget is not None:
+        raise ConfigError("--budget bounds --recipe auto (the default); a single recipe trains its epochs")
     if a.resume:
         cfg = resume_config(a.resume, a.recipe, [*a.overrides, *flags])
     else:
-        cfg = absolute_paths(load_config(a.recipe or "default", [*a.overrides, *flags]))
+        cfg = absolute_paths(load_config(a.recipe, [*a.overrides, *flags]))
     result = train(cfg, resume=a.resume)
     from training import distributed  # noqa: PLC0415
 
@@ -101,6 +92,32 @@ def cmd_train(a: argparse.Namespace) -> None:
     }
     if cfg.warm_start.parent and not getattr(a, "no_register", False):
         summary["challenger"] = register_challenger(cfg, result.checkpoint)
+    print(json.dumps(summary, indent=2))
+
+
+def _train_auto(a: argparse.Namespace, overrides: list[str], resume: bool) -> None:
+    """``--recipe auto``: the candidates of ``training.auto`` on the same data, the best on validation kept."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("--recipe auto trains candidates one after another: under torchrun, name a recipe")
+    if resume and (a.recipe or a.overrides):
+        raise ConfigError("--resume of an auto run takes its settings from its auto.json; drop --recipe/overrides")
+    r = train_auto(overrides, budget_s=a.budget, resume_dir=a.resume if resume else None)
+    summary = {
+        "recipe": AUTO,
+        "chosen": r.chosen,
+        "reason": r.reason,
+        "run_id": r.result.run_id,
+        "parent_run_id": r.parent_run_id,
+        "checkpoint": str(r.checkpoint),
+        "metrics": {k: round(v, 4) for k, v in r.result.metrics.items() if "AP_" not in k},
+        "candidates": {
+            k: {f: c[f] for f in ("run_id", "method", "val_mAP", "wall_s")} for k, c in r.candidates.items()
+        },
+        "wall_s": round(r.wall_s, 1),
+    }
+    cfg = build_config(TrainConfig, load_checkpoint(r.checkpoint).config, "<auto>", strict=False)
+    if cfg.warm_start.parent and not getattr(a, "no_register", False):
+        summary["challenger"] = register_challenger(cfg, r.checkpoint)
     print(json.dumps(summary, indent=2))
 
 
@@ -193,25 +210,38 @@ def cmd_demo(a: argparse.Namespace) -> None:
     shared = [f"data.labeled={paths['train_labeled']}", f"data.test={paths['test']}"]
     shared += [f"optim.epochs={a.epochs}"] if a.epochs else []
     pool = [f"data.unlabeled={paths['unlabeled']}"] if "unlabeled" in paths else []
-    cfg = load_config(a.recipe, [*shared, *pool, *a.overrides])
-    print(
-        f"[2/5] training the {a.recipe!r} recipe: {cfg.method.name} on {a.labeled} labels"
-        + (f" + {a.unlabeled} unlabeled" if pool else "")
-        + f", {cfg.model.backbone}, {cfg.optim.epochs} epochs, "
-        + f"{cfg.model.views} views of {cfg.model.input_size}px"
-    )
-    result = train(cfg)
-    t_train = time.time() - t0 - t_synth
     base = None
-    if a.baseline:
-        own = [o for o in a.overrides if not o.startswith(("method.", "data.unlabeled"))]
-        bcfg = load_config(a.baseline, [*shared, *own])
-        print(f"[3/5] for comparison: the {a.baseline!r} recipe ({bcfg.method.name}) on the {a.labeled} labels alone")
-        base = train(bcfg)
-    t_base = time.time() - t0 - t_synth - t_train
+    if a.recipe == AUTO:
+        cfg = load_config("default", [*shared, *pool, *a.overrides])
+        print(
+            f"[2/5] training --recipe auto: the default recipe ({cfg.method.name} on {a.labeled} labels"
+            + (f" + {a.unlabeled} unlabeled" if pool else "")
+            + f") and supervised training on the labels alone, {cfg.model.backbone}, {cfg.optim.epochs} epochs, "
+            + f"{cfg.model.views} views of {cfg.model.input_size}px each; the higher validation mAP is kept"
+        )
+        auto = train_auto([*shared, *pool, *a.overrides])
+        result, checkpoint = auto.results["default"], auto.checkpoint
+        base, bcfg = auto.results.get("supervised"), load_config("demo")
+        print(f"[3/5] chose {auto.chosen}: {auto.reason}")
+    else:
+        cfg = load_config(a.recipe, [*shared, *pool, *a.overrides])
+        print(
+            f"[2/5] training the {a.recipe!r} recipe: {cfg.method.name} on {a.labeled} labels"
+            + (f" + {a.unlabeled} unlabeled" if pool else "")
+            + f", {cfg.model.backbone}, {cfg.optim.epochs} epochs, "
+            + f"{cfg.model.views} views of {cfg.model.input_size}px"
+        )
+        result = train(cfg)
+        checkpoint = result.checkpoint
+        if a.baseline:
+            own = [o for o in a.overrides if not o.startswith(("method.", "data.unlabeled"))]
+            bcfg = load_config(a.baseline, [*shared, *own])
+            print(f"[3/5] for comparison: the {a.baseline!r} recipe ({bcfg.method.name}) on the {a.labeled} labels")
+            base = train(bcfg)
+    t_train = time.time() - t0 - t_synth
 
     print("[4/5] exporting to ONNX, checking parity, registering as champion")
-    exp = export_checkpoint(result.checkpoint, parity_source=str(paths["test"]))
+    exp = export_checkpoint(checkpoint, parity_source=str(paths["test"]))
 
     print(f"[5/5] scoring the test split through {exp.model_uri}")
     scorer = Scorer(exp.model_uri)
@@ -235,13 +265,15 @@ def cmd_demo(a: argparse.Namespace) -> None:
         )
     print()
     print("per-tag AP (test, ONNX): " + ", ".join(f"{t} {v:.2f}" for t, v in ap.items()))
-    torch_map = result.metrics.get("test_mAP", float("nan"))
-    print(f"test macro mAP (ONNX scorer): {macro_map(ap):.3f}   (torch, in training: {torch_map:.3f})")
+    registered = auto.results[auto.chosen] if a.recipe == AUTO else result
+    reg_map = registered.metrics.get("test_mAP", float("nan"))
+    print(f"test macro mAP (ONNX scorer): {macro_map(ap):.3f}   (torch, in training: {reg_map:.3f})")
     if base is not None:
-        base_map = base.metrics.get("test_mAP", float("nan"))
+        torch_map, base_map = (r.metrics.get("test_mAP", float("nan")) for r in (result, base))
         what = "unlabeled data" if pool else "recipe vs baseline (no pool)"
+        name, base_name = ("default", "supervised") if a.recipe == AUTO else (a.recipe, a.baseline)
         print(
-            f"{what}: {a.recipe!r} ({cfg.method.name}) test mAP {torch_map:.3f} vs {a.baseline!r} "
+            f"{what}: {name!r} ({cfg.method.name}) test mAP {torch_map:.3f} vs {base_name!r} "
             f"({bcfg.method.name}) on the labels alone "
             f"{base_map:.3f}: {torch_map - base_map:+.3f} (torch, same data, steps and model)"
         )
@@ -254,6 +286,6 @@ def cmd_demo(a: argparse.Namespace) -> None:
     print(f"unreliable for this model, never flagged: {weak}")
     print(f"quality: clean original outscores its degraded copy in {won}/{total} pairs")
     print(f"ONNX parity: max |torch - onnx| = {exp.parity_max_abs_diff:.2e} on {exp.parity_images} creatives")
-    print(f"registered: {exp.model_uri} (version {exp.registered_version}), MLflow run {result.run_id}")
-    print(f"time: synth {t_synth:.0f}s, train {t_train:.0f}s, baseline {t_base:.0f}s, total {time.time() - t0:.0f}s")
+    print(f"registered: {exp.model_uri} (version {exp.registered_version}), MLflow run {registered.run_id}")
+    print(f"time: synth {t_synth:.0f}s, train {t_train:.0f}s (both models), total {time.time() - t0:.0f}s")
     print(f"try: creative-qa score {df['abspath'].iloc[0]}   |   creative-qa serve")

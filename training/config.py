@@ -352,3 +352,23 @@ def load_config(recipe: str | None = "default", overrides: list[str] | None = No
             log.info("method %s: dropping the recipe's parameters for %s", method["name"], recipe_method)
         method["params"] = {}
     return build_config(TrainConfig, data, where)
+
+
+# Paths in a config, made absolute when a run starts so that it resumes from any folder.
+PATH_FIELDS = ("data.labeled", "data.unlabeled", "data.val", "data.test", "data.taxonomy", "data.mapping",
+               "model.weights", "warm_start.parent", "output_dir")  # fmt: skip
+
+
+def absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with every relative path that exists here (and the output folder) made absolute."""
+    for key in PATH_FIELDS:
+        *sections, name = key.split(".")
+        node = cfg
+        for sec in sections:
+            node = getattr(node, sec)
+        value = getattr(node, name)
+        if not value or "://" in value or ":/" in value or Path(value).is_absolute():
+            continue
+        if key == "output_dir" or Path(value).exists():
+            setattr(node, name, str(Path(value).absolute()))
+    return cfg

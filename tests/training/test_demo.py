@@ -25,27 +25,40 @@ def test_demo_trains_the_recipe_on_the_pool_registers_it_and_prints_the_labels_o
     )
     out = capsys.readouterr().out
     line = re.search(
-        r"unlabeled data: 'default' \((\w+)\) test mAP ([\d.]+) vs 'demo' \((\w+)\) on the labels alone ([\d.]+): "
-        r"([+-][\d.]+)",
+        r"unlabeled data: 'default' \((\w+)\) test mAP ([\d.]+) vs 'supervised' \((\w+)\) on the labels alone "
+        r"([\d.]+): ([+-][\d.]+)",
         out,
     )
     assert line, out[-2000:]
     assert line[1] == "defect_synthesis" and line[3] == "supervised"
     assert abs(float(line[2]) - float(line[4]) - float(line[5])) < 2e-3
     assert (tmp_path / "demo" / "unlabeled.csv").is_file()
+    chose = re.search(
+        r"^\[3/5\] chose (\w+): (\w+) has the highest validation mAP \(([\d.]+) vs (\w+) ([\d.]+)\)", out, re.M
+    )
+    assert chose and chose[1] == chose[2] and {chose[1], chose[4]} == {"default", "supervised"}, out[-2000:]
+    assert float(chose[3]) >= float(chose[5])
 
-    # Two runs in MLflow (the test's own home: nothing else ran there): the champion's read the unlabeled
-    # pool, the baseline's did not.
+    # Three runs in MLflow (the test's own home: nothing else ran there): the auto parent, and under it the two
+    # candidates; the default's read the unlabeled pool, the supervised one's did not; the champion is the chosen.
     tracking.setup("creative-qa")
     client = MlflowClient()
     champion = client.get_model_version_by_alias("creative-qa", "champion")
     champ_run = client.get_run(champion.run_id)
-    assert champ_run.data.params["method.name"] == "defect_synthesis"
-    assert champ_run.data.params["data.unlabeled"].endswith("unlabeled.csv")
-    runs = client.search_runs([champ_run.info.experiment_id], "params.`method.name` = 'supervised'")
-    assert len(runs) == 1 and runs[0].data.params["data.unlabeled"] in ("None", "")
-    assert runs[0].data.params["data.labeled"] == champ_run.data.params["data.labeled"]
-    assert len(client.search_runs([champ_run.info.experiment_id])) == 2
+    assert champ_run.data.params["method.name"] == {"default": "defect_synthesis", "supervised": "supervised"}[chose[1]]
+    exp = champ_run.info.experiment_id
+    (parent,) = client.search_runs([exp], "tags.creative_qa.recipe = 'auto'")
+    assert parent.data.params["auto.chosen"] == chose[1]
+    assert parent.data.tags["creative_qa.auto_reason"].startswith(chose[1] + " has the highest validation mAP")
+    children = client.search_runs([exp], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    by_method = {r.data.params["method.name"]: r for r in children}
+    assert set(by_method) == {"defect_synthesis", "supervised"} and champion.run_id in {r.info.run_id for r in children}
+    assert by_method["defect_synthesis"].data.params["data.unlabeled"].endswith("unlabeled.csv")
+    assert by_method["supervised"].data.params["data.unlabeled"] in ("None", "")
+    assert by_method["supervised"].data.params["data.labeled"] == champ_run.data.params["data.labeled"]
+    vals = {m: r.data.metrics["val_mAP"] for m, r in by_method.items()}
+    assert champ_run.data.metrics["val_mAP"] == max(vals.values())  # the choice is the higher validation mAP
+    assert len(client.search_runs([exp])) == 3
     assert [v.version for v in client.search_model_versions("name='creative-qa'")] == [champion.version]
 
     # The table of creatives: the true defects are the test manifest's defect tags (no content tag).

@@ -49,7 +49,7 @@ def test_resume_refuses_a_recipe_and_a_missing_checkpoint(stopped, tmp_path):
 
 
 def test_train_makes_its_paths_absolute_so_it_resumes_from_any_folder(tiny_data, tmp_path, monkeypatch):
-    from training.cli import absolute_paths
+    from training.config import absolute_paths
 
     monkeypatch.chdir(tiny_data["train_labeled"].parent)
     cfg = absolute_paths(
