@@ -1,0 +1,80 @@
+"""`creative-qa train` without a recipe (auto): both candidates trained, the higher validation mAP kept, the
+choice recorded in MLflow; bounded by --budget; resumable from its folder."""
+
+import json
+import math
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from creative_qa.cli import main as cli
+from tests.conftest import TINY_OVERRIDES
+from training import tracking
+from training.auto import RECORD, choose
+
+pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
+
+
+def test_choose_keeps_the_higher_validation_map_and_the_floor_on_a_tie():
+    assert choose({"supervised": 0.55, "default": 0.61})[0] == "default"
+    assert choose({"supervised": 0.61, "default": 0.55})[0] == "supervised"
+    assert choose({"supervised": 0.6, "default": 0.6})[0] == "supervised"
+    assert choose({"supervised": math.nan, "default": 0.2})[0] == "default"
+    best, why = choose({"supervised": 0.5, "default": 0.7})
+    assert why == "default has the highest validation mAP (0.700 vs supervised 0.500)"
+
+
+def _train(args, capsys) -> dict:
+    cli(["train", *args])
+    return json.loads(capsys.readouterr().out)
+
+
+def _overrides(tiny_data, out):
+    return [*TINY_OVERRIDES, "optim.steps_per_epoch=2", f"data.labeled={tiny_data['train_labeled']}",
+            f"data.unlabeled={tiny_data['unlabeled']}", f"output_dir={out}"]  # fmt: skip
+
+
+def test_train_without_a_recipe_trains_both_keeps_the_better_and_resumes(fresh_home, tiny_data, tmp_path, capsys):
+    out = tmp_path / "first"
+    got = _train(_overrides(tiny_data, out), capsys)
+    assert got["recipe"] == "auto" and set(got["candidates"]) == {"supervised", "default"}
+    vals = {k: c["val_mAP"] for k, c in got["candidates"].items()}
+    assert got["chosen"] == choose(vals)[0] and got["reason"] == choose(vals)[1]
+    chosen = got["candidates"][got["chosen"]]
+    assert (out / "last.pt").read_bytes() == (out / got["chosen"] / "last.pt").read_bytes()
+    assert got["run_id"] == chosen["run_id"] and got["checkpoint"] == str(out / "last.pt")
+    assert {c["method"] for c in got["candidates"].values()} == {"supervised", "defect_synthesis"}
+
+    tracking.setup("creative-qa")
+    client = MlflowClient()
+    parent = client.get_run(got["parent_run_id"])
+    assert parent.data.params["auto.chosen"] == got["chosen"] and parent.data.tags["creative_qa.recipe"] == "auto"
+    for c in got["candidates"].values():
+        assert client.get_run(c["run_id"]).data.tags["mlflow.parentRunId"] == got["parent_run_id"]
+    runs = len(client.search_runs([parent.info.experiment_id]))
+    assert runs == 3
+
+    # a kill during the second candidate: its record is gone, its checkpoint stays; --resume FOLDER finishes
+    # the same runs (the first read back, the second resumed), no new one
+    record = json.loads((out / RECORD).read_text())
+    record["candidates"].pop("default")
+    (out / RECORD).write_text(json.dumps(record))
+    (out / "last.pt").unlink()
+    again = _train(["--resume", str(out)], capsys)
+    assert again["parent_run_id"] == got["parent_run_id"] and (out / "last.pt").is_file()
+    assert {k: c["run_id"] for k, c in again["candidates"].items()} == {
+        k: c["run_id"] for k, c in got["candidates"].items()
+    }
+    assert len(client.search_runs([parent.info.experiment_id])) == runs
+
+
+def test_budget_keeps_the_floor_when_the_default_would_not_fit(fresh_home, tiny_data, tmp_path, capsys):
+    got = _train(["--budget", "1", *_overrides(tiny_data, tmp_path / "b")], capsys)
+    assert list(got["candidates"]) == ["supervised"] and got["chosen"] == "supervised"
+    assert "default skipped" in got["reason"] and "s of the budget left" in got["reason"]
+
+
+def test_budget_needs_auto(tiny_data, tmp_path):
+    with pytest.raises(SystemExit) as e:
+        cli(["train", "--recipe", "demo", "--budget", "10", f"data.labeled={tiny_data['train_labeled']}"])
+    assert e.value.code != 0
