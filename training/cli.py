@@ -282,8 +282,9 @@ def cmd_demo(a: argparse.Namespace) -> None:
         f"flags: thresholds for precision {pol.target_precision:.2f} on validation, annotator rates "
         f"{pol.rates_source}: {pol.miss_rate:.0%} of positives missed, {pol.fp_rate:.0%} of negatives marked"
     )
-    weak = ", ".join(f"{t} ({why})" for t, why in scorer.unreliable.items()) or "none"
-    print(f"unreliable for this model, never flagged: {weak}")
+    print(f"unreliable for this model, never flagged: {len(scorer.unreliable)} of {len(scorer.tags)} tags")
+    for t, why in scorer.unreliable.items():
+        print(f"  {t}: {why}")
     print(f"quality: clean original outscores its degraded copy in {won}/{total} pairs")
     print(f"ONNX parity: max |torch - onnx| = {exp.parity_max_abs_diff:.2e} on {exp.parity_images} creatives")
     print(f"registered: {exp.model_uri} (version {exp.registered_version}), MLflow run {registered.run_id}")

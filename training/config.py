@@ -135,6 +135,7 @@ class FlagConfig:
 
     target_precision: float = 0.8  # a tag is flagged only at a threshold reaching this precision on validation
     min_flagged: int = 5  # fewest flagged validation creatives a precision may rest on
+    confidence: float = 0.9  # the precision is its lower confidence bound at this level (training.flags)
     # The annotators' rates the precision is corrected for; null = estimated from validation (anchors).
     miss_rate: float | None = None
     fp_rate: float | None = None

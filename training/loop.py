@@ -412,7 +412,7 @@ class Trainer:
         rates = None if None in given else given
         policy = calibrate_flags(
             val_probs, self.val_ds.labels.numpy(), self.tags, self.taxonomy.thresholds,
-            f.target_precision, f.min_flagged, rates, seed=self.cfg.seed,
+            f.target_precision, f.min_flagged, f.confidence, rates, seed=self.cfg.seed,
         )  # fmt: skip
         if self.dist.is_main:
             mlflow.log_metrics(

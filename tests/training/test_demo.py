@@ -75,8 +75,10 @@ def test_demo_trains_the_recipe_on_the_pool_registers_it_and_prints_the_labels_o
 
     # A flag is a claim: the demo names the champion's unreliable tags, and no row flags one.
     unreliable = Scorer("models:/creative-qa@champion").unreliable
-    named = re.search(r"^unreliable for this model, never flagged: (.*)$", out, re.M)
-    assert named and named[1] == (", ".join(f"{t} ({why})" for t, why in unreliable.items()) or "none")
+    named = re.search(r"^unreliable for this model, never flagged: (\d+) of (\d+) tags$", out, re.M)
+    assert named and (int(named[1]), int(named[2])) == (len(unreliable), len(load_taxonomy()))
+    for t, why in unreliable.items():
+        assert f"\n  {t}: {why}\n" in out
     assert re.search(r"^flags: thresholds for precision 0\.80 on validation, annotator rates estimated", out, re.M)
     for ln in rows:
         assert not set(ln[43:].split("  ", 1)[1].strip().split(", ")) & set(unreliable), ln

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import beta
 
 from creative_qa.flags import FlagPolicy, TagFlag
 from training.flags import calibrate_flags, estimate_annotator_rates, precision_threshold
@@ -37,28 +38,31 @@ def test_heavier_annotator_noise_gives_higher_estimates():
     assert heavy[0] > light[0] + 0.1 and heavy[1] > light[1]
 
 
-def test_precision_threshold_is_the_lowest_cut_reaching_the_target():
-    p = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
-    y = np.array([1, 1, 1, 1, 1, 0, 1, 0], float)
-    # smoothed precision (hits + 1) / (k + 2): k=5 -> 6/7 = 0.857, k=6 -> 6/8 = 0.75, k=7 -> 7/9 = 0.778
-    thr, prec = precision_threshold(p, y, target=0.8, miss=0.0, fp=0.0, min_flagged=3)
-    assert thr == 0.5 and prec == pytest.approx(6 / 7)
-    # corrected for 30 % misses even all eight reach it: (7/10) / 0.7 = 1
-    thr, prec = precision_threshold(p, y, target=0.8, miss=0.3, fp=0.0, min_flagged=3)
-    assert thr == 0.2 and prec == pytest.approx(1.0)
-    # and for 5 % false marks: (6/8 - 0.05) / 0.95 = 0.737 at k=6, so k=5 again: (6/7 - 0.05) / 0.95 = 0.85
-    thr, prec = precision_threshold(p, y, target=0.8, miss=0.0, fp=0.05, min_flagged=3)
-    assert thr == 0.5 and prec == pytest.approx((6 / 7 - 0.05) / 0.95)
+def test_precision_threshold_is_the_lowest_cut_whose_lower_bound_reaches_the_target():
+    p = np.linspace(0.99, 0.01, 40)
+    y = np.array([1.0] * 20 + [0.0] * 20)
+    # the precision's 90 % lower bound over the top k = 20 + j (20 hits): Beta(21, j + 1)'s 10 % quantile,
+    # 0.896, 0.834, 0.785, 0.742, 0.705 for j = 0..4: the 21st creative is the last whose cut reaches 0.8
+    assert beta.ppf(0.1, 21, 2) >= 0.8 > beta.ppf(0.1, 21, 3)
+    thr, bound = precision_threshold(p, y, target=0.8, miss=0.0, fp=0.0, min_flagged=5)
+    assert thr == p[20] and bound == pytest.approx(beta.ppf(0.1, 21, 2))
+    # corrected for 30 % of positives missed (a bound b is b / 0.7 true), the cut goes deeper: at 0.705 observed
+    # (j = 4) the corrected bound is still 1.007
+    thr, bound = precision_threshold(p, y, target=0.8, miss=0.3, fp=0.0, min_flagged=5)
+    assert thr < p[23] and bound >= 0.8
+    # five of five flagged is a lower bound of 0.68, not certainty: no cut reaches 0.8 on 5 creatives
+    assert precision_threshold(p[:5], y[:5], 0.8, 0.0, 0.0, min_flagged=5) == (None, pytest.approx(0.1 ** (1 / 6)))
     # fewer flags than min_flagged cannot carry a precision
-    assert precision_threshold(p[:4], y[:4], 0.8, 0.0, 0.0, min_flagged=5)[0] is None
+    assert precision_threshold(p[:4], y[:4], 0.5, 0.0, 0.0, min_flagged=5)[0] is None
 
 
 def test_precision_threshold_never_cuts_between_ties():
-    p = np.array([0.9, 0.5, 0.5, 0.5, 0.1])
-    y = np.array([1, 1, 0, 0, 0], float)
-    # top 2 would reach (2 + 1) / 4 = 0.75, but a threshold of 0.5 flags all three ties: (2 + 1) / 6 = 0.5
-    thr, _ = precision_threshold(p, y, target=0.6, miss=0.0, fp=0.0, min_flagged=1)
-    assert thr == 0.9
+    p = np.array([0.9, 0.8, 0.7, 0.5, 0.5, 0.5, 0.1])
+    y = np.array([1, 1, 1, 1, 0, 0, 0], float)
+    # the top 4 would bound at Beta(5, 1)'s 10 % quantile = 0.63, but a threshold of 0.5 flags all three ties
+    # (4 of 6: 0.41); the top 3 bound at 0.56
+    thr, _ = precision_threshold(p, y, target=0.55, miss=0.0, fp=0.0, min_flagged=1)
+    assert thr == 0.7
 
 
 def test_calibrate_flags_marks_what_validation_cannot_back():
@@ -80,7 +84,7 @@ def test_calibrate_flags_marks_what_validation_cannot_back():
     assert truth[flagged, 0].mean() >= 0.75 and flagged.sum() >= 10
     assert policy.rates_source == "estimated" and 0.15 < policy.miss_rate < 0.45
     assert abs(a.est_share - truth[:, 0].mean()) < 0.08
-    assert set(policy.unreliable) == {"b", "c"}
+    assert {"b", "c"} <= set(policy.unreliable) and "a" not in policy.unreliable
 
 
 def test_given_rates_are_used_as_given():
