@@ -221,7 +221,8 @@ class Evaluator:
         flag_thr = {t: f.threshold if f.reliable else np.inf for t, f in policy.tags.items()}  # unreliable: never
         out: dict[str, Any] = {"probs": {}}
         if self.every_split:
-            out |= {"labels": {}, "thresholds": ckpt.thresholds or {}}
+            out |= {"labels": {}, "thresholds": ckpt.thresholds or {}, "unreliable": sorted(policy.unreliable)}
+            out |= {"annotator_rates": {"miss": policy.miss_rate, "fp": policy.fp_rate, "source": policy.rates_source}}
         for split in self.splits:
             ds = self.dataset(split, spec)
             probs, quality = predict(model, ds, device)
@@ -822,12 +823,50 @@ def _mean_tag(rows: list[dict[str, Any]], split: str) -> dict[str, float]:
     }
 
 
-def grid_cell_report(cell: Cell, rows: list[dict[str, Any]], n_boot: int) -> dict[str, Any]:
-    """A cell's summary per arm, the paired interval of default minus floor per split, the rule-checker's
-    per-tag AP beside the default's (and where it wins), and the default's flags per split."""
+def auto_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``--recipe auto`` per seed, derived rather than retrained: auto trains exactly the floor and the default
+    (same data, validation split, seed and budget) and keeps the higher validation mAP, so its result is
+    ``training.auto.choose`` applied to the two stored runs of that seed; its wall time is both runs'."""
+    from training.auto import choose
+
+    floor = {r["seed"]: r for r in rows if r["arm"] == "floor"}
+    default = {r["seed"]: r for r in rows if r["arm"] == "default"}
+    out = []
+    for seed in sorted(floor.keys() & default.keys()):
+        f, d = floor[seed], default[seed]
+        pick, _ = choose({"supervised": f["val_mAP"], "default": d["val_mAP"]})
+        src = d if pick == "default" else f
+        out.append(src | {"arm": "auto", "status": f"chose {pick}", "wall_s": f["wall_s"] + d["wall_s"]})
+    return out
+
+
+def _interval(a: list[dict[str, Any]], b: list[dict[str, Any]], n_boot: int) -> dict[str, Any]:
+    """Per split: mean-over-seeds mAP of ``a`` minus ``b`` and its paired bootstrap 95 % interval."""
     from training.metrics import macro_map, per_tag_ap
 
-    out: dict[str, Any] = {"summary": [], "interval": {}, "rules": {}, "rules_wins": {}, "flags": {}}
+    k = min(len(a), len(b))
+    a_, b_ = sorted(a, key=lambda r: r["seed"])[:k], sorted(b, key=lambda r: r["seed"])[:k]
+    out = {}
+    for split in GRID_SPLITS:  # not heldout: each interval takes about 40 s at full scale
+        labels = a_[0]["arrays"][f"{split}_labels"]
+        pa = [r["arrays"][f"{split}_probs"] for r in a_]
+        pb = [r["arrays"][f"{split}_probs"] for r in b_]
+        tags = [str(i) for i in range(labels.shape[1])]
+        diff = float(np.mean([macro_map(per_tag_ap(x, labels, tags)) for x in pa]))
+        diff -= float(np.mean([macro_map(per_tag_ap(x, labels, tags)) for x in pb]))
+        lo, hi = paired_bootstrap(pa, pb, labels, n=n_boot)
+        out[split] = {"diff": diff, "ci95": [lo, hi], "pairs": k}
+    return out
+
+
+def grid_cell_report(cell: Cell, rows: list[dict[str, Any]], n_boot: int) -> dict[str, Any]:
+    """A cell's summary per arm (with ``auto`` derived from the floor and the default), the paired intervals of
+    default minus floor and auto minus floor per split, the rule-checker's per-tag AP beside the default's (and
+    where it wins), and the default's flags per split."""
+    rows = rows + auto_rows(rows)
+    out: dict[str, Any] = {
+        "summary": [], "interval": {}, "interval_auto": {}, "rules": {}, "rules_wins": {}, "flags": {}
+    }  # fmt: skip
     for arm in dict.fromkeys(r["arm"] for r in rows):
         rs = [r for r in rows if r["arm"] == arm]
         s: dict[str, Any] = {"cell": cell.name, "arm": arm, "seeds": len(rs)}
@@ -840,20 +879,11 @@ def grid_cell_report(cell: Cell, rows: list[dict[str, Any]], n_boot: int) -> dic
         counts = {st: sum(r["status"] == st for r in rs) for st in dict.fromkeys(r["status"] for r in rs)}
         s["how"] = ", ".join(f"{k} {v}" for k, v in counts.items())
         out["summary"].append(s)
-    by_arm = {a: [r for r in rows if r["arm"] == a] for a in ("default", "floor", "rules")}
+    by_arm = {a: [r for r in rows if r["arm"] == a] for a in ("default", "floor", "rules", "auto")}
     d, f = by_arm["default"], by_arm["floor"]
     if d and f:
-        k = min(len(d), len(f))
-        d_, f_ = sorted(d, key=lambda r: r["seed"])[:k], sorted(f, key=lambda r: r["seed"])[:k]
-        for split in GRID_SPLITS:  # not heldout: each interval takes about 40 s at full scale
-            labels = d_[0]["arrays"][f"{split}_labels"]
-            pd_ = [r["arrays"][f"{split}_probs"] for r in d_]
-            pf = [r["arrays"][f"{split}_probs"] for r in f_]
-            tags = [str(i) for i in range(labels.shape[1])]
-            diff = float(np.mean([macro_map(per_tag_ap(a, labels, tags)) for a in pd_]))
-            diff -= float(np.mean([macro_map(per_tag_ap(b, labels, tags)) for b in pf]))
-            lo, hi = paired_bootstrap(pd_, pf, labels, n=n_boot)
-            out["interval"][split] = {"diff": diff, "ci95": [lo, hi], "pairs": k}
+        out["interval"] = _interval(d, f, n_boot)
+        out["interval_auto"] = _interval(by_arm["auto"], f, n_boot)
     if by_arm["rules"]:
         r = by_arm["rules"][0]
         for split in GRID_EVAL:
@@ -885,10 +915,11 @@ def print_grid(reports: dict[str, dict[str, Any]]) -> str:
     rows: list[dict[str, Any]] = []
     for name, rep in reports.items():
         rows += rep["summary"]
-        if rep["interval"]:
-            iv = rep["interval"]
-            ci = {s: f"{iv[s]['diff']:+.3f} [{iv[s]['ci95'][0]:+.3f}, {iv[s]['ci95'][1]:+.3f}]" for s in iv}
-            rows.append({"cell": name, "arm": "default - floor (95 % CI)", "seeds": iv["test"]["pairs"], **ci})
+        for key, what in (("interval", "default - floor (95 % CI)"), ("interval_auto", "auto - floor (95 % CI)")):
+            iv = rep.get(key)
+            if iv:
+                ci = {s: f"{iv[s]['diff']:+.3f} [{iv[s]['ci95'][0]:+.3f}, {iv[s]['ci95'][1]:+.3f}]" for s in iv}
+                rows.append({"cell": name, "arm": what, "seeds": iv["test"]["pairs"], **ci})
     cols = ["cell", "arm", "seeds", *GRID_SPLITS, "wall_s", "how"]
     w = {c: max(len(c), *(len(_cell(r.get(c))) for r in rows)) for c in cols}
     lines.append("  ".join(f"{c:<{w[c]}}" for c in cols))

@@ -35,10 +35,13 @@ def test_learning_grid_quick_measures_then_loads(tmp_path):
     tags = load_taxonomy().tag_names
     stdout, first = _grid(tmp_path, tmp_path / "grid1.json")
 
+    def first_rows(cell):
+        return [r for r in first["rows"] if r["cell"] == cell]
+
     # every requested cell x arm x split is in the table, a macro mAP in [0, 1]
     assert list(first["cells"]) == list(CELLS)
     for cell, rep in first["cells"].items():
-        assert [s["arm"] for s in rep["summary"]] == list(ARMS)
+        assert [s["arm"] for s in rep["summary"]] == [*ARMS, "auto"]  # auto: derived from floor and default
         for s in rep["summary"]:
             assert all(0 <= s[f"{split}_mAP"] <= 1 for split in SPLITS), s
         for arm in ARMS:
@@ -47,7 +50,16 @@ def test_learning_grid_quick_measures_then_loads(tmp_path):
         for split in SPLITS:
             iv = rep["interval"][split]
             assert iv["ci95"][0] <= iv["ci95"][1] and iv["pairs"] == 1
-        assert f"{cell}  default - floor (95 % CI)" in stdout
+        assert f"{cell}  default - floor (95 % CI)" in stdout and f"{cell}  auto - floor (95 % CI)" in stdout
+        # auto is the floor or the default of the seed, whichever has the higher validation mAP
+        floor, default = (next(r for r in first_rows(cell) if r["arm"] == a) for a in ("floor", "default"))
+        chosen = default if default["val_mAP"] > floor["val_mAP"] else floor
+        auto = next(s for s in rep["summary"] if s["arm"] == "auto")
+        assert (
+            auto["test_mAP"] == chosen["test_mAP"]
+            and auto["how"] == f"chose {'default' if chosen is default else 'supervised'} 1"
+        )
+        assert rep["interval_auto"]["test"]["diff"] == pytest.approx(chosen["test_mAP"] - floor["test_mAP"], abs=1e-9)
         # the rule checker beside the default, and the tags where it wins
         for split in SPLITS:
             assert set(rep["rules_wins"][split]) <= set(rep["rules"][split]) <= set(tags)
@@ -73,7 +85,8 @@ def test_learning_grid_quick_measures_then_loads(tmp_path):
     truth = pd.read_csv(first["data"]["test"])[tags].to_numpy(dtype=float)
     for j, t in enumerate(tags):
         flags = first["cells"]["n80-heavy"]["flags"]["test"][t]
-        assert flags["flagged"] == np.mean(probs[:, j] >= row["thresholds"][t])
+        flagged = 0.0 if t in row["unreliable"] else np.mean(probs[:, j] >= row["thresholds"][t])
+        assert flags["flagged"] == flagged and flags["reliable"] == float(t not in row["unreliable"])
         assert abs(flags["true"] - np.nanmean(truth[:, j])) < 1e-9
     # the real-photo split is the builder's manifest, with its exact labels
     assert "realphoto" in first["data"] and pd.read_csv(first["data"]["realphoto"])["role"].notna().all()

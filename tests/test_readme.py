@@ -146,5 +146,5 @@ def test_every_readme_command_is_run_or_named(tmp_path):
     """The parser sees every block; a command added to the README is either run or must be named here."""
     script = journey()
     assert "creative-qa batch-score --input data/test --output scores.parquet" in script
-    assert "creative-qa train --resume runs/first/last.pt" in script  # only the checkpoint
+    assert "creative-qa train --resume runs/first" in script  # only the run's folder
     assert script.count("creative-qa train") >= 3 and "kill %1" in script

@@ -60,13 +60,14 @@ class AutoResult:
     results: dict[str, TrainResult] = field(default_factory=dict)  # every candidate trained or reloaded
 
 
-def candidate_configs(overrides: list[str], output_dir: Path) -> dict[str, TrainConfig]:
-    """Each candidate's config: the default recipe, its overrides, the user's, its own output folder."""
+def candidate_configs(overrides: list[str], output_dir: Path, run_name: str) -> dict[str, TrainConfig]:
+    """Each candidate's config: the default recipe, its overrides, the user's, its own output folder and run name
+    (``<run_name>-<candidate>``)."""
     out = {}
     for name, extra in CANDIDATES.items():
         cfg = absolute_paths(load_config("default", [*overrides, *extra]))
         cfg.output_dir = str(output_dir / name)
-        cfg.run_name = f"{name}-{output_dir.name}"
+        cfg.run_name = f"{run_name}-{name}"
         out[name] = cfg
     return out
 
@@ -93,11 +94,13 @@ def train_auto(overrides: list[str], budget_s: float | None = None, resume_dir: 
         record = json.loads((out / RECORD).read_text())
         overrides, budget_s = record["overrides"], record["budget_s"]
     else:
-        given = absolute_paths(load_config("default", overrides)).output_dir
-        out = Path(given) if given else home() / "runs" / tracking.run_name(AUTO)
-        record = {"overrides": overrides, "budget_s": budget_s, "parent_run_id": None, "candidates": {}}
+        given = absolute_paths(load_config("default", overrides))
+        name = given.run_name or tracking.run_name(AUTO)
+        out = Path(given.output_dir) if given.output_dir else home() / "runs" / name
+        record = {"overrides": overrides, "budget_s": budget_s, "run_name": name, "parent_run_id": None}
+        record["candidates"] = {}
     record_path = out / RECORD
-    cfgs = candidate_configs(overrides, out)
+    cfgs = candidate_configs(overrides, out, record["run_name"])
     first = next(iter(cfgs.values()))
     out.mkdir(parents=True, exist_ok=True)
     exp_id = tracking.setup(first.experiment)
@@ -105,7 +108,7 @@ def train_auto(overrides: list[str], budget_s: float | None = None, resume_dir: 
     with mlflow.start_run(
         run_id=record["parent_run_id"],
         experiment_id=None if record["parent_run_id"] else exp_id,
-        run_name=None if record["parent_run_id"] else out.name,
+        run_name=None if record["parent_run_id"] else record["run_name"],
     ) as parent:
         record["parent_run_id"] = parent.info.run_id
         _save(record_path, record)
