@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from creative_qa.batch import batch_score, cpu_count, list_inputs, prepare, score_frame_table, tune_cpu_session
+from creative_qa.batch import batch_score, list_inputs, prepare, score_frame_table
+from creative_qa.machine import cpu_count
 from creative_qa.scorer import Scorer
 from creative_qa.synth import SynthConfig
 
@@ -90,7 +91,7 @@ def stage_limits(scorer: Scorer, paths: list[str], threads: int, batch: int) -> 
     prepared = [prepare(it, scorer.spec, scorer.max_frames) for it in items]
     t_prep, c_prep = time.perf_counter() - t, cpu_seconds() - c
     views = np.concatenate([p.views for p in prepared if p.views is not None])
-    tune_cpu_session(scorer, threads)
+    scorer.onnx.set_cpu_threads(threads)
     scorer.onnx.run(views[:batch])  # warm-up
     t, c = time.perf_counter(), cpu_seconds()
     for i in range(0, len(views), batch):

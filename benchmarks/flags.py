@@ -68,11 +68,11 @@ def print_split(name: str, m: dict[str, Any], target: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from creative_qa.paths import home
+    from creative_qa.paths import DEFAULT_MODEL_URI, home
     from creative_qa.scorer import Scorer
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--model", default="models:/creative-qa@champion", help="ONNX path or models:/name@alias")
+    ap.add_argument("--model", default=DEFAULT_MODEL_URI, help="ONNX path or models:/name@alias")
     ap.add_argument("--manifest", action="append", help="labelled manifest(s) (default: the demo's test.csv)")
     ap.add_argument("--realphoto-n", type=int, help="real-photo creatives (1000; --quick 24; 0: off)")
     ap.add_argument("--quick", action="store_true", help="CI smoke: a tiny real-photo split with fallback assets")

@@ -40,6 +40,13 @@ def _luma(x: np.ndarray) -> np.ndarray:
     return x @ W
 
 
+def _label(tag: str, measured: float) -> int:
+    """The DESIGN.md rule for ``tag`` (``creative_qa.synth.defects.DEFECTS``, the one home of the thresholds)."""
+    from creative_qa.synth.defects import DEFECTS
+
+    return DEFECTS[tag].label(float(measured))
+
+
 @dataclass(frozen=True)
 class Degradation:
     name: str
@@ -57,7 +64,7 @@ def blur(x, sigma_rel, rng):
     disc = ((xx**2 + yy**2) <= r * r).astype(np.float32)
     disc /= disc.sum()
     out = np.stack([ndimage.convolve(x[..., c], disc, mode="reflect") for c in range(3)], -1)
-    return out, int(r / 2 / s >= 0.006)
+    return out, _label("blurry", r / 2 / s)
 
 
 def low_resolution(x, f, rng):
@@ -68,7 +75,7 @@ def low_resolution(x, f, rng):
     hh, ww = h // b * b, w // b * b
     small = x[:hh, :ww].reshape(hh // b, b, ww // b, b, 3).mean((1, 3))
     up = np.clip(ndimage.zoom(small, (h / small.shape[0], w / small.shape[1], 1), order=3), 0, 1)
-    return up[:h, :w], int(b >= 3)
+    return up[:h, :w], _label("low_resolution", b)
 
 
 def jpeg(x, q, rng):
@@ -92,12 +99,12 @@ def jpeg(x, q, rng):
     out = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), np.float32) / 255.0
     full = x.copy()
     full[: out.shape[0], : out.shape[1]] = out
-    return full, int(q <= 20)
+    return full, _label("jpeg_artifacts", q)
 
 
 def noisy(x, std, rng):
     n = rng.laplace(0.0, std / np.sqrt(2.0), x.shape).astype(np.float32)
-    return np.clip(x + n, 0, 1), int(std >= 12 / 255)
+    return np.clip(x + n, 0, 1), _label("noisy", std)
 
 
 def overexposed(x, target, rng):
@@ -109,20 +116,20 @@ def overexposed(x, target, rng):
     gain = 0.98 / max(float(np.quantile(free, 1 - min(target, 0.99))), 1e-3) * 1.01
     out = np.clip(y * gain, 0, 1)
     share = float(((_luma(out) >= 0.98) & ~before).mean())
-    return out, int(share >= 0.25)
+    return out, _label("overexposed", share)
 
 
 def underexposed(x, target, rng):
     y = x ** rng.uniform(1.2, 2.0)
     out = np.clip(y * min(1.0, (target / 255) / max(float(_luma(y).mean()), 1e-3)), 0, 1)
-    return out, int(_luma(out).mean() * 255 <= 60)
+    return out, _label("underexposed", _luma(out).mean() * 255)
 
 
 def low_contrast(x, a, rng):
     s0 = float(_luma(x).std())
     mean = x.reshape(-1, 3).mean(0)
     out = np.clip(mean + a * (x - mean), 0, 1)
-    return out, int(s0 > 1e-6 and _luma(out).std() / s0 <= 0.35)
+    return out, int(s0 > 1e-6) and _label("low_contrast", _luma(out).std() / s0)
 
 
 def letterboxed(x, t, rng):
@@ -132,11 +139,11 @@ def letterboxed(x, t, rng):
         bar = int(round(w * t / 2))
         inner = np.asarray(Image.fromarray((x * 255).astype(np.uint8)).resize((w - 2 * bar, h)), np.float32) / 255
         out = np.concatenate([np.broadcast_to(colour, (h, bar, 3)), inner, np.broadcast_to(colour, (h, bar, 3))], 1)
-        return out.astype(np.float32), int(2 * bar / w >= 0.12)
+        return out.astype(np.float32), _label("letterboxed", 2 * bar / w)
     bar = int(round(h * t / 2))
     inner = np.asarray(Image.fromarray((x * 255).astype(np.uint8)).resize((w, h - 2 * bar)), np.float32) / 255
     out = np.concatenate([np.broadcast_to(colour, (bar, w, 3)), inner, np.broadcast_to(colour, (bar, w, 3))], 0)
-    return out.astype(np.float32), int(2 * bar / h >= 0.12)
+    return out.astype(np.float32), _label("letterboxed", 2 * bar / h)
 
 
 def watermark(x, alpha, rng):
@@ -151,7 +158,7 @@ def watermark(x, alpha, rng):
     d.ellipse((cx - r, cy - r, cx + r, cy + r), outline=255, width=max(2, int(s * 0.03)))
     d.text((cx, cy), "©", fill=255, font=font(rng, int(r), (FOREIGN_FONT,)), anchor="mm")
     m = np.asarray(mask, np.float32)[..., None] / 255 * alpha
-    return x * (1 - m) + 1.0 * m, int(alpha >= 0.15)
+    return x * (1 - m) + 1.0 * m, _label("watermark", alpha)
 
 
 def pixelated(x, b_rel, rng):
@@ -162,7 +169,7 @@ def pixelated(x, b_rel, rng):
     counts = np.add.reduceat(np.add.reduceat(np.ones((h, w, 1), np.float32), rows, 0), cols, 1)
     blocks = sums / counts
     out = np.repeat(np.repeat(blocks, b, 0), b, 1)[:h, :w]
-    return out, int(b / min(h, w) >= 0.02)
+    return out, _label("pixelated", b / min(h, w))
 
 
 OPS = {

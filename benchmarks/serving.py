@@ -61,7 +61,8 @@ from serving.settings import Settings  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import export_random_model  # noqa: E402
 
-from creative_qa.onnx_model import cpu_count, load_model  # noqa: E402
+from creative_qa.machine import cpu_count  # noqa: E402
+from creative_qa.onnx_model import load_model  # noqa: E402
 from creative_qa.paths import home  # noqa: E402
 from creative_qa.scorer import Scorer  # noqa: E402
 

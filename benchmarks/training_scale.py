@@ -38,6 +38,8 @@ sys.path.insert(0, str(ROOT))
 
 from common import default_bench_dir, print_table, synth_once, write_json  # noqa: E402
 
+from creative_qa.machine import cpu_count  # noqa: E402
+
 
 def _manifests(bench: Path, sizes: list[int], quick: bool) -> dict[int, Path]:
     import pandas as pd  # noqa: PLC0415
@@ -293,7 +295,7 @@ def main() -> None:
     synth_s = time.time() - t0
     cache_root = bench / "cache"
 
-    n_cpu = os.cpu_count() or 1
+    n_cpu = cpu_count()
     build = [
         {"n": sizes[0], "workers": w, "build_s": cache_build(manifests[sizes[0]], w, a.quick)}
         for w in sorted({1, n_cpu})

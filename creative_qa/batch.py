@@ -52,9 +52,9 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from creative_qa.batch_worker import Prepared, init_worker, prepare, prepare_chunk, ready
+from creative_qa.machine import cpu_count
 from creative_qa.manifest import ManifestError
 from creative_qa.media import MEDIA_EXTS, MediaError, decode_file
-from creative_qa.onnx_model import cpu_count
 from creative_qa.scorer import Scorer
 
 log = logging.getLogger(__name__)
@@ -464,12 +464,6 @@ class RowBuffer:
 
 
 # --- the local engine: worker processes + onnxruntime here ---------------------------------------
-def tune_cpu_session(scorer: Scorer, threads: int) -> None:
-    """Give a CPU-only scorer ``threads`` onnxruntime threads without spinning (GPU sessions stay).
-
-    ORT's idle threads spin by default, which takes CPU from the decode workers on a small machine.
-    """
-    scorer.onnx.set_cpu_threads(threads)
 
 
 class WorkerPool:
@@ -692,7 +686,7 @@ def _batch_score(
                 extra = run_ray(scorer, listing, buf, workers=n_workers, batch_size=batch_size)
             elif listing.n_todo:
                 threads = ort_threads or max(1, cpu_count() - n_workers)
-                tune_cpu_session(scorer, threads)
+                scorer.onnx.set_cpu_threads(threads)
                 extra = {"ort_threads": threads}
                 run_local(scorer, listing.chunks(8), buf, pool, batch_size)
         except BaseException:  # an interrupt, a full disk: keep the rows already scored

@@ -27,7 +27,9 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_MODEL = os.environ.get("CREATIVE_QA_MODEL", "models:/creative-qa@champion")
+from creative_qa.paths import DEFAULT_MODEL_URI, MODEL_ENV
+
+DEFAULT_MODEL = os.environ.get(MODEL_ENV, DEFAULT_MODEL_URI)
 
 
 class HelpFormatter(argparse.HelpFormatter):

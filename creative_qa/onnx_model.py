@@ -38,18 +38,14 @@ class ModelNotFoundError(FileNotFoundError):
     """No model where one was asked for: the message says what is missing and how to fix it."""
 
 
-def cpu_count() -> int:
-    """Cores this process may run on (its affinity, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+def parse_providers(text: str | None) -> list[str] | None:
+    """A comma-separated provider list (``$CREATIVE_QA_PROVIDERS``' form) as a list; None when empty."""
+    return [p.strip() for p in text.split(",") if p.strip()] or None if text else None
 
 
 def providers_from_env() -> list[str] | None:
     """``$CREATIVE_QA_PROVIDERS`` as a list (comma-separated), or None when unset."""
-    env = os.environ.get(PROVIDERS_ENV)
-    return [p.strip() for p in env.split(",") if p.strip()] if env else None
+    return parse_providers(os.environ.get(PROVIDERS_ENV))
 
 
 def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
@@ -182,7 +178,6 @@ __all__ = [
     "ModelNotFoundError",
     "OnnxModel",
     "choose_providers",
-    "cpu_count",
     "load_model",
     "providers_from_env",
 ]

@@ -16,3 +16,7 @@ def home() -> Path:
 def tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI``, else the embedded SQLite store under :func:`home`."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{home() / 'mlflow.db'}"
+
+
+MODEL_ENV = "CREATIVE_QA_MODEL"
+DEFAULT_MODEL_URI = "models:/creative-qa@champion"  # what score, batch-score and serve load unless told

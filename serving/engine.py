@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from creative_qa.media import Frame, MediaError, MediaLimitError, decode_pixels, looks_like_video
+from creative_qa.onnx_model import parse_providers
 from creative_qa.scorer import Scorer
 from serving.batcher import Batcher, resolve_soon, run_in_buckets
 from serving.metrics import Metrics
@@ -89,7 +90,7 @@ class QueueFull(Exception):
 
 def load_scorer(settings: Settings, model: str | None = None) -> Scorer:
     """The model named by ``model`` (default: the settings'), with the serving thread count and limits."""
-    providers = [p.strip() for p in settings.providers.split(",")] if settings.providers else None
+    providers = parse_providers(settings.providers)
     return Scorer(
         model or settings.model,
         providers=providers,

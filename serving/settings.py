@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from creative_qa.media import DecodeLimits
+from creative_qa.machine import cpu_count
+from creative_qa.media import DEFAULT_MAX_FRAMES, DecodeLimits
+from creative_qa.paths import DEFAULT_MODEL_URI
 
 _LIMITS = DecodeLimits()
 
@@ -16,11 +17,11 @@ _LIMITS = DecodeLimits()
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CREATIVE_QA_", extra="ignore")
 
-    model: str = "models:/creative-qa@champion"  # ONNX path or MLflow models:/ URI
+    model: str = DEFAULT_MODEL_URI  # ONNX path or MLflow models:/ URI
     providers: str | None = None  # comma-separated onnxruntime providers; None = best available
     max_upload_mb: float = 25.0  # larger uploads get 413
     max_body_s: float = 60.0  # the whole upload must arrive within this; slower: 408 (frees its queue place)
-    max_frames: int = 8  # frames sampled from a video or animated GIF
+    max_frames: int = DEFAULT_MAX_FRAMES  # frames sampled from a video or animated GIF
 
     # Decoding limits (the same variables creative_qa.media reads for batch scoring and training).
     max_frame_pixels: int = _LIMITS.max_frame_pixels  # a still, GIF canvas or video frame; over: 413
@@ -55,7 +56,7 @@ class Settings(BaseSettings):
 
     @property
     def cores(self) -> int:
-        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        return cpu_count()
 
     @property
     def workers(self) -> int:

@@ -40,6 +40,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from creative_qa.machine import cpu_count
 from creative_qa.manifest import label_matrix, quality_vector, read_manifest
 from creative_qa.media import MediaError, is_video_path, load_frame
 from creative_qa.preprocess import VIEWS_VERSION, PreprocessSpec, preprocess
@@ -349,7 +350,7 @@ def _build(
         del arr
         store, spec_d = str(tmp / "views.npy"), spec.to_dict()
         chunks = [(i, paths[i : i + CHUNK]) for i in range(0, len(paths), CHUNK)]
-        workers = workers or (os.cpu_count() or 1)
+        workers = workers or cpu_count()
         results: list[tuple[int, str | None, int]] = []
         bar = tqdm(total=len(paths), desc=f"{desc} cache", unit="file", leave=False, disable=len(paths) < 200)
         if workers <= 1 or len(chunks) <= 1:

@@ -43,7 +43,7 @@ W_LUMA = (0.299, 0.587, 0.114)
 @dataclass(frozen=True)
 class Op:
     fn: Callable[..., tuple[torch.Tensor, torch.Tensor]]
-    low: float  # parameter range, all clearly over the DESIGN.md threshold
+    low: float  # parameter range, all clearly over the tag's threshold (creative_qa.synth.defects.DEFECTS)
     high: float
     block_grid: bool = False  # its evidence is the whole creative's JPEG block grid: not made with the grid view
 
@@ -183,16 +183,17 @@ def low_contrast(
     return (m + a * (views - m)).clamp(0, 1)
 
 
-# name -> operation and its parameter range, each clearly over the DESIGN.md threshold:
+# name -> operation and its parameter range, in the units of the tag's DESIGN.md rule (the thresholds live in
+# creative_qa.synth.defects.DEFECTS; tests/training/test_degrade.py measures every output against them):
 OPS: dict[str, Op] = {
-    "blurry": Op(blurry, 0.009, 0.02),  # sigma >= 0.6 % of the short side
-    "noisy": Op(noisy, 16 / 255, 40 / 255),  # std >= 12/255
-    "jpeg_artifacts": Op(jpeg_artifacts, 5, 16, block_grid=True),  # quality <= 20
-    "pixelated": Op(pixelated, 0.03, 0.06),  # blocks >= 2 % of the short side
-    "low_resolution": Op(low_resolution, 3.5, 6.0),  # upscaled >= 3x
-    "overexposed": Op(overexposed, 0.32, 0.6),  # >= 25 % of pixels clipped near white
-    "underexposed": Op(underexposed, 20.0, 50.0),  # mean luma <= 60/255
-    "low_contrast": Op(low_contrast, 0.12, 0.28),  # luma std <= 35 % of the original
+    "blurry": Op(blurry, 0.009, 0.02),  # blur sigma / short side
+    "noisy": Op(noisy, 16 / 255, 40 / 255),  # noise std
+    "jpeg_artifacts": Op(jpeg_artifacts, 5, 16, block_grid=True),  # JPEG quality
+    "pixelated": Op(pixelated, 0.03, 0.06),  # mosaic block / short side
+    "low_resolution": Op(low_resolution, 3.5, 6.0),  # upscale factor
+    "overexposed": Op(overexposed, 0.32, 0.6),  # share of pixels clipped near white
+    "underexposed": Op(underexposed, 20.0, 50.0),  # mean luma x 255
+    "low_contrast": Op(low_contrast, 0.12, 0.28),  # luma std / the original's
 }
 
 

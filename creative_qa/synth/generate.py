@@ -24,7 +24,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from creative_qa.machine import cpu_count
 from creative_qa.synth.defects import BLUR_KERNELS, DEFECTS, ORDER, to_pil
 from creative_qa.synth.render import BACKGROUNDS, render_design
 from creative_qa.taxonomy import Taxonomy, load_taxonomy
@@ -381,7 +381,7 @@ def generate_dataset(
         log.warning("the generator cannot label %s: those columns stay blank", ", ".join(unknown_tags(tags)))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    workers = workers or min(os.cpu_count() or 1, 8)
+    workers = workers or min(cpu_count(), 8)
     paths: dict[str, Path] = {}
 
     train = _generate_split("train", n_labeled, seed, cfg, out, tags, workers, 0.0, progress)

@@ -7,7 +7,7 @@ import torch
 
 from creative_qa.preprocess import PreprocessSpec, preprocess
 from creative_qa.synth import SynthConfig, make_creative
-from creative_qa.synth.defects import to_pil
+from creative_qa.synth.defects import DEFECTS, to_pil
 from creative_qa.taxonomy import load_taxonomy
 from training.degrade import OPS, gaussian_blur, synthesize, view_scales
 
@@ -38,11 +38,11 @@ def test_photometric_defects_cross_their_thresholds(views, at):
     for x in views:
         luma0 = x[0] @ W
         over = _apply("overexposed", x, at)[0] @ W
-        assert ((over >= 0.98) & (luma0 < 0.98)).float().mean() >= 0.25
+        assert DEFECTS["overexposed"].label(((over >= 0.98) & (luma0 < 0.98)).float().mean())
         under = _apply("underexposed", x, at)[0] @ W
-        assert under.mean() * 255 <= 60
+        assert DEFECTS["underexposed"].label(under.mean() * 255)
         flat = _apply("low_contrast", x, at)[0] @ W
-        assert flat.std() / luma0.std() <= 0.35
+        assert DEFECTS["low_contrast"].label(flat.std() / luma0.std())
 
 
 @pytest.mark.parametrize("at", [0.0, 1.0])
@@ -50,7 +50,7 @@ def test_noise_is_at_least_12_of_255_on_the_crops(views, at):
     for x in views:
         residual = _apply("noisy", x, at)[1:] - x[1:]
         unclipped = (x[1:] > 0.2) & (x[1:] < 0.8)  # clipping at 0 or 1 shrinks noise; measure where it cannot
-        assert residual[unclipped].std() >= 12 / 255
+        assert DEFECTS["noisy"].label(residual[unclipped].std())
 
 
 def test_blur_sigma_is_at_least_0_6_percent_of_the_short_side():
@@ -62,7 +62,7 @@ def test_blur_sigma_is_at_least_0_6_percent_of_the_short_side():
     out = gaussian_blur(impulse, sigma)[0, 0]
     t = torch.arange(size, dtype=torch.float32) - size // 2
     measured = float(((out.sum(0) * t**2).sum() / out.sum()).sqrt())
-    assert measured >= 0.006 * SPEC.detail_side
+    assert DEFECTS["blurry"].label(measured / SPEC.detail_side)
     assert measured == pytest.approx(sigma, rel=0.05)
 
 
@@ -72,7 +72,7 @@ def test_mosaic_blocks_are_at_least_2_percent_of_the_short_side():
     out = _apply("pixelated", x, 0.0)[1]
     row = out[10, :, 0]
     runs = torch.diff(torch.nonzero(torch.diff(row) != 0).flatten())
-    assert runs.float().median() >= 0.02 * SPEC.detail_side
+    assert DEFECTS["pixelated"].label(runs.float().median() / SPEC.detail_side)
 
 
 def test_upscaled_content_has_no_detail_above_its_source_resolution():
@@ -187,3 +187,9 @@ def test_a_copy_shows_its_defect_as_a_creative_of_its_size_would():
         else:
             assert change[1080] < 0.4 * change[256], change
             assert moved[1080] < -10 and moved[256] < -10, moved
+
+
+def test_every_synthesis_range_is_over_its_tags_threshold_at_both_ends():
+    """The ranges are in the units of the tag's rule, whose threshold has one home (``DEFECTS``)."""
+    for name, op in OPS.items():
+        assert DEFECTS[name].label(op.low) and DEFECTS[name].label(op.high), name
