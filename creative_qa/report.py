@@ -27,7 +27,7 @@ from creative_qa.flags import FlagPolicy
 from creative_qa.media import MediaError, decode_file
 
 if TYPE_CHECKING:
-    from creative_qa.batch import PartStore
+    from creative_qa.batch.store import PartStore
     from creative_qa.scorer import Scorer
 
 log = logging.getLogger(__name__)

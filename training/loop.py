@@ -19,7 +19,6 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,19 +49,11 @@ from training.flags import calibrate_flags
 from training.methods import get_method
 from training.metrics import evaluate
 from training.model import PASSES, build_model, frame_bags, init_tag_prior
+from training.result import TrainResult
 from training.warmstart import TaxonomyChange, check_mix, mix_state, pin_resumed_parent
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
-
-
-@dataclass
-class TrainResult:
-    run_id: str
-    checkpoint: Path
-    metrics: dict[str, float]
-    thresholds: dict[str, float]
-    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -510,11 +501,42 @@ class Trainer:
 def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     """Train with ``cfg`` (see ``training/configs/``); returns the run id, checkpoint and metrics.
 
-    The method decides how: one run of the loop, or several (rounds, stages: ``Method.run``).
+    The method says what to run (``Method.stages``: one ordinary run, or several such as rounds or
+    pretraining then fine-tuning); this function runs them. Several stages are nested under one MLflow
+    parent run, which it owns; each stage is an ordinary run of the loop (or, when a stage names another
+    staged method, that method's stages in turn). Returns the last stage's result.
     """
     if resume and cfg.warm_start.parent:
         pin_resumed_parent(cfg, Checkpoint.load(resume, mmap=True).config)  # the config only: tensors stay mapped
-    return get_method(cfg.method.name).run(cfg, resume)
+    method_cls = get_method(cfg.method.name)
+    if not method_cls.staged(cfg, resume):
+        return _run_stages(method_cls, cfg, resume)
+    with mlflow.start_run(
+        experiment_id=tracking.setup(cfg.experiment),
+        run_name=cfg.run_name or tracking.run_name(method_cls.name.replace("_", "-")),
+        nested=mlflow.active_run() is not None,
+    ) as parent:
+        mlflow.set_tag("method", method_cls.name)
+        result = _run_stages(method_cls, cfg, resume)
+        log.info("%s done: parent run %s, last stage %s", method_cls.name, parent.info.run_id, result.run_id)
+        return result
+
+
+def _run_stages(method_cls: type, cfg: TrainConfig, resume: str | Path | None) -> TrainResult:
+    """Fit each ``Stage`` the method's generator yields, sending it the stage's result; the last result."""
+    stages = method_cls.stages(cfg, resume)
+    result: TrainResult | None = None
+    stage = next(stages)
+    while True:
+        sub = get_method(stage.cfg.method.name)
+        if sub is not method_cls and sub.staged(stage.cfg, stage.resume):
+            result = train(stage.cfg, stage.resume)
+        else:
+            result = Trainer(stage.cfg).fit(stage.resume)
+        try:
+            stage = stages.send(result)
+        except StopIteration:
+            return result
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

@@ -3,7 +3,7 @@
 import os
 import signal
 
-from creative_qa.batch_worker import prepare_chunk
+from creative_qa.batch.worker import prepare_chunk
 
 
 def prepare_chunk_or_die(items, spec, max_frames):

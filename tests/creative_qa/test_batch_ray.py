@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from creative_qa import batch_ray
 from creative_qa.batch import batch_score
+from creative_qa.batch import ray_engine as batch_ray
 
 pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
 

@@ -130,7 +130,7 @@ def test_rerun_scores_only_what_changed_and_keeps_one_row_each(tiny_onnx, tiny_d
     assert (fresh.already_done, fresh.scored + fresh.errors, fresh.rows) == (0, n, n)
 
 
-@pytest.mark.parametrize("module", ["creative_qa.batch_ray", "creative_qa.report", "creative_qa.batch_worker"])
+@pytest.mark.parametrize("module", ["creative_qa.batch.ray_engine", "creative_qa.report", "creative_qa.batch.worker"])
 def test_batch_modules_import_without_torch_or_ray(module):
     code = (
         f"import sys, {module}; bad = [m for m in ('torch', 'timm', 'training', 'ray') if m in sys.modules]; "

@@ -26,8 +26,11 @@ What the loop gives a method (the contract):
 * ``state_dict()`` / ``load_state_dict()``: method state saved in checkpoints.
 * ``label_free``: set by a stage that learns without labels (self-supervised pretraining):
   it trains the backbone only, and the tests hold it to that instead of to the label rules.
-* ``run(cfg, resume)``: a method with stages (rounds, pretraining) overrides this
-  classmethod to drive several ordinary runs; the default is one run.
+* ``stages(cfg, resume)`` / ``staged(cfg, resume)``: a method with stages (rounds,
+  pretraining then fine-tuning) yields each stage's ``Stage`` (a config, and a checkpoint
+  to resume) and receives that stage's ``TrainResult`` back; ``staged`` says when it does.
+  ``training.loop.train`` runs the stages, owns the MLflow parent run and returns the
+  last result; the default is one ordinary run.
 * Before training, the loop sets ``self.tags`` (the taxonomy's tag names, in head order)
   and ``self.spec`` (the ``PreprocessSpec`` of the views), for methods that need to know
   what a tag or a view is.
@@ -43,6 +46,8 @@ import importlib
 import importlib.util
 import pkgutil
 import sys
+from collections.abc import Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -51,7 +56,7 @@ from torch import nn
 
 if TYPE_CHECKING:
     from training.config import TrainConfig
-    from training.loop import TrainResult
+    from training.result import TrainResult
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -65,6 +70,14 @@ def register(name: str):
         return cls
 
     return deco
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One ordinary run of the loop that a method asks for: its config, and the checkpoint it resumes."""
+
+    cfg: TrainConfig
+    resume: str | Path | None = None
 
 
 class Method:
@@ -82,11 +95,14 @@ class Method:
         self.quality_weight = quality_weight
 
     @classmethod
-    def run(cls, cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
-        """Train with ``cfg``: one ordinary run of the loop. Staged methods override this."""
-        from training.loop import Trainer  # noqa: PLC0415  (the loop imports this module)
+    def staged(cls, cfg: TrainConfig, resume: str | Path | None = None) -> bool:
+        """Whether ``cfg`` trains in several stages (nested under one MLflow parent run). Staged methods override."""
+        return False
 
-        return Trainer(cfg).fit(resume)
+    @classmethod
+    def stages(cls, cfg: TrainConfig, resume: str | Path | None = None) -> Generator[Stage, TrainResult, None]:
+        """The runs to train, in order; each ``yield`` gets that stage's result. Default: one ordinary run."""
+        yield Stage(cfg, resume)
 
     def train_step(
         self, batch: dict[str, torch.Tensor], unlabeled: dict[str, torch.Tensor] | None, step: int

@@ -32,9 +32,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import mlflow
-from training import tracking
 from training.augment import detail_windows, flip_rotate
-from training.methods.base import Method, get_method, register
+from training.checkpoint import Checkpoint
+from training.methods.base import Method, Stage, register
+from training.model import config_of
 
 log = logging.getLogger(__name__)
 
@@ -111,15 +112,16 @@ class ContrastivePretrain(Method):
             self.proj.load_state_dict(state["proj"])
 
     @classmethod
-    def run(cls, cfg, resume=None):
-        """Stage 1 (pretraining) then stage 2 (the ``finetune`` method), nested under one MLflow run."""
-        from training.checkpoint import Checkpoint  # noqa: PLC0415
-        from training.model import config_of  # noqa: PLC0415
+    def staged(cls, cfg, resume=None):
+        """Two stages, except when resuming a stage-2 checkpoint (the fine-tuning alone)."""
+        return not resume or _checkpoint_config(resume).method.name == cls.name
 
-        if resume:
-            ckpt_cfg = config_of(Checkpoint.load(resume))
-            if ckpt_cfg.method.name != cls.name:  # a stage-2 checkpoint: resume the fine-tuning alone
-                return get_method(ckpt_cfg.method.name).run(ckpt_cfg, resume)
+    @classmethod
+    def stages(cls, cfg, resume=None):
+        """Stage 1 (pretraining) then stage 2 (the ``finetune`` method)."""
+        if not cls.staged(cfg, resume):
+            yield Stage(_checkpoint_config(resume), resume)
+            return
         params = dict(cfg.method.params)
         share = float(params.get("pretrain_share", 0.3))
         if not 0 < share < 1:
@@ -136,33 +138,30 @@ class ContrastivePretrain(Method):
         else:  # nothing to share: one epoch each (twice the budget asked for)
             log.warning("contrastive_pretrain: %d epoch(s) cannot be shared by two stages; running one each", epochs)
             pre_epochs = fine_epochs = 1
-        exp_id = tracking.setup(cfg.experiment)
-        with mlflow.start_run(
-            experiment_id=exp_id,
-            run_name=cfg.run_name or tracking.run_name("contrastive-pretrain"),
-            nested=mlflow.active_run() is not None,
-        ) as parent:
-            mlflow.set_tags({"method": cls.name, "stages": "pretrain,finetune"})
-            pre = copy.deepcopy(cfg)
-            pre.run_name = "pretrain"
-            pre.optim.epochs, pre.optim.steps_per_epoch = pre_epochs, pre_spe
-            pre.output_dir = f"{cfg.output_dir}/pretrain" if cfg.output_dir else None
-            log.info("stage 1/2: contrastive pretraining, %d epoch(s) of the run's %d", pre_epochs, epochs)
-            stage1 = super().run(pre, resume)
-            weights = Path(stage1.checkpoint).with_name("backbone.pth")
-            state = Checkpoint.load(stage1.checkpoint).model
-            torch.save({k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}, weights)
-            fine = copy.deepcopy(cfg)
-            fine.run_name = "finetune"
-            fine.optim.epochs, fine.optim.steps_per_epoch = fine_epochs, fine_spe
-            fine.output_dir = f"{cfg.output_dir}/finetune" if cfg.output_dir else None
-            fine.model.weights = str(weights)
-            fine.model.pretrained = False
-            fine.method.name = str(params.get("finetune", "defect_synthesis"))
-            fine.method.params = dict(params.get("finetune_params") or {})
-            log.info("stage 2/2: %s from the pretrained backbone, %d epochs", fine.method.name, fine.optim.epochs)
-            result = get_method(fine.method.name).run(fine)
-            mlflow.log_metrics({k: v for k, v in result.metrics.items() if k.endswith("mAP")})
-            mlflow.set_tags({"pretrain_run_id": stage1.run_id, "finetune_run_id": result.run_id})
-            log.info("contrastive pretraining done: parent run %s, fine-tuned %s", parent.info.run_id, result.run_id)
-            return result
+        mlflow.set_tag("stages", "pretrain,finetune")  # on the parent run train() holds open
+        pre = copy.deepcopy(cfg)
+        pre.run_name = "pretrain"
+        pre.optim.epochs, pre.optim.steps_per_epoch = pre_epochs, pre_spe
+        pre.output_dir = f"{cfg.output_dir}/pretrain" if cfg.output_dir else None
+        log.info("stage 1/2: contrastive pretraining, %d epoch(s) of the run's %d", pre_epochs, epochs)
+        stage1 = yield Stage(pre, resume)
+        weights = Path(stage1.checkpoint).with_name("backbone.pth")
+        state = Checkpoint.load(stage1.checkpoint).model
+        torch.save({k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}, weights)
+        fine = copy.deepcopy(cfg)
+        fine.run_name = "finetune"
+        fine.optim.epochs, fine.optim.steps_per_epoch = fine_epochs, fine_spe
+        fine.output_dir = f"{cfg.output_dir}/finetune" if cfg.output_dir else None
+        fine.model.weights = str(weights)
+        fine.model.pretrained = False
+        fine.method.name = str(params.get("finetune", "defect_synthesis"))
+        fine.method.params = dict(params.get("finetune_params") or {})
+        log.info("stage 2/2: %s from the pretrained backbone, %d epochs", fine.method.name, fine.optim.epochs)
+        result = yield Stage(fine)
+        mlflow.log_metrics({k: v for k, v in result.metrics.items() if k.endswith("mAP")})
+        mlflow.set_tags({"pretrain_run_id": stage1.run_id, "finetune_run_id": result.run_id})
+
+
+def _checkpoint_config(path):
+    """The ``TrainConfig`` a checkpoint was trained with."""
+    return config_of(Checkpoint.load(path, mmap=True))

@@ -21,10 +21,9 @@ import logging
 import torch
 
 import mlflow
-from training import tracking
 from training.augment import strong, weak
 from training.losses import known_mask, masked_bce, quality_loss, tag_loss
-from training.methods.base import Method, register
+from training.methods.base import Method, Stage, register
 
 log = logging.getLogger(__name__)
 
@@ -56,41 +55,39 @@ class NoisyStudent(Method):
                 p.requires_grad_(False)
 
     @classmethod
-    def run(cls, cfg, resume=None):
-        """Rounds, when the recipe asks for them; one ordinary run otherwise (or when resuming a round)."""
-        if "rounds" not in cfg.method.params or resume:
-            return super().run(cfg, resume)
+    def staged(cls, cfg, resume=None):
+        """Rounds when the recipe asks for them; one ordinary run otherwise (or when resuming a round)."""
+        return "rounds" in cfg.method.params and not resume
+
+    @classmethod
+    def stages(cls, cfg, resume=None):
+        """Round 0 trains the first teacher on the labels; each later round a student from the last one."""
+        if not cls.staged(cfg, resume):
+            yield Stage(cfg, resume)
+            return
         params = dict(cfg.method.params)
         rounds = int(params.pop("rounds", 2))
         student_backbone = params.pop("student_backbone", None)
         teacher_epochs = params.pop("teacher_epochs", None)
-        exp_id = tracking.setup(cfg.experiment)
-        with mlflow.start_run(
-            experiment_id=exp_id,
-            run_name=cfg.run_name or tracking.run_name("noisy-student"),
-            nested=mlflow.active_run() is not None,
-        ) as parent:
-            mlflow.set_tags({"method": cls.name, "rounds": rounds})
-            result = None
-            for r in range(rounds + 1):
-                round_cfg = copy.deepcopy(cfg)
-                round_cfg.run_name = f"round-{r}"
-                round_cfg.output_dir = f"{cfg.output_dir}/round-{r}" if cfg.output_dir else None
-                round_cfg.method.params = dict(params)
-                if r == 0:
-                    round_cfg.method.params.pop("teacher", None)
-                    if teacher_epochs:
-                        round_cfg.optim.epochs = int(teacher_epochs)
-                else:
-                    round_cfg.method.params["teacher"] = str(result.checkpoint)
-                    if student_backbone:
-                        round_cfg.model.backbone = student_backbone
-                log.info("noisy student round %d/%d (%s)", r, rounds, "teacher" if r == 0 else "student")
-                result = super().run(round_cfg)
-                mlflow.log_metrics({k: v for k, v in result.metrics.items() if k.endswith("mAP")}, step=r)
-            mlflow.set_tag("final_round_run_id", result.run_id)
-            log.info("noisy student done: parent run %s, final student %s", parent.info.run_id, result.run_id)
-            return result
+        mlflow.set_tag("rounds", rounds)  # on the parent run train() holds open
+        result = None
+        for r in range(rounds + 1):
+            round_cfg = copy.deepcopy(cfg)
+            round_cfg.run_name = f"round-{r}"
+            round_cfg.output_dir = f"{cfg.output_dir}/round-{r}" if cfg.output_dir else None
+            round_cfg.method.params = dict(params)
+            if r == 0:
+                round_cfg.method.params.pop("teacher", None)
+                if teacher_epochs:
+                    round_cfg.optim.epochs = int(teacher_epochs)
+            else:
+                round_cfg.method.params["teacher"] = str(result.checkpoint)
+                if student_backbone:
+                    round_cfg.model.backbone = student_backbone
+            log.info("noisy student round %d/%d (%s)", r, rounds, "teacher" if r == 0 else "student")
+            result = yield Stage(round_cfg)
+            mlflow.log_metrics({k: v for k, v in result.metrics.items() if k.endswith("mAP")}, step=r)
+        mlflow.set_tag("final_round_run_id", result.run_id)
 
     @torch.no_grad()
     def _targets(self, images: torch.Tensor) -> torch.Tensor:

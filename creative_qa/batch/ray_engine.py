@@ -27,7 +27,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from creative_qa.batch import Listing, Prepared, RowBuffer, output_schema, prepare, score_prepared
+from creative_qa.batch.inputs import Listing
+from creative_qa.batch.store import RowBuffer
+from creative_qa.batch.table import output_schema, score_prepared
+from creative_qa.batch.worker import Prepared, prepare
 from creative_qa.preprocess import PreprocessSpec
 from creative_qa.scorer import ModelBytes, Scorer
 

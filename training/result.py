@@ -1,0 +1,15 @@
+"""What a training run returns: its MLflow run, its final checkpoint, its metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    checkpoint: Path
+    metrics: dict[str, float]
+    thresholds: dict[str, float]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
