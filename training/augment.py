@@ -33,6 +33,9 @@ checks each operation on generated creatives near every threshold.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
 # NOTE: views have roles (creative_qa.preprocess): the whole view, the detail crops, then the
@@ -46,6 +49,17 @@ def set_native_views(n: int) -> None:
     """How many views at the end of every batch keep their place: native-pixel crops and the grid view (0: none)."""
     global _native_views
     _native_views = int(n)
+
+
+@contextlib.contextmanager
+def native_views(n: int) -> Iterator[None]:
+    """``set_native_views(n)`` for the duration of a block (a training run), the previous value restored after."""
+    before = _native_views
+    set_native_views(n)
+    try:
+        yield
+    finally:
+        set_native_views(before)
 
 
 def _roles(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -69,7 +69,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     resume_auto = a.resume and (Path(a.resume) / RECORD).is_file()
     if a.resume and not resume_auto and Path(a.resume).is_dir():
         a.resume = str(Path(a.resume) / "last.pt")  # a run's output folder
-    if resume_auto or (not a.resume and (a.recipe or AUTO) == AUTO):
+    if resume_auto or (not a.resume and _wants_auto(a)):
         _train_auto(a, [*a.overrides, *flags], bool(resume_auto))
         return
     if a.budget is not None:
@@ -77,7 +77,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     if a.resume:
         cfg = resume_config(a.resume, a.recipe, [*a.overrides, *flags])
     else:
-        cfg = absolute_paths(load_config(a.recipe, [*a.overrides, *flags]))
+        cfg = absolute_paths(load_config(a.recipe or "default", [*a.overrides, *flags]))
     result = train(cfg, resume=a.resume)
     from training import distributed  # noqa: PLC0415
 
@@ -93,6 +93,19 @@ def cmd_train(a: argparse.Namespace) -> None:
     if cfg.warm_start.parent and not getattr(a, "no_register", False):
         summary["challenger"] = register_challenger(cfg, result.checkpoint)
     print(json.dumps(summary, indent=2))
+
+
+def _wants_auto(a: argparse.Namespace) -> bool:
+    """``--recipe auto``, or no recipe and no method named by an override (``method.name=X`` chooses X). Under
+    torchrun, no recipe means ``default``: auto's candidates train one after another in one process."""
+    if a.recipe is not None:
+        return a.recipe == AUTO
+    if any(o.split("=", 1)[0].strip() == "method.name" for o in a.overrides):
+        return False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        log.warning("under torchrun, train without --recipe runs the default recipe (auto needs one process)")
+        return False
+    return True
 
 
 def _train_auto(a: argparse.Namespace, overrides: list[str], resume: bool) -> None:

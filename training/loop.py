@@ -49,6 +49,7 @@ from training.flags import calibrate_flags
 from training.methods import get_method
 from training.metrics import evaluate
 from training.model import PASSES, build_model, frame_bags, init_tag_prior
+from training.predict import forward_views
 from training.result import TrainResult
 from training.warmstart import TaxonomyChange, check_mix, mix_state, pin_resumed_parent
 
@@ -72,22 +73,12 @@ def spec_of(cfg: TrainConfig) -> PreprocessSpec:
     return PreprocessSpec(**{f: getattr(cfg.model, f) for f in VIEW_FIELDS})
 
 
-@torch.no_grad()
 def predict(
     model: nn.Module, ds: CreativeDataset, device: torch.device, batch_size: int = 64
 ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities ``(N, T)`` and quality ``(N,)`` for a dataset."""
-    was_training = model.training
-    model.eval()
-    probs, quality = [], []
-    for i in range(0, len(ds), batch_size):
-        tags, q = model(ds.views[i : i + batch_size].to(device))
-        probs.append(torch.sigmoid(tags).float().cpu())
-        quality.append(torch.sigmoid(q).float().cpu())
-    model.train(was_training)
-    if not probs:
-        return np.zeros((0, 0), np.float32), np.zeros(0, np.float32)
-    return torch.cat(probs).numpy(), torch.cat(quality).numpy()
+    tags, quality = forward_views(model, ds.views, device, batch_size)
+    return torch.sigmoid(tags).numpy(), torch.sigmoid(quality).numpy()
 
 
 def evaluate_dataset(
@@ -171,7 +162,6 @@ class Trainer:
         self.taxonomy = self.change.taxonomy if self.change else (taxonomy or load_taxonomy(cfg.data.taxonomy))
         self.tags = self.taxonomy.tag_names
         self.spec = spec_of(cfg)
-        augment.set_native_views(self.spec.native_crops + self.spec.grid_view)
         self.dist = distributed.from_env()
         self.device = distributed.init(self.dist, resolve_device(cfg.device))
         if cfg.threads:
@@ -228,6 +218,12 @@ class Trainer:
 
     # --- the run ----------------------------------------------------------------------
     def fit(self, resume: str | Path | None = None) -> TrainResult:
+        # NOTE: the views' roles for the augmentations hold for this run only: a later run in the process
+        # (auto's candidates, a test) starts from what it was before.
+        with augment.native_views(self.spec.native_crops + self.spec.grid_view):
+            return self._fit(resume)
+
+    def _fit(self, resume: str | Path | None = None) -> TrainResult:
         cfg, dist = self.cfg, self.dist
         seed_everything(cfg.seed)  # the same on every rank: identical initial weights and EMA copies
         passes = PASSES.snapshot()

@@ -42,6 +42,7 @@ from training.checkpoint import Checkpoint
 from training.config import VIEW_FIELDS, TrainConfig
 from training.data import CreativeDataset
 from training.model import CreativeModel, build_model, config_of, model_from_checkpoint
+from training.predict import forward_views
 
 log = logging.getLogger(__name__)
 CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
@@ -182,11 +183,8 @@ def label_prior(labels: np.ndarray, default: float = 0.1) -> np.ndarray:
     return np.where(n > 0, (pos + default) / (n + 1.0), default)
 
 
-@torch.no_grad()
 def tag_logits(model: CreativeModel, views: torch.Tensor, device: torch.device, batch_size: int = 64) -> np.ndarray:
-    model.eval()
-    out = [model(views[i : i + batch_size].to(device))[0].float().cpu() for i in range(0, len(views), batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+    return forward_views(model, views, device, batch_size)[0].numpy()
 
 
 def warm_start_model(

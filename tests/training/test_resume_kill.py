@@ -25,7 +25,7 @@ def _args(tiny_data, out: Path) -> list[str]:
         "creative_qa.cli",
         "train",
         *TINY_OVERRIDES,
-        "method.name=mean_teacher",  # EMA teacher, strong/weak augmentations, unlabeled stream: all must resume
+        "method.name=mean_teacher",  # EMA teacher, strong/weak views, unlabeled stream: all must resume (one run)
         f"data.labeled={tiny_data['train_labeled']}",
         f"data.unlabeled={tiny_data['unlabeled']}",
         "data.workers=1",

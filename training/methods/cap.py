@@ -25,6 +25,7 @@ from training.losses import known_mask, masked_bce, quality_loss, tag_loss
 from training.methods.base import register
 from training.methods.ema import TeacherMethod
 from training.metrics import noise_corrected_prior
+from training.predict import forward_views
 
 
 def class_aware_pseudo_labels(
@@ -83,12 +84,9 @@ class ClassAwarePseudoLabels(TeacherMethod):
         if epoch < self.warmup_epochs:
             return {}
         pool = unlabeled if unlabeled is not None and len(unlabeled) else labeled
-        probs = []
-        for i in range(0, len(pool), 256):
-            p, _ = self.ema.probs(pool.views[i : i + 256].to(device))
-            probs.append(p.cpu())
+        probs = torch.sigmoid(forward_views(self.ema.model, pool.views, device, 256)[0])
         prior = self.priors(labeled.labels.numpy())
-        pl, tp, tn = class_aware_pseudo_labels(torch.cat(probs).numpy(), prior, self.keep_pos, self.keep_neg)
+        pl, tp, tn = class_aware_pseudo_labels(probs.numpy(), prior, self.keep_pos, self.keep_neg)
         self.pool_labels = torch.from_numpy(pl) if pool is unlabeled else None
         self.tau_pos, self.tau_neg = torch.from_numpy(tp), torch.from_numpy(tn)
         return {"pseudo_pos_rate": float(np.nanmean(pl == 1)), "pseudo_label_rate": float((~np.isnan(pl)).mean())}

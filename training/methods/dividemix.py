@@ -27,6 +27,7 @@ from training.augment import strong, weak
 from training.losses import consistency_loss, known_mask, per_sample_bce, quality_loss, tag_loss
 from training.methods.base import register
 from training.methods.ema import TeacherMethod, sigmoid_rampup
+from training.predict import forward_views
 
 
 def clean_probability(losses: np.ndarray, labels: np.ndarray, min_group: int = 20, seed: int = 0) -> np.ndarray:
@@ -81,11 +82,8 @@ class DivideMix(TeacherMethod):
     def on_epoch_start(self, epoch, labeled, device, unlabeled=None):
         if epoch < self.warmup_epochs:
             return {}
-        losses = []
-        for i in range(0, len(labeled), 128):
-            tags, _ = self.ema.model(labeled.views[i : i + 128].to(device))
-            losses.append(per_sample_bce(tags, labeled.labels[i : i + 128].to(device)).cpu())
-        loss = torch.cat(losses).numpy()
+        tags, _ = forward_views(self.ema.model, labeled.views, device, 128)
+        loss = per_sample_bce(tags, labeled.labels).numpy()
         prob = clean_probability(loss, labeled.labels.numpy())
         self.clean = torch.from_numpy(prob).float()
         known = ~np.isnan(prob)
