@@ -42,9 +42,9 @@ from creative_qa.machine import cpu_count  # noqa: E402
 
 
 def _manifests(bench: Path, sizes: list[int], quick: bool) -> dict[int, Path]:
-    import pandas as pd  # noqa: PLC0415
+    import pandas as pd
 
-    from creative_qa.synth import SynthConfig  # noqa: PLC0415
+    from creative_qa.synth import SynthConfig
 
     cfg = SynthConfig(size=128 if quick else 256)
     paths = synth_once(bench, n_labeled=max(sizes), n_unlabeled=0, n_test=0, seed=0, cfg=cfg, progress=not quick)
@@ -73,15 +73,15 @@ def peak_rss_mb() -> float:
 
 
 def child(manifest: str, mode: str, cache_root: str, train_steps: int, quick: bool) -> dict[str, Any]:
-    import numpy as np  # noqa: PLC0415
-    import torch  # noqa: PLC0415
+    import numpy as np
+    import torch
 
-    from creative_qa.taxonomy import load_taxonomy  # noqa: PLC0415
-    from training.config import load_config  # noqa: PLC0415
-    from training.data import epoch_batches, load_manifest_dataset  # noqa: PLC0415
-    from training.loop import _loader, _to, spec_of  # noqa: PLC0415
-    from training.methods import get_method  # noqa: PLC0415
-    from training.model import build_model  # noqa: PLC0415
+    from creative_qa.taxonomy import load_taxonomy
+    from training.config import load_config
+    from training.data import epoch_batches, load_manifest_dataset
+    from training.loop import _loader, _to, spec_of
+    from training.methods import get_method
+    from training.model import build_model
 
     cfg = load_config("default", _overrides(quick))
     torch.set_num_threads(2)
@@ -135,10 +135,10 @@ def _run_child(manifest: Path, mode: str, cache_root: Path, a: argparse.Namespac
 
 
 def cache_build(manifest: Path, workers: int, quick: bool) -> float:
-    from creative_qa.manifest import read_manifest  # noqa: PLC0415
-    from training.config import load_config  # noqa: PLC0415
-    from training.data import build_view_cache  # noqa: PLC0415
-    from training.loop import spec_of  # noqa: PLC0415
+    from creative_qa.manifest import read_manifest
+    from training.config import load_config
+    from training.data import build_view_cache
+    from training.loop import spec_of
 
     cfg = load_config("default", _overrides(quick))
     paths = read_manifest(str(manifest))["abspath"].tolist()
@@ -149,10 +149,10 @@ def cache_build(manifest: Path, workers: int, quick: bool) -> float:
 
 
 def prebuild(manifest: Path, root: Path, quick: bool) -> None:
-    from creative_qa.taxonomy import load_taxonomy  # noqa: PLC0415
-    from training.config import load_config  # noqa: PLC0415
-    from training.data import load_manifest_dataset  # noqa: PLC0415
-    from training.loop import spec_of  # noqa: PLC0415
+    from creative_qa.taxonomy import load_taxonomy
+    from training.config import load_config
+    from training.data import load_manifest_dataset
+    from training.loop import spec_of
 
     cfg = load_config("default", _overrides(quick))
     tags = load_taxonomy().tag_names
@@ -216,11 +216,11 @@ def ddp_vs_one(manifest: Path, steps: int, quick: bool, home: Path) -> list[dict
 
 def gpu_sweep(steps: int) -> list[dict[str, Any]]:
     """Training throughput at 224 px on CUDA with bf16 autocast and channels-last on and off."""
-    import torch  # noqa: PLC0415
+    import torch
 
-    from training.config import load_config  # noqa: PLC0415
-    from training.methods import get_method  # noqa: PLC0415
-    from training.model import build_model  # noqa: PLC0415
+    from training.config import load_config
+    from training.methods import get_method
+    from training.model import build_model
 
     if not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA device")

@@ -27,13 +27,13 @@ from common import default_bench_dir, print_table, synth_once, write_json  # noq
 
 
 def score_videos(checkpoint: Path, manifest: Path) -> dict[str, Any]:
-    import numpy as np  # noqa: PLC0415
+    import numpy as np
 
-    from creative_qa.manifest import label_matrix, read_manifest  # noqa: PLC0415
-    from creative_qa.scorer import Scorer  # noqa: PLC0415
-    from training.checkpoint import Checkpoint  # noqa: PLC0415
-    from training.export import export_onnx  # noqa: PLC0415
-    from training.metrics import macro_map, per_tag_ap  # noqa: PLC0415
+    from creative_qa.manifest import label_matrix, read_manifest
+    from creative_qa.scorer import Scorer
+    from training.checkpoint import Checkpoint
+    from training.export import export_onnx
+    from training.metrics import macro_map, per_tag_ap
 
     with tempfile.TemporaryDirectory(prefix="cqa-bench-") as tmp:  # the session holds the model once loaded
         scorer = Scorer(export_onnx(Checkpoint.load(checkpoint), Path(tmp) / "m.onnx", version="0", name="bench"))
@@ -56,9 +56,9 @@ def main() -> None:
     a = ap.parse_args()
     if a.quick:
         a.labeled, a.test, a.epochs = 24, 12, 1
-    from creative_qa.synth import SynthConfig  # noqa: PLC0415
-    from training.config import load_config  # noqa: PLC0415
-    from training.loop import train  # noqa: PLC0415
+    from creative_qa.synth import SynthConfig
+    from training.config import load_config
+    from training.loop import train
 
     bench = default_bench_dir(f"video-frames-{a.labeled}")
     cfg = SynthConfig(size=160, video_frac=1.0, video_seconds=2.0, video_fps=6)

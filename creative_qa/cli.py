@@ -44,7 +44,7 @@ class HelpFormatter(argparse.HelpFormatter):
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+    from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("creative-qa")
@@ -66,7 +66,7 @@ def _extra(module: str, extra: str):
 
 
 def cmd_synth(a: argparse.Namespace) -> None:
-    from creative_qa.synth import SynthConfig, generate_dataset  # noqa: PLC0415
+    from creative_qa.synth import SynthConfig, generate_dataset
 
     cfg = SynthConfig(size=a.size, size_max=a.size_max, video_frac=a.video_frac)
     paths = generate_dataset(
@@ -86,8 +86,8 @@ def cmd_synth(a: argparse.Namespace) -> None:
 
 
 def cmd_score(a: argparse.Namespace) -> None:
-    from creative_qa.media import MediaError  # noqa: PLC0415
-    from creative_qa.scorer import ModelNotFoundError, Scorer  # noqa: PLC0415
+    from creative_qa.media import MediaError
+    from creative_qa.scorer import ModelNotFoundError, Scorer
 
     for f in a.files:
         if os.path.isdir(f):
@@ -119,7 +119,7 @@ def cmd_score(a: argparse.Namespace) -> None:
 
 
 def cmd_batch(a: argparse.Namespace) -> None:
-    from creative_qa.batch import batch_score  # noqa: PLC0415
+    from creative_qa.batch import batch_score
 
     try:
         summary = batch_score(
@@ -165,8 +165,8 @@ def cmd_serve(a: argparse.Namespace) -> None:
 
 
 def cmd_taxonomy(a: argparse.Namespace) -> None:
-    from creative_qa.taxonomy import load_taxonomy  # noqa: PLC0415
-    from creative_qa.taxonomy_map import load_mapping, propose_mapping  # noqa: PLC0415
+    from creative_qa.taxonomy import load_taxonomy
+    from creative_qa.taxonomy_map import load_mapping, propose_mapping
 
     if a.action == "diff":
         text = propose_mapping(load_taxonomy(a.old), load_taxonomy(a.new), a.old, a.new)
@@ -186,7 +186,7 @@ def cmd_taxonomy(a: argparse.Namespace) -> None:
         change = f"v{m.old.version} ({len(m.old)} tags) -> v{m.new.version} ({len(m.new)} tags)"
         print(f"{a.mapping}: OK, {change}: {summary}")
     else:  # migrate
-        from creative_qa.manifest import read_manifest  # noqa: PLC0415
+        from creative_qa.manifest import read_manifest
 
         m = load_mapping(a.mapping, a.old, a.new)
         df = read_manifest(a.labels)

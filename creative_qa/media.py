@@ -315,7 +315,7 @@ def _sample_by_stride(container, stream, k: int, budget: _Budget, min_side: int 
 
 
 def _decode_video(data: bytes, max_frames: int, limits: DecodeLimits, min_side: int | None) -> list[Frame]:
-    import av  # noqa: PLC0415  (PyAV is heavy; only videos need it)
+    import av  # PyAV is heavy; only videos need it
 
     budget = _Budget(limits)
     try:

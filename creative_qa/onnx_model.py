@@ -109,9 +109,9 @@ def load_model(uri: str | Path | ModelBytes) -> ModelBytes:
             raise ModelNotFoundError(f"model file not found: {p}; {FIX_HINT}")
         return ModelBytes.from_file(p, s)
     try:
-        from mlflow.exceptions import MlflowException  # noqa: PLC0415
+        from mlflow.exceptions import MlflowException
 
-        import mlflow  # noqa: PLC0415  (only for registry URIs; mlflow-skinny is enough)
+        import mlflow  # only for registry URIs; mlflow-skinny is enough
     except ImportError as e:  # pragma: no cover - depends on the install
         raise RuntimeError(f"{s} is an MLflow URI: install mlflow-skinny (pip install 'creative-qa[serve]')") from e
     store = tracking_uri()

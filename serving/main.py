@@ -71,7 +71,7 @@ def create_app(settings: Settings | None = None, scorer: Scorer | None = None) -
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            from fastapi.openapi.utils import get_openapi  # noqa: PLC0415
+            from fastapi.openapi.utils import get_openapi
 
             schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
             # NOTE: a copy: the routes' openapi_extra dicts are module constants, shared by every app

@@ -79,7 +79,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     else:
         cfg = absolute_paths(load_config(a.recipe or "default", [*a.overrides, *flags]))
     result = train(cfg, resume=a.resume)
-    from training import distributed  # noqa: PLC0415
+    from training import distributed
 
     distributed.shutdown(distributed.from_env())
     if os.environ.get("RANK", "0") != "0":  # under torchrun, rank 0 reports
@@ -136,7 +136,7 @@ def _train_auto(a: argparse.Namespace, overrides: list[str], resume: bool) -> No
 
 def register_challenger(cfg, checkpoint: Path) -> dict[str, str | None]:
     """Export a retrained model and register it as the ``challenger`` of its parent's registered model."""
-    from mlflow.tracking import MlflowClient  # noqa: PLC0415
+    from mlflow.tracking import MlflowClient
 
     parent = cfg.warm_start.parent
     name = parent[len("models:/") :].split("@")[0].split("/")[0] if parent.startswith("models:/") else cfg.register_as
@@ -166,7 +166,7 @@ def cmd_export(a: argparse.Namespace) -> None:
 
 
 def cmd_label_issues(a: argparse.Namespace) -> None:
-    from training.label_issues import find_label_issues, precision_at_k  # noqa: PLC0415
+    from training.label_issues import find_label_issues, precision_at_k
 
     cfg = load_config(a.recipe, [f"data.labeled={a.labeled}", *a.overrides])
     issues = find_label_issues(cfg, folds=a.folds, baseline=a.self_confidence)
@@ -180,7 +180,7 @@ def cmd_label_issues(a: argparse.Namespace) -> None:
 
 
 def _synth_demo_data(out: Path, n_labeled: int, n_unlabeled: int, n_test: int) -> dict[str, Path]:
-    from creative_qa.synth import ANNOTATOR_NOISE, SYNTH_VERSION, generate_dataset  # noqa: PLC0415
+    from creative_qa.synth import ANNOTATOR_NOISE, SYNTH_VERSION, generate_dataset
 
     marker = out / "synth.json"
     names = {"train_labeled": "train_labeled.csv", "test": "test.csv"}

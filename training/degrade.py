@@ -104,7 +104,7 @@ def jpeg_artifacts(
     views: torch.Tensor, q: float, scales: torch.Tensor, g: torch.Generator, native: float | None = None
 ) -> torch.Tensor:
     """torchvision's JPEG codec at quality ``q`` on the crops (the whole view is too small to show blocks)."""
-    from torchvision.io import decode_jpeg, encode_jpeg  # noqa: PLC0415
+    from torchvision.io import decode_jpeg, encode_jpeg
 
     out = views.clone()
     for i in range(1, len(views)):

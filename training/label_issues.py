@@ -52,7 +52,7 @@ def _probs_for(ckpt: Path, manifest: Path, cfg: TrainConfig, tags: list[str]) ->
 
 def find_label_issues(cfg: TrainConfig, folds: int = 3, baseline: bool = False) -> pd.DataFrame:
     """Cross-validated (or, with ``baseline``, in-sample) label-issue ranking for ``cfg.data.labeled``."""
-    from creative_qa.taxonomy import load_taxonomy  # noqa: PLC0415
+    from creative_qa.taxonomy import load_taxonomy
 
     tags = load_taxonomy(cfg.data.taxonomy).tag_names
     df = read_manifest(cfg.data.labeled)
@@ -93,7 +93,7 @@ def _fold_probs(
 
 
 def _fold_cfg(cfg: TrainConfig, df: pd.DataFrame, csv: Path, name: str) -> TrainConfig:
-    import copy  # noqa: PLC0415
+    import copy
 
     df.drop(columns=["abspath"]).to_csv(csv, index=False)
     out = copy.deepcopy(cfg)

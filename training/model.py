@@ -225,8 +225,8 @@ def config_of(ckpt: Checkpoint):
     has none, and one from before the view's window moved to the edges reads the centre,
     whatever today's defaults are.
     """
-    from creative_qa.preprocess import PreprocessSpec  # noqa: PLC0415
-    from training.config import VIEW_FIELDS, TrainConfig, build_config  # noqa: PLC0415
+    from creative_qa.preprocess import PreprocessSpec
+    from training.config import VIEW_FIELDS, TrainConfig, build_config
 
     cfg = build_config(TrainConfig, ckpt.config, "<checkpoint>", strict=False)
     spec = PreprocessSpec.from_dict(ckpt.preprocess or {})

@@ -143,7 +143,7 @@ def _batch_score(
         extra: dict[str, Any] = {}
         try:
             if listing.n_todo and engine == "ray":
-                from creative_qa.batch.ray_engine import run_ray  # noqa: PLC0415  (ray loads only when asked for)
+                from creative_qa.batch.ray_engine import run_ray  # ray loads only when asked for
 
                 extra = run_ray(scorer, listing, buf, workers=n_workers, batch_size=opts.batch_size)
             elif listing.n_todo:
@@ -176,7 +176,7 @@ def _batch_score(
         rows = store.combine()
         report_path = None
         if opts.report:
-            from creative_qa.report import write_report  # noqa: PLC0415  (PIL thumbnails: only with a report)
+            from creative_qa.report import write_report  # PIL thumbnails: only with a report
 
             report_path = default_report_path(out) if opts.report is True else Path(opts.report)
             write_report(store, scorer, report_path, run=stats)

@@ -66,7 +66,7 @@ class RayScorer:
     """One actor's model: input rows (a pandas batch) in, output rows out."""
 
     def __init__(self, model: list, max_frames: int, batch_size: int, gpu: bool):
-        import ray  # noqa: PLC0415
+        import ray
 
         data = ray.get(model[0])  # NOTE: wrapped in a list so Ray Data hands us the reference, not a copy per call
         self.scorer = Scorer(
@@ -97,7 +97,7 @@ class RayScorer:
 
 def _init_ray(workers: int) -> bool:
     """Connect to ``RAY_ADDRESS`` or start a small local Ray; True when this call started it."""
-    import ray  # noqa: PLC0415
+    import ray
 
     if ray.is_initialized():
         return False
@@ -122,8 +122,8 @@ def run_ray(
 ) -> dict[str, Any]:
     """Score the listing's creatives into ``out`` with Ray Data; returns facts about the run for the record."""
     try:
-        import ray  # noqa: PLC0415
-        from ray.data import ActorPoolStrategy, DataContext  # noqa: PLC0415
+        import ray
+        from ray.data import ActorPoolStrategy, DataContext
     except ImportError as e:
         raise RuntimeError("--engine ray needs Ray: pip install 'creative-qa[scale]'") from e
 

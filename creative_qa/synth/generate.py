@@ -177,7 +177,7 @@ def _save_image(image: np.ndarray, path: Path) -> None:
 
 
 def _save_video(frames: list[np.ndarray], path: Path, fps: int) -> None:
-    import av  # noqa: PLC0415
+    import av
 
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = frames[0].shape[:2]
@@ -331,7 +331,7 @@ def _generate_split(
         pool, it = None, map(_make_one, jobs)
     try:
         if progress:
-            from tqdm import tqdm  # noqa: PLC0415
+            from tqdm import tqdm
 
             it = tqdm(it, total=n, desc=f"synth {split}", unit="creative", leave=False)
         for r in it:

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from creative_qa.taxonomy import load_taxonomy
 from tests.conftest import TINY_OVERRIDES
 from training.config import load_config
 from training.methods import METHODS, get_method
@@ -10,9 +11,10 @@ from training.model import build_model
 
 NAN = float("nan")
 VIEWS = load_config("default", TINY_OVERRIDES).model.views
+TAGS = len(load_taxonomy())  # the taxonomy's tag count, read from it
 
 
-def _batch(n: int = 4, t: int = 14, v: int = VIEWS, s: int = 64, pool: int = 2) -> dict[str, torch.Tensor]:
+def _batch(n: int = 4, t: int = TAGS, v: int = VIEWS, s: int = 64, pool: int = 2) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 2, (n, t), generator=g).float()
     labels[0, :5] = NAN
@@ -28,7 +30,7 @@ def _batch(n: int = 4, t: int = 14, v: int = VIEWS, s: int = 64, pool: int = 2) 
 @pytest.fixture()
 def model():
     torch.manual_seed(0)
-    return build_model(load_config("default", TINY_OVERRIDES).model, 14)
+    return build_model(load_config("default", TINY_OVERRIDES).model, TAGS)
 
 
 LABEL_METHODS = sorted(n for n, cls in METHODS.items() if not cls.label_free)
@@ -119,7 +121,7 @@ def test_every_shipped_recipe_builds_its_method_and_steps():
         if cls.label_free or cls.staged.__func__ is not Method.staged.__func__:
             continue
         torch.manual_seed(0)
-        method = cls(build_model(cfg.model, 14), **cfg.method.params)
+        method = cls(build_model(cfg.model, TAGS), **cfg.method.params)
         loss, _ = method.train_step(_batch(), _batch() if method.uses_unlabeled else None, step=0)
         assert torch.isfinite(loss), name
         stepped.append(name)

@@ -48,7 +48,7 @@ class NoisyStudent(Method):
         self.unlabeled_weight, self.loss, self.unlabeled_ratio = unlabeled_weight, loss, unlabeled_ratio
         self.teacher = None
         if teacher:
-            from training.model import model_from_checkpoint  # noqa: PLC0415
+            from training.model import model_from_checkpoint
 
             self.teacher = model_from_checkpoint(teacher).to(next(model.parameters()).device).eval()
             for p in self.teacher.parameters():
