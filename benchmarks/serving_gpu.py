@@ -9,7 +9,7 @@ One prepared script for a machine with a GPU (the project's own machines have no
 1. model level: for each provider configuration (TensorRT FP16, CUDA FP32, CUDA FP16 when
    ``onnxconverter-common`` can convert the graph, CPU) and each batch bucket the server
    pads to, the throughput (creatives/s) and p50/p99 latency of one ``session.run``;
-2. end to end: ``benchmarks/serving.py``'s table (API with batching vs in-process Scorer,
+2. end to end: ``benchmarks/api_load.py``'s table (API with batching vs in-process Scorer,
    concurrency 1/8/32) once per GPU provider, through ``CREATIVE_QA_PROVIDERS``.
 
 A configuration whose provider this onnxruntime build lacks is listed as skipped, with why.
@@ -125,7 +125,7 @@ def model_level(onnx_path: Path, scorer: Scorer, iters: int, buckets: tuple[int,
 
 
 def end_to_end(model: str, quick: bool, out_dir: Path) -> dict[str, Any]:
-    """benchmarks/serving.py (API with batching vs in-process) once per GPU provider."""
+    """benchmarks/api_load.py (API with batching vs in-process) once per GPU provider."""
     results: dict[str, Any] = {}
     available = ort.get_available_providers()
     for provider in ("TensorrtExecutionProvider", "CUDAExecutionProvider"):
@@ -134,7 +134,7 @@ def end_to_end(model: str, quick: bool, out_dir: Path) -> dict[str, Any]:
             continue
         out = out_dir / f"serving_{provider}.json"
         env = {**os.environ, "CREATIVE_QA_PROVIDERS": f"{provider},CPUExecutionProvider"}
-        cmd = [sys.executable, "benchmarks/serving.py", "--model", model, "--modes", "api-batching,in-process"]
+        cmd = [sys.executable, "benchmarks/api_load.py", "--model", model, "--modes", "api-batching,in-process"]
         cmd += ["--out", str(out)] + (["--quick"] if quick else [])
         r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
         print(r.stdout[-3000:])
@@ -158,7 +158,7 @@ def main() -> None:
     else:
         import importlib.util
 
-        spec = importlib.util.spec_from_file_location("serving_bench", Path(__file__).with_name("serving.py"))
+        spec = importlib.util.spec_from_file_location("serving_bench", Path(__file__).with_name("api_load.py"))
         bench = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(bench)
         onnx_path = bench.export_default(out.parent, a.recipe)

@@ -31,7 +31,7 @@ class Settings(BaseSettings):
 
     # Throughput and back-pressure.
     # gather concurrent requests into one onnxruntime run; None (auto) = on where a GPU provider serves:
-    # on CPU a batch costs the same per creative (benchmarks/serving.py) and would only add its wait
+    # on CPU a batch costs the same per creative (benchmarks/api_load.py) and would only add its wait
     batching: bool | None = None
     max_batch_size: int = 32  # frames per onnxruntime run
     max_wait_ms: float = 2.0  # how long a batch waits for more requests once the first arrives

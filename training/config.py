@@ -66,7 +66,7 @@ class ModelConfig:
     # 1: a view of the creative's JPEG evidence, three numbers (creative_qa.preprocess.grid_view), and with
     # grid_profile its step-energy profile, three more: without it `jpeg_artifacts` is at chance, and an
     # upscale's ramps are lost on a large creative. It reads the creative's own pixels, so it costs CPU
-    # in serving (benchmarks/serving.py reports CPU per request); 0 turns it off.
+    # in serving (benchmarks/api_load.py reports CPU per request); 0 turns it off.
     grid_view: int = 1
     grid_region: int = GRID_REGION  # ... read over at most this many pixels square of the creative
     grid_window: str = "edges"  # ... placed where it has the most edge energy ("edges") or at the centre

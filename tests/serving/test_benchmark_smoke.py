@@ -1,4 +1,4 @@
-"""Tiny smoke run of benchmarks/serving.py, so it cannot rot (the real figures come from full runs)."""
+"""Tiny smoke run of benchmarks/api_load.py, so it cannot rot (the real figures come from full runs)."""
 
 import json
 
@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `py
 
 def test_serving_benchmark_quick_runs_every_mode(tmp_path):
     out = tmp_path / "serving.json"
-    r = run_benchmark(["benchmarks/serving.py", "--quick", "--concurrency", "1,4", "--out", str(out)], tmp_path)
+    r = run_benchmark(["benchmarks/api_load.py", "--quick", "--concurrency", "1,4", "--out", str(out)], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["errors"] == {}

@@ -1,8 +1,8 @@
 """Serving throughput and latency on loopback: the API (batching on / off) vs the in-process Scorer vs MLflow.
 
-    python benchmarks/serving.py                                   # default recipe's model, 3 rounds x 200 requests
-    python benchmarks/serving.py --model models:/creative-qa@champion   # a trained, registered model
-    python benchmarks/serving.py --quick                           # CI smoke size
+    python benchmarks/api_load.py                                   # default recipe's model, 3 rounds x 200 requests
+    python benchmarks/api_load.py --model models:/creative-qa@champion   # a trained, registered model
+    python benchmarks/api_load.py --quick                           # CI smoke size
 
 For each concurrency (1, 8, 32) a fixed number of requests, each one synthetic creative
 (a JPEG from the built-in generator), is scored by (the modes interleaved over a few
@@ -52,12 +52,6 @@ import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-# NOTE: this file is named like the `serving` package: import the package (from ROOT) before this
-# folder goes first on the path for `common`.
-sys.path.insert(0, str(ROOT))
-from serving.engine import batching_on  # noqa: E402
-from serving.settings import Settings  # noqa: E402
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import export_random_model  # noqa: E402
 
@@ -65,6 +59,8 @@ from creative_qa.machine import cpu_count  # noqa: E402
 from creative_qa.onnx_model import load_model  # noqa: E402
 from creative_qa.paths import home  # noqa: E402
 from creative_qa.scorer import Scorer  # noqa: E402
+from serving.engine import batching_on  # noqa: E402
+from serving.settings import Settings  # noqa: E402
 
 BENCH_NAME = "creative-qa-bench"
 
