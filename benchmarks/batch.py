@@ -1,4 +1,4 @@
-"""Batch scoring throughput: the old serial loop vs the pipeline at 1 and N workers vs Ray, next to the stage limits.
+"""Batch scoring throughput: a serial loop vs the pipeline at 1 and N workers vs Ray, next to the stage limits.
 
     python benchmarks/batch.py              # 3,000 synthetic creatives (mixed sizes, a few videos and corrupt files)
     python benchmarks/batch.py --quick      # CI smoke size
@@ -7,7 +7,7 @@
 All in one run, on one model (the default recipe's architecture, random weights: weights do not
 change the speed) and one synthetic set:
 
-* ``serial``: the old loop (decode, preprocess, onnxruntime, one after the other, one thread);
+* ``serial``: a serial loop (decode, preprocess, onnxruntime, one after the other, one thread);
 * stage limits: decode + preprocess in one process (what one worker can do), and onnxruntime
   alone on preprocessed views with the pipeline's session settings; the limit at N workers is
   ``min(N * per-worker rate, onnxruntime rate)``;
@@ -175,7 +175,7 @@ def main() -> None:
         print(f"{total} creatives ({a.corrupt} corrupt), sizes {SIZES}, {cpu_count()} cores, N = {n_workers}")
 
         rows = []
-        scorer = Scorer(model)  # the old path: default session, everything in one thread
+        scorer = Scorer(model)  # the serial path: default session, everything in one thread
         t, c = time.perf_counter(), cpu_seconds()
         score_frame_table(scorer, paths, paths, progress=False)
         t, c = time.perf_counter() - t, cpu_seconds() - c

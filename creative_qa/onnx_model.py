@@ -101,10 +101,8 @@ def load_model(uri: str | Path | ModelBytes) -> ModelBytes:
     if not _is_uri(s):
         p = Path(s).expanduser()
         if p.is_dir():
-            found = sorted(p.rglob("*.onnx"))
-            if len(found) != 1:
-                raise ModelNotFoundError(f"{p} is a folder with {len(found)} .onnx files; name one; {FIX_HINT}")
-            p = found[0]
+            onnx = sorted(str(f.relative_to(p)) for f in p.rglob("*.onnx"))[:3]
+            raise ModelNotFoundError(f"{p} is a folder: name the .onnx file (it holds {onnx or 'none'}); {FIX_HINT}")
         if not p.is_file():
             raise ModelNotFoundError(f"model file not found: {p}; {FIX_HINT}")
         return ModelBytes.from_file(p, s)

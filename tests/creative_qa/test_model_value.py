@@ -75,3 +75,14 @@ def test_load_model_from_the_registry_leaves_no_folder_behind(registered, tiny_o
     assert model.data == tiny_onnx.read_bytes() and model.source == URI
     assert list(registered.iterdir()) == []
     assert Scorer(model).tags  # a loaded model is accepted as is, no second download
+
+
+def test_a_folder_is_not_a_model_and_the_error_names_what_it_holds(tiny_onnx, tmp_path):
+    import shutil
+
+    from creative_qa.onnx_model import ModelNotFoundError, load_model
+
+    shutil.copyfile(tiny_onnx, tmp_path / "only.onnx")
+    with pytest.raises(ModelNotFoundError, match=r"is a folder: name the \.onnx file \(it holds \['only\.onnx'\]\)"):
+        load_model(tmp_path)
+    assert load_model(tmp_path / "only.onnx").sha256 == load_model(tiny_onnx).sha256

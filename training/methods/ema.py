@@ -24,7 +24,7 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         # NOTE: a short warm-up so the teacher is not stuck at init: (1 + t) / (1 + warmup + t) reaches
-        # 0.99 after 99 * warmup steps (the old 9-step constant needed ~890, longer than most CPU runs).
+        # 0.99 after 99 * warmup steps, well inside a CPU run.
         d = min(self.decay, (1 + step) / (1 + self.warmup + step))
         for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
             e.mul_(d).add_(p.detach(), alpha=1 - d)
