@@ -10,7 +10,15 @@ from typing import Any
 
 from creative_qa.paths import home
 
-DETAIL_TAGS = ("blurry", "low_resolution", "jpeg_artifacts", "noisy", "pixelated")
+
+def _detail_tags() -> tuple[str, ...]:
+    """The defects whose evidence is fine pixel detail (``Defect.fine_detail``): the "detail mAP" tags."""
+    from creative_qa.synth.defects import DEFECTS
+
+    return tuple(name for name, d in DEFECTS.items() if d.fine_detail)
+
+
+DETAIL_TAGS = _detail_tags()
 
 
 def made_once(marker: Path, make: Callable[[], Any], outputs: tuple[Path, ...] = (), **key: Any) -> Any:

@@ -50,6 +50,7 @@ class Defect:
     mild: tuple[float, float]  # control range that stays under it
     clean: float  # measured value of an untouched creative (for quality)
     apply: Callable[[np.ndarray, float, np.random.Generator, dict], tuple[np.ndarray, float]]
+    fine_detail: bool = False  # its evidence is fine pixel detail, which shrinking a creative erases
 
     def label(self, measured: float) -> int:
         return int(measured >= self.threshold if self.worse_above else measured <= self.threshold)
@@ -212,16 +213,16 @@ def pixelate(x: np.ndarray, b: float, rng: np.random.Generator, opts: dict) -> t
 DEFECTS: dict[str, Defect] = {
     d.name: d
     for d in [
-        Defect("blurry", 0.006, True, (0.0066, 0.02), (0.001, 0.004), 0.0, blur),
-        Defect("low_resolution", 3.0, True, (3.1, 6.0), (1.25, 2.2), 1.0, low_resolution),
-        Defect("jpeg_artifacts", 20.0, False, (4, 20), (40, 85), 95.0, jpeg),
-        Defect("noisy", 12 / 255, True, (13 / 255, 40 / 255), (2 / 255, 7 / 255), 0.0, noise),
+        Defect("blurry", 0.006, True, (0.0066, 0.02), (0.001, 0.004), 0.0, blur, fine_detail=True),
+        Defect("low_resolution", 3.0, True, (3.1, 6.0), (1.25, 2.2), 1.0, low_resolution, fine_detail=True),
+        Defect("jpeg_artifacts", 20.0, False, (4, 20), (40, 85), 95.0, jpeg, fine_detail=True),
+        Defect("noisy", 12 / 255, True, (13 / 255, 40 / 255), (2 / 255, 7 / 255), 0.0, noise, fine_detail=True),
         Defect("overexposed", 0.25, True, (0.3, 0.7), (0.03, 0.15), 0.0, overexpose),
         Defect("underexposed", 60.0, False, (18.0, 56.0), (72.0, 105.0), 128.0, underexpose),
         Defect("low_contrast", 0.35, False, (0.12, 0.33), (0.5, 0.8), 1.0, low_contrast),
         Defect("letterboxed", 0.12, True, (0.13, 0.35), (0.02, 0.07), 0.0, letterbox),
         Defect("watermark", 0.15, True, (0.18, 0.5), (0.02, 0.06), 0.0, watermark),
-        Defect("pixelated", 0.02, True, (0.022, 0.05), (0.004, 0.011), 0.0, pixelate),
+        Defect("pixelated", 0.02, True, (0.022, 0.05), (0.004, 0.011), 0.0, pixelate, fine_detail=True),
     ]
 }
 # text_heavy is decided when the design is rendered (it is a layout property):
