@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from creative_qa.media import Frame, MediaError, MediaLimitError, decode_pixels, looks_like_video
-from creative_qa.onnx_model import parse_providers
 from creative_qa.scorer import Scorer
 from serving.batcher import Batcher, resolve_soon, run_in_buckets
 from serving.metrics import Metrics
@@ -90,10 +89,8 @@ class QueueFull(Exception):
 
 def load_scorer(settings: Settings, model: str | None = None) -> Scorer:
     """The model named by ``model`` (default: the settings'), with the serving thread count and limits."""
-    providers = parse_providers(settings.providers)
     return Scorer(
         model or settings.model,
-        providers=providers,
         batch_size=settings.max_batch_size,
         max_frames=settings.max_frames,
         intra_op_threads=settings.threads,

@@ -18,7 +18,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CREATIVE_QA_", extra="ignore")
 
     model: str = DEFAULT_MODEL_URI  # ONNX path or MLflow models:/ URI
-    providers: str | None = None  # comma-separated onnxruntime providers; None = best available
+    # onnxruntime providers: CREATIVE_QA_PROVIDERS, read where every session is made (creative_qa.onnx_model)
     max_upload_mb: float = 25.0  # larger uploads get 413
     max_body_s: float = 60.0  # the whole upload must arrive within this; slower: 408 (frees its queue place)
     max_frames: int = DEFAULT_MAX_FRAMES  # frames sampled from a video or animated GIF

@@ -101,6 +101,7 @@ def tiny_onnx_weak(tmp_path_factory) -> Path:
 
     cfg = load_config("default", TINY_OVERRIDES)
     tax = load_taxonomy()
+    assert set(WEAK_TAGS) <= set(tax.tag_names)  # names of the taxonomy's tags, not made up here
     torch.manual_seed(0)
     ckpt = Checkpoint.for_model(build_model(cfg.model, len(tax)), cfg, tax, spec_of(cfg), run_id="test")
     tags = {
