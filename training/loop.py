@@ -51,7 +51,7 @@ from training.metrics import evaluate
 from training.model import PASSES, build_model, frame_bags, init_tag_prior
 from training.predict import forward_views
 from training.result import TrainResult
-from training.warmstart import TaxonomyChange, check_mix, mix_state, pin_resumed_parent
+from training.warmstart import TaxonomyChange, check_mix, choose_mix, pin_resumed_parent
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.pt"
@@ -416,14 +416,10 @@ class Trainer:
         alphas = check_mix(self.cfg.warm_start.mix)
         if alphas == [1.0]:
             return metrics, val_probs
-        final = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        tried: dict[float, tuple[dict, np.ndarray]] = {1.0: (metrics, val_probs)} if 1.0 in alphas else {}
-        for a in alphas:
-            if a not in tried:
-                net.load_state_dict(mix_state(self.change.start_state, final, a))
-                tried[a] = evaluate_dataset(net, self.val_ds, self.tags, self.device, "val_")
-        best = max(alphas, key=lambda a: (tried[a][0].get("val_mAP", float("-inf")), a))
-        net.load_state_dict(mix_state(self.change.start_state, final, best))
+        best, tried = choose_mix(
+            net, self.change.start_state, alphas, (metrics, val_probs),
+            lambda: evaluate_dataset(net, self.val_ds, self.tags, self.device, "val_"),
+        )  # fmt: skip
         log.info(
             "weight mix with the warm start: alpha %g chosen (validation mAP %s)",
             best,

@@ -26,8 +26,10 @@ import copy
 import logging
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -260,6 +262,26 @@ def check_mix(alphas: list[float]) -> list[float]:
     if bad:
         raise ValueError(f"warm_start.mix must be numbers in [0, 1], got {bad}")
     return sorted({float(a) for a in alphas}, reverse=True)
+
+
+def choose_mix(
+    net: nn.Module,
+    start: dict[str, torch.Tensor],
+    alphas: list[float],
+    at_one: tuple[dict[str, float], Any],
+    evaluate: Callable[[], tuple[dict[str, float], Any]],
+) -> tuple[float, dict[float, tuple[dict[str, float], Any]]]:
+    """The weight mix of ``net``'s trained weights with ``start`` with the best validation mAP, loaded into
+    ``net``: ``(alpha, {alpha: evaluate() of that mix})``. ``at_one``: the evaluation of the trained weights."""
+    final = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    tried = {1.0: at_one} if 1.0 in alphas else {}
+    for a in alphas:
+        if a not in tried:
+            net.load_state_dict(mix_state(start, final, a))
+            tried[a] = evaluate()
+    best = max(alphas, key=lambda a: (tried[a][0].get("val_mAP", float("-inf")), a))
+    net.load_state_dict(mix_state(start, final, best))
+    return best, tried
 
 
 @torch.no_grad()
