@@ -422,7 +422,15 @@ def main() -> None:
     grid.add_argument("--unlabeled", type=int, help=f"the pool of unlabeled creatives, every cell ({GRID_POOL})")
     grid.add_argument("--realphoto-n", type=int, help="creatives in the real-photo split (1000; --quick 24)")
     grid.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples of the paired interval")
+    grid.add_argument(
+        "--report", metavar="GRID_JSON",
+        help="print the grid's tables again from a stored --grid JSON and the arrays stored beside its runs (no "
+        "training: the tables of a grid measured by another commit's code, with this code's report)",
+    )  # fmt: skip
     a = ap.parse_args()
+    if a.report:
+        report_grid(Path(a.report), a.bootstrap, a.out)
+        return
     if a.grid or a.cell:
         run_grid(a)
         return
@@ -948,7 +956,8 @@ def print_grid(reports: dict[str, dict[str, Any]]) -> str:
             lines.append(f"{'tag':<16}" + "".join(f"{k:>10}" for k in keys))
             for t, v in flags.items():
                 lines.append(
-                    f"{t:<16}" + "".join(f"{v[k]:>10.3f}" if not np.isnan(v[k]) else f"{'-':>10}" for k in keys)
+                    f"{t:<16}"
+                    + "".join(f"{v[k]:>10.3f}" if not np.isnan(v.get(k, np.nan)) else f"{'-':>10}" for k in keys)
                 )
     return "\n".join(lines)
 
@@ -963,6 +972,28 @@ def _pair(c: dict[str, float | None] | None) -> str:
     if c is None:
         return "-"
     return f"{c['rules']:.3f} / " + ("-" if c["default"] is None else f"{c['default']:.3f}")
+
+
+def report_grid(stored: Path, n_boot: int, out: str | None) -> None:
+    """The grid's tables from a stored ``--grid`` JSON: each row's arrays are read from the ``.npz`` stored beside
+    its result (``<arm>-s<seed>-<train key>-<evaluation key>``), then reported as ``run_grid`` would."""
+    run = json.loads(stored.read_text())
+    results = Path(run["data"]["test"]).parent / "results"
+    by_cell: dict[str, list[dict[str, Any]]] = {}
+    for row in run["rows"]:
+        if row["arm"] != "rules":
+            name = f"{row['arm']}-s{row['seed']}-{row['train_key'][:12]}-{row['eval_key'][:12]}.npz"
+            with np.load(results / row["cell"] / name) as z:
+                row = row | {"arrays": dict(z)}
+        by_cell.setdefault(row["cell"], []).append(row)
+    reports = {}
+    for cell, rows in by_cell.items():
+        reports[cell] = grid_cell_report(Cell.parse(cell), rows, n_boot)
+        reports[cell]["label_noise"] = run["cells"].get(cell, {}).get("label_noise")
+    text = print_grid(reports)
+    print(text)
+    path = write_json(out or "benchmarks/results/learning_grid_report.json", {"from": str(stored), "cells": reports})
+    print(f"wrote {path}")
 
 
 def run_grid(a: argparse.Namespace) -> None:

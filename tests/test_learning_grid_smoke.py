@@ -99,3 +99,15 @@ def test_learning_grid_quick_measures_then_loads(tmp_path):
     key = ("cell", "arm", "seed", "run_id", *(f"{s}_mAP" for s in SPLITS))
     assert [[r.get(k) for k in key] for r in second["rows"]] == [[r.get(k) for k in key] for r in first["rows"]]
     assert second["cells"]["n80-heavy"]["interval"] == first["cells"]["n80-heavy"]["interval"]
+
+    # the tables again from the stored JSON and arrays, nothing trained (how a grid measured by an older
+    # commit is reported with this code's tables)
+    r = _run(["benchmarks/learning.py", "--report", str(tmp_path / "grid1.json"), "--out", str(tmp_path / "r.json")],
+             tmp_path, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = json.loads((tmp_path / "r.json").read_text())["cells"]
+    for cell in CELLS:
+        assert again[cell]["interval"] == first["cells"][cell]["interval"]
+        assert again[cell]["interval_auto"] == first["cells"][cell]["interval_auto"]
+        assert f"{cell}  auto - floor (95 % CI)" in r.stdout
+    assert len(_grid_runs(tmp_path)) == 1 + 4 + 1  # no run made
