@@ -102,8 +102,8 @@ def test_learning_grid_quick_measures_then_loads(tmp_path):
 
     # the tables again from the stored JSON and arrays, nothing trained (how a grid measured by an older
     # commit is reported with this code's tables)
-    r = _run(["benchmarks/learning.py", "--report", str(tmp_path / "grid1.json"), "--out", str(tmp_path / "r.json")],
-             tmp_path, timeout=600)  # fmt: skip
+    report = ["benchmarks/learning.py", "--report", str(tmp_path / "grid1.json"), "--bootstrap", "100"]
+    r = _run([*report, "--out", str(tmp_path / "r.json")], tmp_path, timeout=600)  # --quick's resamples
     assert r.returncode == 0, r.stderr[-3000:]
     again = json.loads((tmp_path / "r.json").read_text())["cells"]
     for cell in CELLS:
