@@ -67,7 +67,7 @@ def test_precision_threshold_never_cuts_between_ties():
 
 def test_calibrate_flags_marks_what_validation_cannot_back():
     rng = np.random.default_rng(0)
-    n = 300
+    n = 500
     probs, truth, noisy = _validation(n, 6, 0.3, 0.05, seed=2)  # a, b, c and three more that rank
     probs[:, 1] = rng.random(n)  # tag b: a model that cannot rank it
     noisy[:, 2] = np.nan
@@ -108,3 +108,18 @@ def test_policy_flags_only_reliable_tags_and_round_trips():
     assert policy.flags({"a": 0.4, "b": 0.9}) == []
     back = FlagPolicy.from_json(policy.to_json())
     assert back == policy and back.unreliable == {"b": "cannot rank"}
+
+
+def test_tags_with_impure_anchors_do_not_inflate_the_miss_rate():
+    """Two tags whose surest creatives are half true negatives (a model that ranks them badly at the top) and
+    many positives: pooling the anchors would say far more than 30 % missed; the lower quartile does not."""
+    probs, truth, noisy = _validation(600, 8, 0.3, 0.05, seed=4, skill=4.0)
+    rng = np.random.default_rng(0)
+    for j in (0, 1):  # the top of these tags' ranking: negatives and positives mixed
+        neg = np.flatnonzero(truth[:, j] == 0)
+        probs[rng.choice(neg, 60, replace=False), j] = 0.999
+        truth[:, j] = (rng.random(600) < 0.6).astype(float)  # and many positives, to dominate a pooled estimate
+        u = rng.random(600)
+        noisy[:, j] = np.where(truth[:, j] == 1, u >= 0.3, u < 0.05)
+    miss, _, _, _ = estimate_annotator_rates(probs, noisy)
+    assert 0.2 < miss < 0.36, miss
