@@ -131,6 +131,11 @@ def test_batch_summary_once_and_a_run_where_nothing_scores_fails(tmp_path, tiny_
     assert "none of the 4 creatives of this run could be scored" in last_line(bad)
 
 
+def _terminal_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_in_batch_score_says_how_to_resume_and_the_rerun_finishes(tmp_path, tiny_onnx, tiny_data):
     folder = _copies(tiny_data, tmp_path / "in", 1500)
     out = tmp_path / "s.parquet"
@@ -138,9 +143,11 @@ def test_ctrl_c_in_batch_score_says_how_to_resume_and_the_rerun_finishes(tmp_pat
             "--model", str(tiny_onnx), "--workers", "1", "--part-size", "8", "--batch-size", "8"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CREATIVE_QA_"))}
     env |= {"CREATIVE_QA_HOME": str(tmp_path / "home"), "PYTHONPATH": str(ROOT)}
-    # NOTE: a new process group, as a terminal's Ctrl-C reaches the command and its workers together.
+    # NOTE: a new process group, as a terminal's Ctrl-C reaches the command and its workers together; and
+    # SIGINT as a terminal leaves it (default, unblocked): a signal ignored or blocked in this test process
+    # (by something an earlier test ran here) would be inherited and the command would never see Ctrl-C.
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+                            start_new_session=True, preexec_fn=_terminal_sigint)  # fmt: skip
     parts = Path(f"{out}.parts")
     deadline = time.time() + 120
     # NOTE: interrupted in its steady state (a few parts written), not while its pool and session start
