@@ -38,14 +38,10 @@ class ModelNotFoundError(FileNotFoundError):
     """No model where one was asked for: the message says what is missing and how to fix it."""
 
 
-def parse_providers(text: str | None) -> list[str] | None:
-    """A comma-separated provider list (``$CREATIVE_QA_PROVIDERS``' form) as a list; None when empty."""
-    return [p.strip() for p in text.split(",") if p.strip()] or None if text else None
-
-
 def providers_from_env() -> list[str] | None:
     """``$CREATIVE_QA_PROVIDERS`` as a list (comma-separated), or None when unset."""
-    return parse_providers(os.environ.get(PROVIDERS_ENV))
+    env = os.environ.get(PROVIDERS_ENV)
+    return [p.strip() for p in env.split(",") if p.strip()] or None if env else None
 
 
 def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
