@@ -248,10 +248,9 @@ class Evaluator:
 def run_arm(name: str, recipe: str, overrides: list[str], experiment: str, evaluator: Evaluator) -> dict[str, Any]:
     from training.config import load_config
     from training.loop import train
-    from training.model import PASSES
 
     cfg = load_config(recipe, [*overrides, f"experiment={experiment}", f"run_name={name}"])
-    t, passes = time.time(), PASSES.snapshot()
+    t = time.time()
     result = train(cfg)
     row = {
         "arm": name,
@@ -260,7 +259,7 @@ def run_arm(name: str, recipe: str, overrides: list[str], experiment: str, evalu
         "checkpoint": str(result.checkpoint),
         "val_mAP": result.metrics.get("val_mAP"),
         "wall_s": time.time() - t,
-        **PASSES.since(passes),
+        **result.passes,
     }
     return row | evaluator(row["checkpoint"])
 
@@ -753,7 +752,6 @@ def grid_run(
     re-evaluated from its checkpoint when only the evaluation changed, trained otherwise."""
     import mlflow
     from training.loop import train
-    from training.model import PASSES
 
     train_key, eval_key = keys
     stem = f"{arm}-s{seed}-{train_key[:12]}"
@@ -770,14 +768,14 @@ def grid_run(
             row = {k: prev.get(k) for k in keep} | {"status": "re-evaluated"}
             break
     if row is None:
-        t, passes = time.time(), PASSES.snapshot()
+        t = time.time()
         result = train(cfg)
         row = {
             "run_id": result.run_id,
             "checkpoint": str(result.checkpoint),
             "val_mAP": result.metrics.get("val_mAP"),
             "wall_s": time.time() - t,
-            **PASSES.since(passes),
+            **result.passes,
             "status": "trained",
         }
     t = time.time()

@@ -26,16 +26,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import default_bench_dir, print_table, synth_once, write_json  # noqa: E402
 
 
-def legacy_strong(images: torch.Tensor, pool: torch.Tensor | None = None) -> torch.Tensor:
+def legacy_strong(images: torch.Tensor, pool: torch.Tensor | None = None, native: int = 0) -> torch.Tensor:
     """The strong view as it was: the same flip and rotation for every view of a creative, crops shuffled."""
     from training.augment import hflip, rot90, vflip, view_shuffle_crops
 
-    return view_shuffle_crops(rot90(vflip(hflip(images))))
+    return view_shuffle_crops(rot90(vflip(hflip(images))), native=native)
 
 
 @torch.no_grad()
-def disagreement(model, views, pool, augment, draws: int, batch: int = 128) -> np.ndarray:
-    """Mean |p(weak) - p(augment)| per tag over creatives and draws: ``(T,)``."""
+def disagreement(model, views, pool, augment, draws: int, native: int, batch: int = 128) -> np.ndarray:
+    """Mean |p(weak) - p(augment)| per tag over creatives and draws: ``(T,)``; the ``native`` last views stay put."""
     from training.augment import weak
 
     total = None
@@ -44,8 +44,8 @@ def disagreement(model, views, pool, augment, draws: int, batch: int = 128) -> n
         diffs = []
         for i in range(0, len(views), batch):
             x, p = views[i : i + batch], pool[i : i + batch]
-            pw = torch.sigmoid(model(weak(x))[0])
-            ps = torch.sigmoid(model(augment(x, p))[0])
+            pw = torch.sigmoid(model(weak(x, native=native))[0])
+            ps = torch.sigmoid(model(augment(x, p, native=native))[0])
             diffs.append((pw - ps).abs())
         m = torch.cat(diffs).mean(0).numpy()
         total = m if total is None else total + m
@@ -64,7 +64,7 @@ def main() -> None:
 
     from creative_qa.preprocess import PreprocessSpec
     from creative_qa.taxonomy import load_taxonomy
-    from training.augment import set_native_views, strong
+    from training.augment import strong
     from training.config import load_config
     from training.data import load_manifest_dataset
     from training.loop import load_checkpoint, train
@@ -84,11 +84,11 @@ def main() -> None:
             checkpoint = str(train(cfg).checkpoint)
     ckpt = load_checkpoint(checkpoint)
     spec = PreprocessSpec.from_dict(ckpt.preprocess)
-    set_native_views(spec.native_crops + spec.grid_view)  # the augmentations keep these views in their role
+    native = spec.native_crops + spec.grid_view  # the augmentations keep these views in their role
     ds, _ = load_manifest_dataset(manifest, tags, spec, pool=a.pool, desc="views")
     model = model_from_checkpoint(ckpt)
-    before = disagreement(model, ds.views, ds.pool, legacy_strong, a.draws)
-    after = disagreement(model, ds.views, ds.pool, strong, a.draws)
+    before = disagreement(model, ds.views, ds.pool, legacy_strong, a.draws, native)
+    after = disagreement(model, ds.views, ds.pool, strong, a.draws, native)
     rows = [{"tag": t, "before": float(b), "after": float(x)} for t, b, x in zip(tags, before, after, strict=True)]
     rows.append({"tag": "mean", "before": float(before.mean()), "after": float(after.mean())})
     print(f"mean |p(weak) - p(strong)| per tag, {len(ds)} creatives, {a.draws} draws")

@@ -33,39 +33,19 @@ checks each operation on generated creatives near every threshold.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 
 # NOTE: views have roles (creative_qa.preprocess): the whole view, the detail crops, then the
 # native-pixel crops, which alternate between edge and smooth windows and so keep their places,
 # and the grid view (a block-grid signature, not a window). Only detail crops are shuffled and
-# re-drawn. The loop sets the count of views kept in place from the run's spec.
-_native_views = 0
+# re-drawn. ``native`` is how many views at the end of a batch keep their place; the caller knows
+# it from its views' spec (``training.methods.base.Method.native_views``), 0 when there are none.
 
 
-def set_native_views(n: int) -> None:
-    """How many views at the end of every batch keep their place: native-pixel crops and the grid view (0: none)."""
-    global _native_views
-    _native_views = int(n)
-
-
-@contextlib.contextmanager
-def native_views(n: int) -> Iterator[None]:
-    """``set_native_views(n)`` for the duration of a block (a training run), the previous value restored after."""
-    before = _native_views
-    set_native_views(n)
-    try:
-        yield
-    finally:
-        set_native_views(before)
-
-
-def _roles(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``images`` split into its whole view, detail crops and native crops (views on the same tensor)."""
+def _roles(images: torch.Tensor, native: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``images`` split into its whole view, detail crops and ``native`` kept views (views on the same tensor)."""
     v = images.shape[1]
-    k = min(_native_views, max(0, v - 1))
+    k = min(native, max(0, v - 1))
     return images[:, :1], images[:, 1 : v - k], images[:, v - k :]
 
 
@@ -92,12 +72,12 @@ def hflip(images: torch.Tensor, p: float = 0.5, generator: torch.Generator | Non
     return _flip(images, 3, p, generator)  # width axis of (N, V, H, W, C)
 
 
-def view_shuffle_crops(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Swap the order of the detail crops; the whole view stays first, native crops and the grid view last, in place."""
+def view_shuffle_crops(images: torch.Tensor, generator: torch.Generator | None = None, native: int = 0) -> torch.Tensor:
+    """Swap the order of the detail crops; the whole view stays first, the ``native`` last views in place."""
     if images.shape[1] <= 2:
         return images
-    whole, detail, native = _roles(images)
-    return torch.cat([whole, _shuffle(detail, generator), native], dim=1)
+    whole, detail, kept = _roles(images, native)
+    return torch.cat([whole, _shuffle(detail, generator), kept], dim=1)
 
 
 def vflip(images: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -122,9 +102,9 @@ def per_view(fn, images: torch.Tensor) -> torch.Tensor:
     return fn(images.reshape(n * v, 1, *images.shape[2:])).reshape(images.shape)
 
 
-def detail_windows(images: torch.Tensor, pool: torch.Tensor | None) -> torch.Tensor:
+def detail_windows(images: torch.Tensor, pool: torch.Tensor | None, native: int = 0) -> torch.Tensor:
     """A creative's detail windows: its served detail crops then its ``pool``, ``(N, C + P, S, S, 3)``."""
-    detail = _roles(images)[1]
+    detail = _roles(images, native)[1]
     return detail if pool is None or pool.shape[1] == 0 else torch.cat([detail, pool], dim=1)
 
 
@@ -133,31 +113,33 @@ def flip_rotate(images: torch.Tensor, generator: torch.Generator | None = None) 
     return per_view(lambda v: rot90(vflip(hflip(v, generator=generator), generator=generator), generator), images)
 
 
-def resample_crops(images: torch.Tensor, pool: torch.Tensor | None, generator: torch.Generator | None = None):
+def resample_crops(
+    images: torch.Tensor, pool: torch.Tensor | None, generator: torch.Generator | None = None, native: int = 0
+):
     """Draw each creative's detail crops at random from its served crops plus its ``pool`` of other windows.
 
     ``images`` ``(N, V, S, S, 3)``, ``pool`` ``(N, P, S, S, 3)``; the whole view (view 0) stays first and
     native crops and the grid view (if any) stay last, in place.
     """
-    whole, detail, native = _roles(images)
+    whole, detail, kept = _roles(images, native)
     crops = detail.shape[1]
     if crops <= 0:
         return images
-    cands = detail_windows(images, pool)
+    cands = detail_windows(images, pool, native)
     order = torch.rand(cands.shape[:2], generator=generator).argsort(dim=1)[:, :crops].to(images.device)
     picked = torch.gather(cands, 1, order.view(*order.shape, 1, 1, 1).expand(-1, -1, *cands.shape[2:]))
-    return torch.cat([whole, picked, native], dim=1)
+    return torch.cat([whole, picked, kept], dim=1)
 
 
-def strong(images: torch.Tensor, pool: torch.Tensor | None = None) -> torch.Tensor:
+def strong(images: torch.Tensor, pool: torch.Tensor | None = None, native: int = 0) -> torch.Tensor:
     """The strong, still label-preserving view used by the semi-supervised methods.
 
     Crops re-drawn from the creative's windows (``pool``), then every view flipped and
     rotated independently.
     """
-    return flip_rotate(resample_crops(images, pool))
+    return flip_rotate(resample_crops(images, pool, native=native))
 
 
-def weak(images: torch.Tensor) -> torch.Tensor:
+def weak(images: torch.Tensor, native: int = 0) -> torch.Tensor:
     """The label-preserving augmentation used for supervised batches."""
-    return view_shuffle_crops(hflip(images))
+    return view_shuffle_crops(hflip(images), native=native)

@@ -238,7 +238,7 @@ class CreativeDataset(Dataset):
         """Each video's row replaced by its sampled frames; ``bag`` maps image rows to batch rows.
 
         ``images``/``crop_pool`` then have ``R >= B`` rows while labels, quality and index keep ``B``:
-        ``training.model.frame_bags`` pools a video's frames back into one prediction.
+        ``CreativeModel.frame_bags`` pools a video's frames back into one prediction.
         """
         fr = self.frames
         assert fr is not None

@@ -14,12 +14,15 @@ takes its slice of every global batch; rank 0 alone logs and writes checkpoints.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +37,7 @@ from creative_qa.paths import home
 from creative_qa.preprocess import PreprocessSpec
 from creative_qa.taxonomy import Taxonomy, load_taxonomy
 from creative_qa.taxonomy_map import labels_for
-from training import augment, distributed, tracking
+from training import distributed, tracking
 from training.checkpoint import Checkpoint, capture_rng, restore_rng
 from training.config import VIEW_FIELDS, TrainConfig
 from training.data import (
@@ -48,7 +51,7 @@ from training.data import (
 from training.flags import calibrate_flags
 from training.methods import get_method
 from training.metrics import evaluate
-from training.model import PASSES, build_model, frame_bags, init_tag_prior
+from training.model import build_model, init_tag_prior
 from training.predict import forward_views
 from training.result import TrainResult
 from training.warmstart import TaxonomyChange, check_mix, choose_mix, pin_resumed_parent
@@ -152,6 +155,26 @@ def cache_root(cfg: TrainConfig) -> Path | None:
     return home() / "cache" if c == "auto" else Path(c).expanduser()
 
 
+@dataclasses.dataclass
+class _Run:
+    """One fit's moving parts: what ``Trainer._setup`` builds, the position the epochs advance, where it writes."""
+
+    model: nn.Module
+    method: Any
+    opt: torch.optim.Optimizer
+    params: list[nn.Parameter]
+    base_lr: float
+    steps_per_epoch: int
+    passes: tuple[int, int]  # the model's pass counter when the run started
+    start_epoch: int = 0
+    skip: int = 0  # batches of start_epoch already trained (a mid-epoch resume)
+    step: int = 0
+    run_id: str | None = None
+    finished: bool = False  # resumed from the final save: any weight mix is in it already
+    out_dir: Path = Path()
+    log_metrics: Callable[[dict[str, float], int], None] = lambda m, s: None
+
+
 class Trainer:
     """Holds what one run needs; ``fit`` runs it (resuming from a checkpoint if given)."""
 
@@ -218,15 +241,38 @@ class Trainer:
 
     # --- the run ----------------------------------------------------------------------
     def fit(self, resume: str | Path | None = None) -> TrainResult:
-        # NOTE: the views' roles for the augmentations hold for this run only: a later run in the process
-        # (auto's candidates, a test) starts from what it was before.
-        with augment.native_views(self.spec.native_crops + self.spec.grid_view):
-            return self._fit(resume)
+        """Train (from ``resume``'s checkpoint if given): set up, the epochs, the final evaluation; one MLflow run."""
+        run = self._setup(resume)
+        dist = self.dist
+        exp_id = tracking.setup(self.cfg.experiment) if dist.is_main else None
+        nested = mlflow.active_run() is not None  # e.g. a Noisy Student round under its parent run
+        run_ctx = (
+            mlflow.start_run(
+                run_id=run.run_id,
+                experiment_id=None if run.run_id else exp_id,
+                run_name=None if run.run_id else self.cfg.run_name or tracking.run_name(self.method_cls.name),
+                nested=nested,
+            )
+            if dist.is_main
+            else contextlib.nullcontext(None)
+        )
+        with run_ctx as mlrun:
+            run.run_id = distributed.broadcast(mlrun.info.run_id if mlrun is not None else None, dist)
+            run.out_dir = Path(self.cfg.output_dir) if self.cfg.output_dir else home() / "runs" / run.run_id
+            if dist.is_main:
+                run.out_dir.mkdir(parents=True, exist_ok=True)
+                if not resume:
+                    self._log_setup(len(self.train_ds), len(self.val_ds))
+            run.log_metrics = _log_metrics if dist.is_main else (lambda m, s: None)
+            metrics, val_probs = self._train_epochs(run)
+            result = self._finish(run, metrics, val_probs)
+        distributed.barrier(dist)
+        return result
 
-    def _fit(self, resume: str | Path | None = None) -> TrainResult:
+    def _setup(self, resume: str | Path | None) -> _Run:
+        """Data, model, method and optimiser of the run, at the position ``resume``'s checkpoint left it."""
         cfg, dist = self.cfg, self.dist
         seed_everything(cfg.seed)  # the same on every rank: identical initial weights and EMA copies
-        passes = PASSES.snapshot()
         self.method_cls = get_method(cfg.method.name)
         self.load_data()
         if self.change:  # warm start from the parent (and its pseudo-labels for migrated blanks)
@@ -235,6 +281,7 @@ class Trainer:
             model = build_model(cfg.model, len(self.tags)).to(self.device)
             if cfg.model.prior_bias:
                 init_tag_prior(model, self.train_ds.labels)
+        passes = model.passes.snapshot()
         if dist.enabled:
             model = distributed.convert_sync_batchnorm(model, self.device)
         if self.channels_last:
@@ -244,14 +291,11 @@ class Trainer:
         params = [*model.parameters(), *method.extra_parameters()]
         base_lr = cfg.optim.lr * (cfg.warm_start.lr_scale if self.change and self.change.parent else 1.0)
         opt = torch.optim.AdamW(params, lr=base_lr, weight_decay=cfg.optim.weight_decay)
-
         # An epoch is one pass over the labeled set, or exactly `steps_per_epoch` steps (cycling the
         # data) when set: that is how arms with different amounts of labeled data get the same budget.
-        bs = cfg.optim.batch_size
-        steps_per_epoch = cfg.optim.steps_per_epoch or steps_in_epoch(len(self.train_ds), bs, dist.world)
-        total = steps_per_epoch * cfg.optim.epochs
-        start_epoch, skip, step, run_id = 0, 0, 0, None
-        rng_restored, finished = False, False
+        per_epoch = cfg.optim.steps_per_epoch or steps_in_epoch(len(self.train_ds), cfg.optim.batch_size, dist.world)
+        run = _Run(model, method, opt, params, base_lr, per_epoch, passes)
+        rng_restored = False
         if resume:
             # NOTE: map_location per rank, or every rank's tensors land on the device rank 0 saved from.
             ckpt = Checkpoint.load(resume, map_location=self.device)
@@ -259,138 +303,126 @@ class Trainer:
             if ckpt.optimizer is not None:
                 opt.load_state_dict(ckpt.optimizer)
             method.load_state_dict(ckpt.method)
-            (start_epoch, skip), step, run_id = ckpt.resume_position(), ckpt.step, ckpt.run_id
-            finished = ckpt.thresholds is not None  # its final save: any weight mix is in it already
+            (run.start_epoch, run.skip), run.step, run.run_id = ckpt.resume_position(), ckpt.step, ckpt.run_id
+            run.finished = ckpt.thresholds is not None  # its final save: any weight mix is in it already
             rngs = ckpt.rng if isinstance(ckpt.rng, list) else [ckpt.rng]
             if len(rngs) == dist.world:
                 restore_rng(rngs[dist.rank])
                 rng_restored = True
-            log.info("resuming run %s at epoch %d, batch %d (step %d)", run_id, start_epoch, skip, step)
+            log.info("resuming run %s at epoch %d, batch %d (step %d)", run.run_id, run.start_epoch, run.skip, run.step)
         if dist.enabled and not rng_restored:
-            seed_everything(cfg.seed + 7919 * dist.rank + step)  # different augmentations and dropout per rank
+            seed_everything(cfg.seed + 7919 * dist.rank + run.step)  # different augmentations and dropout per rank
         if dist.enabled:
             method.model = distributed.wrap(model, dist, self.device)  # all ranks start from rank 0's weights
+        return run
 
-        exp_id = tracking.setup(cfg.experiment) if dist.is_main else None
-        nested = mlflow.active_run() is not None  # e.g. a Noisy Student round under its parent run
-        run_ctx = (
-            mlflow.start_run(
-                run_id=run_id,
-                experiment_id=None if run_id else exp_id,
-                run_name=None if run_id else cfg.run_name or tracking.run_name(cfg.method.name),
-                nested=nested,
+    def _train_epochs(self, run: _Run) -> tuple[dict[str, float], np.ndarray | None]:
+        """The epochs from the run's position: steps, logs, checkpoints, validation after each epoch.
+
+        Returns the last epoch's validation metrics and probabilities (none when no epoch was left).
+        """
+        cfg, dist, method, model = self.cfg, self.dist, run.method, run.model
+        bs, steps_per_epoch = cfg.optim.batch_size, run.steps_per_epoch
+        total = steps_per_epoch * cfg.optim.epochs
+        metrics: dict[str, float] = {}
+        val_probs: np.ndarray | None = None
+        unl_iter = None
+        if self.unlabeled_ds is not None and len(self.unlabeled_ds):
+            unl = StreamBatches(
+                len(self.unlabeled_ds), bs * method.unlabeled_ratio, cfg.seed + 1, run.step, dist.world, dist.rank
             )
-            if dist.is_main
-            else contextlib.nullcontext(None)
-        )
-        with run_ctx as run:
-            run_id = distributed.broadcast(run.info.run_id if run is not None else None, dist)
-            out_dir = Path(cfg.output_dir) if cfg.output_dir else home() / "runs" / run_id
-            if dist.is_main:
-                out_dir.mkdir(parents=True, exist_ok=True)
-                if not resume:
-                    self._log_setup(len(self.train_ds), len(self.val_ds))
-            log_metrics = _log_metrics if dist.is_main else (lambda m, s: None)
-            metrics: dict[str, float] = {}
-            val_probs: np.ndarray | None = None
-            unl_iter = None
-            if self.unlabeled_ds is not None and len(self.unlabeled_ds):
-                unl = StreamBatches(
-                    len(self.unlabeled_ds), bs * method.unlabeled_ratio, cfg.seed + 1, step, dist.world, dist.rank
-                )
-                unl_iter = iter(_loader(self.unlabeled_ds, unl, cfg.data.loader_workers, cfg.seed + 1))
-            ckpt_every = cfg.optim.checkpoint_every
-            for epoch in range(start_epoch, cfg.optim.epochs):
-                model.train()
-                t0 = time.time()
-                first = skip if epoch == start_epoch else 0
-                if first == 0:  # a mid-epoch resume got the method's epoch state back from its checkpoint
-                    log_metrics(method.on_epoch_start(epoch, self.train_ds, self.device, self.unlabeled_ds), step)
-                batches = epoch_batches(len(self.train_ds), bs, steps_per_epoch, cfg.seed, epoch, dist.world, dist.rank)
-                loader = _loader(self.train_ds, batches[first:], cfg.data.loader_workers, cfg.seed * 1000 + epoch)
-                bar = tqdm(
-                    loader,
-                    initial=first,
-                    total=steps_per_epoch,
-                    desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
-                    unit="batch",
-                    leave=False,
-                    disable=not dist.is_main,
-                )
-                running: dict[str, float] = {}
-                for i, batch in enumerate(bar, start=first):
-                    for g in opt.param_groups:
-                        g["lr"] = lr_at(step, total, cfg.optim.warmup_steps, base_lr)
-                    unl = _to(next(unl_iter), self.device) if unl_iter is not None else None
-                    bag = _frame_bag(batch, unl)
-                    with (
-                        torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp),
-                        frame_bags(bag, len(batch["labels"]), cfg.data.frame_pooling),
-                    ):
-                        loss, logs = method.train_step(_to(batch, self.device), unl, step)
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(f"non-finite loss at step {step}: {logs}")
-                    if dist.enabled:
-                        loss = distributed.touch_all(loss, model)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    grad_norm = nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-                    opt.step()
-                    method.after_step(step)
-                    step += 1
-                    logs = {"loss": float(loss.detach()), "grad_norm": float(grad_norm), **logs}
-                    for k, v in logs.items():
-                        running[k] = 0.9 * running.get(k, v) + 0.1 * v
-                    bar.set_postfix(loss=f"{running['loss']:.3f}")
-                    if step % 10 == 0:
-                        logs = distributed.mean_over_ranks(logs, dist)
-                        log_metrics(
-                            {f"train_{k}": v for k, v in logs.items()} | {"lr": opt.param_groups[0]["lr"]}, step
-                        )
-                    if ckpt_every and step % ckpt_every == 0 and i + 1 < steps_per_epoch:
-                        self._save(out_dir, model, opt, method, epoch, step, run_id, None, epoch_step=i + 1)
-                metrics, val_probs = evaluate_dataset(
-                    self._eval_net(method), self.val_ds, self.tags, self.device, "val_"
-                )
-                metrics["epoch_seconds"] = time.time() - t0
-                log_metrics(metrics | {"epoch": epoch + 1}, step)
-                log.info(
-                    "epoch %d/%d: val mAP %.3f, quality spearman %.3f (%.0fs)",
-                    epoch + 1,
-                    cfg.optim.epochs,
-                    metrics.get("val_mAP", float("nan")),
-                    metrics.get("val_quality_spearman", float("nan")),
-                    metrics["epoch_seconds"],
-                )
-                ckpt_path = self._save(out_dir, model, opt, method, epoch, step, run_id, policy=None)
-                if dist.is_main:
-                    mlflow.log_artifact(str(ckpt_path), artifact_path="checkpoints")
-
-            # Thresholds are calibrated on validation and travel with the model.
-            eval_model = self._eval_net(method)
-            if val_probs is None:  # resumed after the last epoch: nothing was evaluated in this process
-                metrics, val_probs = evaluate_dataset(eval_model, self.val_ds, self.tags, self.device, "val_")
-            if self.change and self.change.start_state is not None and not finished:
-                metrics, val_probs = self._mix_with_start(eval_model, metrics, val_probs, log_metrics, step)
-            policy = self._calibrate_flags(val_probs)
-            thresholds = policy.thresholds
-            if self.test_ds is not None and len(self.test_ds):
-                test_metrics, _ = evaluate_dataset(eval_model, self.test_ds, self.tags, self.device, "test_")
-                log_metrics(test_metrics, step)
-                metrics |= test_metrics
-            metrics |= {f"passes_{k}": float(v) for k, v in PASSES.since(passes).items()}
-            log_metrics({k: v for k, v in metrics.items() if k.startswith("passes_")}, step)
-            if dist.is_main:
-                mlflow.log_dict(thresholds, "thresholds.json")
-                mlflow.log_dict(policy.to_dict(), "flag_policy.json")
-                mlflow.log_metric("skipped_files", len(self.skipped))
-                if self.skipped:
-                    mlflow.log_text("\n".join(f"{p}\t{r}" for p, r in self.skipped), "skipped_files.tsv")
-            ckpt_path = self._save(out_dir, model, opt, method, cfg.optim.epochs - 1, step, run_id, policy)
+            unl_iter = iter(_loader(self.unlabeled_ds, unl, cfg.data.loader_workers, cfg.seed + 1))
+        ckpt_every = cfg.optim.checkpoint_every
+        for epoch in range(run.start_epoch, cfg.optim.epochs):
+            model.train()
+            t0 = time.time()
+            first = run.skip if epoch == run.start_epoch else 0
+            if first == 0:  # a mid-epoch resume got the method's epoch state back from its checkpoint
+                run.log_metrics(method.on_epoch_start(epoch, self.train_ds, self.device, self.unlabeled_ds), run.step)
+            batches = epoch_batches(len(self.train_ds), bs, steps_per_epoch, cfg.seed, epoch, dist.world, dist.rank)
+            loader = _loader(self.train_ds, batches[first:], cfg.data.loader_workers, cfg.seed * 1000 + epoch)
+            bar = tqdm(
+                loader,
+                initial=first,
+                total=steps_per_epoch,
+                desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
+                unit="batch",
+                leave=False,
+                disable=not dist.is_main,
+            )
+            running: dict[str, float] = {}
+            for i, batch in enumerate(bar, start=first):
+                for g in run.opt.param_groups:
+                    g["lr"] = lr_at(run.step, total, cfg.optim.warmup_steps, run.base_lr)
+                unl = _to(next(unl_iter), self.device) if unl_iter is not None else None
+                bag = _frame_bag(batch, unl)
+                with (
+                    torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp),
+                    model.frame_bags(bag, len(batch["labels"]), cfg.data.frame_pooling),
+                ):
+                    loss, logs = method.train_step(_to(batch, self.device), unl, run.step)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite loss at step {run.step}: {logs}")
+                if dist.enabled:
+                    loss = distributed.touch_all(loss, model)
+                run.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(run.params, cfg.optim.grad_clip)
+                run.opt.step()
+                method.after_step(run.step)
+                run.step += 1
+                logs = {"loss": float(loss.detach()), "grad_norm": float(grad_norm), **logs}
+                for k, v in logs.items():
+                    running[k] = 0.9 * running.get(k, v) + 0.1 * v
+                bar.set_postfix(loss=f"{running['loss']:.3f}")
+                if run.step % 10 == 0:
+                    logs = distributed.mean_over_ranks(logs, dist)
+                    lr = run.opt.param_groups[0]["lr"]
+                    run.log_metrics({f"train_{k}": v for k, v in logs.items()} | {"lr": lr}, run.step)
+                if ckpt_every and run.step % ckpt_every == 0 and i + 1 < steps_per_epoch:
+                    self._save(run, epoch, None, epoch_step=i + 1)
+            metrics, val_probs = evaluate_dataset(self._eval_net(method), self.val_ds, self.tags, self.device, "val_")
+            metrics["epoch_seconds"] = time.time() - t0
+            run.log_metrics(metrics | {"epoch": epoch + 1}, run.step)
+            log.info(
+                "epoch %d/%d: val mAP %.3f, quality spearman %.3f (%.0fs)",
+                epoch + 1,
+                cfg.optim.epochs,
+                metrics.get("val_mAP", float("nan")),
+                metrics.get("val_quality_spearman", float("nan")),
+                metrics["epoch_seconds"],
+            )
+            ckpt_path = self._save(run, epoch, None)
             if dist.is_main:
                 mlflow.log_artifact(str(ckpt_path), artifact_path="checkpoints")
-        distributed.barrier(dist)
-        return TrainResult(run_id, ckpt_path, metrics, thresholds, self.skipped)
+        return metrics, val_probs
+
+    def _finish(self, run: _Run, metrics: dict[str, float], val_probs: np.ndarray | None) -> TrainResult:
+        """The final evaluation: the warm start's weight mix, the flag policy on validation, test; the last save."""
+        eval_model = self._eval_net(run.method)
+        if val_probs is None:  # resumed after the last epoch: nothing was evaluated in this process
+            metrics, val_probs = evaluate_dataset(eval_model, self.val_ds, self.tags, self.device, "val_")
+        if self.change and self.change.start_state is not None and not run.finished:
+            metrics, val_probs = self._mix_with_start(eval_model, metrics, val_probs, run.log_metrics, run.step)
+        # Thresholds are calibrated on validation and travel with the model.
+        policy = self._calibrate_flags(val_probs)
+        if self.test_ds is not None and len(self.test_ds):
+            test_metrics, _ = evaluate_dataset(eval_model, self.test_ds, self.tags, self.device, "test_")
+            run.log_metrics(test_metrics, run.step)
+            metrics |= test_metrics
+        passes = run.model.passes.since(run.passes)
+        run.log_metrics({f"passes_{k}": float(v) for k, v in passes.items()}, run.step)
+        if self.dist.is_main:
+            mlflow.log_dict(policy.thresholds, "thresholds.json")
+            mlflow.log_dict(policy.to_dict(), "flag_policy.json")
+            mlflow.log_metric("skipped_files", len(self.skipped))
+            if self.skipped:
+                mlflow.log_text("\n".join(f"{p}\t{r}" for p, r in self.skipped), "skipped_files.tsv")
+        ckpt_path = self._save(run, self.cfg.optim.epochs - 1, policy)
+        if self.dist.is_main:
+            mlflow.log_artifact(str(ckpt_path), artifact_path="checkpoints")
+        metrics |= {f"passes_{k}": float(v) for k, v in passes.items()}
+        return TrainResult(run.run_id, ckpt_path, metrics, policy.thresholds, self.skipped, passes)
 
     def _calibrate_flags(self, val_probs: np.ndarray) -> FlagPolicy:
         """The flag policy on validation (``training.flags``), its annotator rates logged as metrics."""
@@ -446,43 +478,32 @@ class Trainer:
                 "world_size": self.dist.world,
             }
         )
-        mlflow.set_tags({"method": cfg.method.name, "backbone": cfg.model.backbone})
+        mlflow.set_tags({"method": self.method_cls.name, "backbone": cfg.model.backbone})
         mlflow.log_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), "config.yaml")
         mlflow.log_text(self.taxonomy.to_yaml(), "taxonomy.yaml")
         if self.change:
             self.change.log()
 
-    def _save(
-        self,
-        out_dir: Path,
-        model: nn.Module,
-        opt,
-        method,
-        epoch: int,
-        step: int,
-        run_id: str,
-        policy: FlagPolicy | None,
-        epoch_step: int = 0,
-    ) -> Path:
+    def _save(self, run: _Run, epoch: int, policy: FlagPolicy | None, epoch_step: int = 0) -> Path:
         """Rank 0 writes the checkpoint (with every rank's RNG state); returns its path on every rank."""
-        path = out_dir / CHECKPOINT
+        path = run.out_dir / CHECKPOINT
         rngs = distributed.gather(capture_rng(), self.dist)
         if not self.dist.is_main:
             return path
-        eval_model = self._eval_net(method)
+        eval_model = self._eval_net(run.method)
         Checkpoint(
             config=self.cfg.to_dict(),
             taxonomy=self.taxonomy.to_dict(),
             preprocess=self.spec.to_dict(),
-            model=model.state_dict(),
-            eval_model=eval_model.state_dict() if eval_model is not model else None,
-            optimizer=opt.state_dict(),
-            method=method.state_dict(),
+            model=run.model.state_dict(),
+            eval_model=eval_model.state_dict() if eval_model is not run.model else None,
+            optimizer=run.opt.state_dict(),
+            method=run.method.state_dict(),
             epoch=epoch,
             epoch_step=epoch_step,
             epoch_done=epoch_step == 0,
-            step=step,
-            run_id=run_id,
+            step=run.step,
+            run_id=run.run_id,
             thresholds=policy.thresholds if policy else None,
             flags=policy.to_dict() if policy else None,
             rng=rngs,
@@ -496,7 +517,8 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     The method says what to run (``Method.stages``: one ordinary run, or several such as rounds or
     pretraining then fine-tuning); this function runs them. Several stages are nested under one MLflow
     parent run, which it owns; each stage is an ordinary run of the loop (or, when a stage names another
-    staged method, that method's stages in turn). Returns the last stage's result.
+    staged method, that method's stages in turn). Returns the last stage's result, with the passes
+    (``TrainResult.passes``) of every stage summed.
     """
     if resume and cfg.warm_start.parent:
         pin_resumed_parent(cfg, Checkpoint.load(resume, mmap=True).config)  # the config only: tensors stay mapped
@@ -517,7 +539,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
 def _run_stages(method_cls: type, cfg: TrainConfig, resume: str | Path | None) -> TrainResult:
     """Fit each ``Stage`` the method's generator yields, sending it the stage's result; the last result."""
     stages = method_cls.stages(cfg, resume)
-    result: TrainResult | None = None
+    passes: dict[str, int] = {}
     stage = next(stages)
     while True:
         sub = get_method(stage.cfg.method.name)
@@ -525,10 +547,11 @@ def _run_stages(method_cls: type, cfg: TrainConfig, resume: str | Path | None) -
             result = train(stage.cfg, stage.resume)
         else:
             result = Trainer(stage.cfg).fit(stage.resume)
+        passes = {k: passes.get(k, 0) + v for k, v in result.passes.items()}
         try:
             stage = stages.send(result)
         except StopIteration:
-            return result
+            return dataclasses.replace(result, passes=passes)  # the last stage's, with every stage's passes
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

@@ -27,16 +27,19 @@ PROFILE_HIDDEN = 32  # width of the small MLP the grid view's numbers also pass 
 
 
 class PassCounter:
-    """Views through any ``CreativeModel`` in this process, with and without autograd.
+    """Views through a ``CreativeModel`` (and its copies: EMA teachers), with and without autograd.
 
     A view forwarded with grad enabled is also backpropagated (forward + backward); one
     without (a teacher, evaluation) is a forward pass only. Benchmarks compare arms'
-    budgets with it: a pretraining stage or a teacher counts in its arm.
+    budgets with it (``TrainResult.passes``): a pretraining stage or a teacher counts in its arm.
     """
 
     def __init__(self) -> None:
         self.grad_views = 0
         self.nograd_views = 0
+
+    def __deepcopy__(self, memo: dict) -> PassCounter:
+        return self  # a model's copy (an EMA teacher) counts in the same run
 
     def snapshot(self) -> tuple[int, int]:
         return self.grad_views, self.nograd_views
@@ -45,35 +48,15 @@ class PassCounter:
         return {"train_views": self.grad_views - snap[0], "forward_only_views": self.nograd_views - snap[1]}
 
 
-PASSES = PassCounter()
+class FrameBags(threading.local):
+    """The frame bags of the batch in hand (see ``CreativeModel.frame_bags``), shared by a model and its copies."""
 
-
-class _Bags(threading.local):
     bags: torch.Tensor | None = None  # (R,) batch row of each image row
     n: int = 0  # batch rows
     how: str = "max"
 
-
-_BAGS = _Bags()
-
-
-@contextmanager
-def frame_bags(bags: torch.Tensor | None, n: int, how: str = "max") -> Iterator[None]:
-    """Within this block, a ``CreativeModel`` given ``len(bags)`` image rows pools them into ``n`` creatives.
-
-    A video's sampled frames are rows of one bag (``training.data``): its tag logits pool
-    by ``max`` (the scorer's aggregation: the highest probability over frames) or ``lse``
-    (log-sum-exp, a smooth max), its quality is the mean of the frames' probabilities (the
-    scorer's again). So methods see one prediction per creative and stay unaware of frames.
-    """
-    if how not in ("max", "lse"):
-        raise ValueError(f"frame pooling must be max or lse, got {how!r}")
-    prev = (_BAGS.bags, _BAGS.n, _BAGS.how)
-    _BAGS.bags, _BAGS.n, _BAGS.how = bags, n, how
-    try:
-        yield
-    finally:
-        _BAGS.bags, _BAGS.n, _BAGS.how = prev
+    def __deepcopy__(self, memo: dict) -> FrameBags:
+        return self  # a teacher copied from the model pools the same batch's frames
 
 
 def pool_frames(
@@ -117,6 +100,8 @@ class CreativeModel(nn.Module):
         self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
         self.views = views
         self.backbone_name = backbone
+        self.passes = PassCounter()  # what this model and its copies ran (views)
+        self._frames = FrameBags()
         # The grid view (creative_qa.preprocess.grid_view) is three numbers as uniform planes, not a
         # picture: they join the features as they are, read off one pixel, and skip the backbone.
         # With a profile, the view's inner square holds three more numbers (creative_qa.preprocess.grid_view),
@@ -154,9 +139,9 @@ class CreativeModel(nn.Module):
             images = images[:, :-1]
         n, v, h, w, c = images.shape  # (N, V, S, S, 3) uint8
         if torch.is_grad_enabled():
-            PASSES.grad_views += n * v
+            self.passes.grad_views += n * v
         else:
-            PASSES.nograd_views += n * v
+            self.passes.nograd_views += n * v
         x = images.reshape(n * v, h, w, c).permute(0, 3, 1, 2).float()  # (N*V, 3, S, S)
         x = (x - self.mean) / self.std
         f = self.backbone(x)  # (N*V, D)
@@ -172,10 +157,34 @@ class CreativeModel(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 ``(N, V, S, S, 3)`` -> tag logits ``(N, T)`` and quality logit ``(N,)``."""
         tags, quality = self.heads(self.features(images))
-        bags = _BAGS.bags
-        if bags is not None and len(images) == len(bags):  # frames of videos (see frame_bags)
-            return pool_frames(tags, quality, bags, _BAGS.n, _BAGS.how)
+        fb = self._frames
+        if fb.bags is not None and len(images) == len(fb.bags):  # frames of videos (see frame_bags)
+            return pool_frames(tags, quality, fb.bags, fb.n, fb.how)
         return tags, quality
+
+    @contextmanager
+    def frame_bags(self, bags: torch.Tensor | None, n: int, how: str = "max") -> Iterator[None]:
+        """Within this block, this model (and its copies) pools ``len(bags)`` image rows into ``n`` creatives.
+
+        A video's sampled frames are rows of one bag (``training.data``): its tag logits pool
+        by ``max`` (the scorer's aggregation: the highest probability over frames) or ``lse``
+        (log-sum-exp, a smooth max), its quality is the mean of the frames' probabilities (the
+        scorer's again). So methods see one prediction per creative and stay unaware of frames.
+        """
+        if how not in ("max", "lse"):
+            raise ValueError(f"frame pooling must be max or lse, got {how!r}")
+        fb = self._frames
+        prev = (fb.bags, fb.n, fb.how)
+        fb.bags, fb.n, fb.how = bags, n, how
+        try:
+            yield
+        finally:
+            fb.bags, fb.n, fb.how = prev
+
+    def share_run(self, other: CreativeModel) -> CreativeModel:
+        """Count this model's passes with ``other``'s and pool its frames' bags: a teacher built apart from it."""
+        self.passes, self._frames = other.passes, other._frames
+        return self
 
 
 class ProbabilityModel(nn.Module):

@@ -13,3 +13,5 @@ class TrainResult:
     metrics: dict[str, float]
     thresholds: dict[str, float]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    # views through the model and its teachers: train_views (forward + backward), forward_only_views
+    passes: dict[str, int] = field(default_factory=dict)

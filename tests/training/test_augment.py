@@ -156,22 +156,30 @@ def test_strong_view_differs_from_the_weak_one(creatives):
 
 
 def test_native_crops_keep_their_role_under_every_augmentation():
-    from training.augment import detail_windows, set_native_views
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from training.augment import detail_windows
+    from training.methods.base import Method
 
     # Views tagged by value: whole 0, detail crops 1-3, native crops 10-11; pool windows 20-21.
     n, tags, pool_tags = 64, [0, 1, 2, 3, 10, 11], [20, 21]
     images = torch.tensor(tags, dtype=torch.uint8).view(1, 6, 1, 1, 1).expand(n, 6, 4, 4, 3).contiguous()
     pool = torch.tensor(pool_tags, dtype=torch.uint8).view(1, 2, 1, 1, 1).expand(n, 2, 4, 4, 3).contiguous()
-    set_native_views(2)
-    try:
-        for out in (weak(images), strong(images, pool), resample_crops(images, pool), view_shuffle_crops(images)):
-            got = out[:, :, 0, 0, 0]
-            assert (got[:, 0] == 0).all()
-            assert set(got[:, 1:4].unique().tolist()) <= {1, 2, 3, 20, 21}  # detail crops: detail windows only
-            assert (got[:, 4:] == torch.tensor([10, 11], dtype=torch.uint8)).all()  # in place: edge, smooth
-        assert set(detail_windows(images, pool)[:, :, 0, 0, 0].unique().tolist()) == {1, 2, 3, 20, 21}
-    finally:
-        set_native_views(0)
-    # without native views every crop is a detail crop (the default layout)
+    method = Method(nn.Identity())
+    method.spec = SimpleNamespace(native_crops=1, grid_view=True)  # a method knows its run's views: 2 kept in place
+    assert method.native_views == 2
+    for out in (
+        weak(images, native=2), strong(images, pool, native=2), resample_crops(images, pool, native=2),
+        view_shuffle_crops(images, native=2), method.weak(images), method.strong(images, pool),
+    ):  # fmt: skip
+        got = out[:, :, 0, 0, 0]
+        assert (got[:, 0] == 0).all()
+        assert set(got[:, 1:4].unique().tolist()) <= {1, 2, 3, 20, 21}  # detail crops: detail windows only
+        assert (got[:, 4:] == torch.tensor([10, 11], dtype=torch.uint8)).all()  # in place: edge, smooth
+    assert set(detail_windows(images, pool, native=2)[:, :, 0, 0, 0].unique().tolist()) == {1, 2, 3, 20, 21}
+    # without native views every crop is a detail crop (the default layout, and a method before its run sets a spec)
+    assert Method(nn.Identity()).native_views == 0
     assert any((weak(images)[:, 1:4, 0, 0, 0] >= 10).any() for _ in range(20))
     assert set(detail_windows(images, None)[:, :, 0, 0, 0].unique().tolist()) == {1, 2, 3, 10, 11}

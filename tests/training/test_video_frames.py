@@ -1,5 +1,7 @@
 """Videos train on every sampled frame: a video's tags pool over frames as the scorer pools them."""
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +14,7 @@ from tests.conftest import TINY_OVERRIDES
 from training.config import load_config
 from training.data import load_manifest_dataset
 from training.loop import train
-from training.model import build_model, frame_bags, pool_frames
+from training.model import build_model, pool_frames
 
 pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
 
@@ -36,13 +38,25 @@ def test_model_pools_a_bag_and_only_inside_the_block():
     model = build_model(cfg.model, 4).eval()
     x = torch.randint(0, 256, (5, cfg.model.views, 64, 64, 3), dtype=torch.uint8)
     tags, q = model(x)
-    with frame_bags(torch.tensor([0, 1, 1, 1, 2]), 3):
+    teacher = copy.deepcopy(model)  # an EMA teacher: a copy of the model, called on the same batch
+    apart = build_model(cfg.model, 4).eval()  # a model of another run
+    with torch.no_grad(), model.frame_bags(torch.tensor([0, 1, 1, 1, 2]), 3):
+        before = model.passes.snapshot()
         pooled, pq = model(x)
         other, _ = model(x[:4])  # another batch (different row count) is left alone
+        assert teacher(x)[0].shape == (3, 4) and apart(x)[0].shape == (5, 4)
+        counted = model.passes.since(before)
     assert pooled.shape == (3, 4) and other.shape == (4, 4)
     assert torch.allclose(pooled[1], tags[1:4].max(0).values, atol=1e-6)
     assert torch.allclose(torch.sigmoid(pq[1]), torch.sigmoid(q[1:4]).mean(), atol=1e-5)
     assert model(x)[0].shape == (5, 4)
+    # passes: the model's and its copy's views count together, a model of another run's apart
+    picture_views = cfg.model.views - cfg.model.grid_view
+    assert counted == {"train_views": 0, "forward_only_views": (5 + 4 + 5) * picture_views}
+    assert apart.passes.snapshot() == (0, 5 * picture_views)
+    # a teacher built apart (loaded from a checkpoint) joins the run: it pools and counts with the model
+    with model.frame_bags(torch.tensor([0, 1, 1, 1, 2]), 3):
+        assert apart.share_run(model)(x)[0].shape == (3, 4)
 
 
 def test_dataset_serves_every_sampled_frame_of_a_video(tiny_data, tmp_path):

@@ -54,6 +54,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
+from training import augment
+
 if TYPE_CHECKING:
     from training.config import TrainConfig
     from training.result import TrainResult
@@ -103,6 +105,20 @@ class Method:
     def stages(cls, cfg: TrainConfig, resume: str | Path | None = None) -> Generator[Stage, TrainResult, None]:
         """The runs to train, in order; each ``yield`` gets that stage's result. Default: one ordinary run."""
         yield Stage(cfg, resume)
+
+    @property
+    def native_views(self) -> int:
+        """Views at the end of each batch that keep their place under augmentation: native crops, the grid view."""
+        s = self.spec
+        return 0 if s is None else s.native_crops + s.grid_view
+
+    def weak(self, images: torch.Tensor) -> torch.Tensor:
+        """``training.augment.weak`` for this run's views."""
+        return augment.weak(images, native=self.native_views)
+
+    def strong(self, images: torch.Tensor, pool: torch.Tensor | None = None) -> torch.Tensor:
+        """``training.augment.strong`` for this run's views: crops re-drawn from ``pool``, views flipped and rotated."""
+        return augment.strong(images, pool, native=self.native_views)
 
     def train_step(
         self, batch: dict[str, torch.Tensor], unlabeled: dict[str, torch.Tensor] | None, step: int

@@ -20,7 +20,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from training.augment import strong, weak
 from training.losses import known_mask, masked_bce, quality_loss, tag_loss
 from training.methods.base import register
 from training.methods.ema import TeacherMethod
@@ -93,13 +92,13 @@ class ClassAwarePseudoLabels(TeacherMethod):
 
     def train_step(self, batch, unlabeled, step):
         x, y = batch["images"], batch["labels"]
-        tags, q = self.model(strong(x, batch.get("crop_pool")))
+        tags, q = self.model(self.strong(x, batch.get("crop_pool")))
         sup = tag_loss(self.loss, tags, y) + self.quality_weight * quality_loss(q, batch["quality"])
         logs = {"loss_sup": float(sup.detach())}
         if self.tau_pos is None:  # warm-up: labels only
             return sup, logs
         # Blank tags of labeled creatives: the teacher's probability against the tag's rank thresholds.
-        t_probs, _ = self.ema.probs(weak(x))
+        t_probs, _ = self.ema.probs(self.weak(x))
         tp, tn = self.tau_pos.to(x.device), self.tau_neg.to(x.device)
         pl = torch.full_like(t_probs, float("nan"))
         pl[t_probs >= tp] = 1.0
@@ -107,7 +106,7 @@ class ClassAwarePseudoLabels(TeacherMethod):
         unsup = masked_bce(tags, pl, known_mask(pl) * (1 - known_mask(y)))
         if unlabeled is not None and self.pool_labels is not None:
             pu = self.pool_labels.to(x.device)[unlabeled["index"]]
-            u_tags, _ = self.model(strong(unlabeled["images"], unlabeled.get("crop_pool")))
+            u_tags, _ = self.model(self.strong(unlabeled["images"], unlabeled.get("crop_pool")))
             unsup = unsup + masked_bce(u_tags, pu)
         logs["loss_unsup"] = float(unsup.detach())
         return sup + self.unlabeled_weight * unsup, logs

@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.augment import strong, weak
 from training.losses import known_mask, masked_bce, quality_loss, tag_loss
 from training.methods.base import register
 from training.methods.ema import TeacherMethod
@@ -90,22 +89,22 @@ class CoMatch(TeacherMethod):
 
     def train_step(self, batch, unlabeled, step):
         x, y = batch["images"], batch["labels"]
-        tags, q = self.model(strong(x, batch.get("crop_pool")))
+        tags, q = self.model(self.strong(x, batch.get("crop_pool")))
         sup = tag_loss(self.loss, tags, y) + self.quality_weight * quality_loss(q, batch["quality"])
         logs = {"loss_sup": float(sup.detach())}
         if unlabeled is None:
             return sup, logs
         u, pool = unlabeled["images"], unlabeled.get("crop_pool")
         with torch.no_grad():
-            p, _ = self.ema.probs(weak(u))
-            e_w = self.embed(self.model.features(weak(u)))
+            p, _ = self.ema.probs(self.weak(u))
+            e_w = self.embed(self.model.features(self.weak(u)))
             mem_e, mem_p = self.mem_emb.to(u.device), self.mem_probs.to(u.device)
             q_smooth = smooth_pseudo_labels(p, e_w, mem_e, mem_p, self.alpha, self.tau)
             graph = label_graph(q_smooth, self.graph_threshold)
             self.mem_emb = torch.cat([e_w.cpu(), self.mem_emb])[: self.memory]
             self.mem_probs = torch.cat([q_smooth.cpu(), self.mem_probs])[: self.memory]
-        f1 = self.model.features(strong(u, pool))
-        f2 = self.model.features(strong(u, pool))
+        f1 = self.model.features(self.strong(u, pool))
+        f2 = self.model.features(self.strong(u, pool))
         u_tags, _ = self.model.heads(f1)
         confident = (torch.maximum(q_smooth, 1 - q_smooth) >= self.confidence).float()
         hard = (q_smooth >= 0.5).float()
@@ -115,7 +114,7 @@ class CoMatch(TeacherMethod):
         blank = 1 - known_mask(y)
         if blank.any():
             with torch.no_grad():
-                pb, _ = self.ema.probs(weak(x))
+                pb, _ = self.ema.probs(self.weak(x))
             conf_b = (torch.maximum(pb, 1 - pb) >= self.confidence).float() * blank
             loss = loss + self.unlabeled_weight * masked_bce(tags, (pb >= 0.5).float(), conf_b)
         return loss, logs | {"loss_unsup": float(unsup.detach()), "loss_contrast": float(contrast.detach())}

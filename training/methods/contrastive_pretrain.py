@@ -50,14 +50,16 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(sim, target)
 
 
-def window_pairs(images: torch.Tensor, pool: torch.Tensor | None, generator: torch.Generator | None = None):
+def window_pairs(
+    images: torch.Tensor, pool: torch.Tensor | None, generator: torch.Generator | None = None, native: int = 0
+):
     """Two different detail windows per creative, each flipped and rotated on its own: ``(N, 1, S, S, 3)`` x 2.
 
     ``images`` ``(N, V, S, S, 3)`` (view 0, the whole creative, is not a window), ``pool``
-    ``(N, P, S, S, 3)`` further windows. A creative with one window in all pairs it with itself
-    (the flips and rotations still differ).
+    ``(N, P, S, S, 3)`` further windows; the ``native`` last views are not among them. A creative with one
+    window in all pairs it with itself (the flips and rotations still differ).
     """
-    cands = detail_windows(images, pool)
+    cands = detail_windows(images, pool, native)
     if cands.shape[1] == 0:
         cands = images[:, :1]
     order = torch.rand(cands.shape[:2], generator=generator).argsort(dim=1).to(images.device)
@@ -100,7 +102,7 @@ class ContrastivePretrain(Method):
         x = torch.cat([s["images"] for s in srcs])
         pools = [s.get("crop_pool") for s in srcs]
         pool = torch.cat(pools) if all(p is not None for p in pools) else None
-        a, b = window_pairs(x, pool)
+        a, b = window_pairs(x, pool, native=self.native_views)
         loss = nt_xent(self.embed(a), self.embed(b), self.temperature)
         return loss, {"loss_contrast": float(loss.detach())}
 

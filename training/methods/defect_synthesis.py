@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 
 from creative_qa.taxonomy import load_taxonomy
-from training.augment import strong
 from training.degrade import ranking_loss, synthesize
 from training.losses import masked_bce
 from training.methods.base import register
@@ -47,8 +46,8 @@ class DefectSynthesis(MeanTeacher):
         tags = self.tags or load_taxonomy().tag_names
         degraded, labels = synthesize(x, tags, detail, self.generator, grid_view=grid, grid_profile=profile)
         # NOTE: no crop pool here: the pool's windows are of the undegraded creative.
-        tags_d, q_d = self.model(strong(degraded))
-        _, q_s = self.model(strong(x))
+        tags_d, q_d = self.model(self.strong(degraded))
+        _, q_s = self.model(self.strong(x))
         synth = masked_bce(tags_d, labels.to(tags_d.device))
         rank = ranking_loss(q_s, q_d)
         loss = loss + self.synth_weight * synth + self.rank_weight * rank

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from sklearn.mixture import GaussianMixture
 
-from training.augment import strong, weak
 from training.losses import consistency_loss, known_mask, per_sample_bce, quality_loss, tag_loss
 from training.methods.base import register
 from training.methods.ema import TeacherMethod, sigmoid_rampup
@@ -104,9 +103,9 @@ class DivideMix(TeacherMethod):
 
     def train_step(self, batch, unlabeled, step):
         x = batch["images"]
-        t_probs, _ = self.ema.probs(weak(x))
+        t_probs, _ = self.ema.probs(self.weak(x))
         y = self.targets(batch["labels"], batch["index"], t_probs)
-        tags, q = self.model(strong(x, batch.get("crop_pool")))
+        tags, q = self.model(self.strong(x, batch.get("crop_pool")))
         sup = tag_loss(self.loss, tags, y) + self.quality_weight * quality_loss(q, batch["quality"])
         cons = consistency_loss(tags, t_probs, 1 - known_mask(y))  # blank and dropped labels
         if unlabeled is not None:

@@ -9,7 +9,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from training.augment import strong, weak
 from training.losses import consistency_loss
 from training.methods.base import Method
 
@@ -82,8 +81,8 @@ class TeacherMethod(Method):
     def unlabeled_consistency(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Student on the strong view vs teacher on the weak view, every tag of unlabeled creatives, and their
         quality (weighted by ``quality_consistency``: the teacher's quality is a target too)."""
-        t_tags, t_q = self.ema.probs(weak(batch["images"]))
-        student, s_q = self.model(strong(batch["images"], batch.get("crop_pool")))
+        t_tags, t_q = self.ema.probs(self.weak(batch["images"]))
+        student, s_q = self.model(self.strong(batch["images"], batch.get("crop_pool")))
         loss = consistency_loss(student, t_tags, kind=self.consistency_kind)
         if self.quality_consistency:
             loss = loss + self.quality_consistency * ((torch.sigmoid(s_q) - t_q.detach()) ** 2).mean()

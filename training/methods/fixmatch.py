@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 
-from training.augment import strong, weak
 from training.losses import known_mask, masked_bce, quality_loss, tag_loss
 from training.methods.base import register
 from training.methods.ema import TeacherMethod
@@ -67,7 +66,7 @@ class FixMatch(TeacherMethod):
     def _pseudo(self, images: torch.Tensor) -> torch.Tensor:
         was = self.model.training
         self.model.eval()
-        tags, _ = self.model(weak(images))
+        tags, _ = self.model(self.weak(images))
         self.model.train(was)
         probs = torch.sigmoid(tags)
         self.status = self.status.to(probs.device)
@@ -77,12 +76,12 @@ class FixMatch(TeacherMethod):
 
     def train_step(self, batch, unlabeled, step):
         x, y = batch["images"], batch["labels"]
-        tags, q = self.model(weak(x))
+        tags, q = self.model(self.weak(x))
         sup = tag_loss(self.loss, tags, y) + self.quality_weight * quality_loss(q, batch["quality"])
         # Blank tags of labeled creatives are pseudo-labelled too.
         blank = 1 - known_mask(y)
         pl = self._pseudo(x)
-        s_tags, _ = self.model(strong(x, batch.get("crop_pool")))
+        s_tags, _ = self.model(self.strong(x, batch.get("crop_pool")))
         mask_l = known_mask(pl) * blank
         unsup_l = masked_bce(s_tags, pl, mask_l)
         unsup, used = unsup_l, float(mask_l.sum())
@@ -90,7 +89,7 @@ class FixMatch(TeacherMethod):
         if unlabeled is not None:
             u = unlabeled["images"]
             pu = self._pseudo(u)
-            u_tags, _ = self.model(strong(u, unlabeled.get("crop_pool")))
+            u_tags, _ = self.model(self.strong(u, unlabeled.get("crop_pool")))
             unsup = unsup + masked_bce(u_tags, pu)
             used += float(known_mask(pu).sum())
             total += pu.numel()

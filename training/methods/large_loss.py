@@ -16,7 +16,6 @@ and doubtful labels from cross-validation, on the supervised arm (strong view, E
 
 from __future__ import annotations
 
-from training.augment import strong
 from training.losses import large_loss_targets, quality_loss, splc_targets, tag_loss
 from training.methods.base import register
 from training.methods.ema import TeacherMethod
@@ -50,7 +49,7 @@ class LargeLoss(TeacherMethod):
 
     def train_step(self, batch, unlabeled, step):
         y = self.given_labels(batch)
-        tags, q = self.model(strong(batch["images"], batch.get("crop_pool")))
+        tags, q = self.model(self.strong(batch["images"], batch.get("crop_pool")))
         if self.rate > 0:
             y = large_loss_targets(tags.detach(), y, self.rate, correct=self.mode == "correct")
         if self.splc_tau is not None:

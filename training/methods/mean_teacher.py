@@ -7,7 +7,6 @@ teacher is what gets evaluated and exported.
 
 from __future__ import annotations
 
-from training.augment import strong, weak
 from training.losses import consistency_loss, known_mask, quality_loss, tag_loss
 from training.methods.base import register
 from training.methods.ema import TeacherMethod, sigmoid_rampup
@@ -42,11 +41,11 @@ class MeanTeacher(TeacherMethod):
     def train_step(self, batch, unlabeled, step):
         x = batch["images"]
         if not self.consistency:  # no consistency term: no teacher pass and no pass over the pool
-            tags, q = self.model(strong(x, batch.get("crop_pool")))
+            tags, q = self.model(self.strong(x, batch.get("crop_pool")))
             sup = self._supervised(tags, q, batch)
             return sup, {"loss_sup": float(sup.detach())}
-        t_probs, t_q = self.ema.probs(weak(x))
-        tags, q = self.model(strong(x, batch.get("crop_pool")))
+        t_probs, t_q = self.ema.probs(self.weak(x))
+        tags, q = self.model(self.strong(x, batch.get("crop_pool")))
         sup = self._supervised(tags, q, batch)
         cons = consistency_loss(
             tags, t_probs, 1 - known_mask(self.given_labels(batch)), self.consistency_kind

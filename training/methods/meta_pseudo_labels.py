@@ -16,7 +16,6 @@ import copy
 
 import torch
 
-from training.augment import strong, weak
 from training.losses import masked_bce, quality_loss, tag_loss
 from training.methods.base import register
 from training.methods.ema import TeacherMethod
@@ -51,20 +50,20 @@ class MetaPseudoLabels(TeacherMethod):
     def labeled_loss(self, batch) -> float:
         was = self.model.training
         self.model.eval()
-        tags, _ = self.model(weak(batch["images"]))
+        tags, _ = self.model(self.weak(batch["images"]))
         self.model.train(was)
         return float(tag_loss(self.loss, tags, batch["labels"]))
 
     def train_step(self, batch, unlabeled, step):
         x, y = batch["images"], batch["labels"]
-        tags, q = self.model(strong(x, batch.get("crop_pool")))
+        tags, q = self.model(self.strong(x, batch.get("crop_pool")))
         sup = tag_loss(self.loss, tags, y) + self.quality_weight * quality_loss(q, batch["quality"])
         loss, logs = self.student_label_weight * sup, {"loss_sup": float(sup.detach())}
         if unlabeled is not None:
             u = unlabeled["images"]
             with torch.no_grad():
-                pseudo = (torch.sigmoid(self.teacher(weak(u))[0]) >= 0.5).float()
-            u_tags, _ = self.model(strong(u, unlabeled.get("crop_pool")))
+                pseudo = (torch.sigmoid(self.teacher(self.weak(u))[0]) >= 0.5).float()
+            u_tags, _ = self.model(self.strong(u, unlabeled.get("crop_pool")))
             unsup = masked_bce(u_tags, pseudo)
             loss = loss + unsup
             logs["loss_pseudo"] = float(unsup.detach())
@@ -77,8 +76,8 @@ class MetaPseudoLabels(TeacherMethod):
             return
         p, self.pending = self.pending, None
         h = p["before"] - self.labeled_loss(p["batch"])
-        t_tags, t_q = self.teacher(strong(p["u"]))
-        t_sup_tags, t_sup_q = self.teacher(strong(p["batch"]["images"], p["batch"].get("crop_pool")))
+        t_tags, t_q = self.teacher(self.strong(p["u"]))
+        t_sup_tags, t_sup_q = self.teacher(self.strong(p["batch"]["images"], p["batch"].get("crop_pool")))
         t_loss = mpl_teacher_loss(h, t_tags, p["pseudo"]) + tag_loss(self.loss, t_sup_tags, p["batch"]["labels"])
         t_loss = t_loss + self.quality_weight * quality_loss(t_sup_q, p["batch"]["quality"])
         self.teacher_opt.zero_grad(set_to_none=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 
-from training.augment import weak
 from training.losses import known_mask, masked_bce, quality_loss, sharpen
 from training.methods.base import register
 from training.methods.ema import TeacherMethod, sigmoid_rampup
@@ -53,18 +52,18 @@ class MixMatch(TeacherMethod):
 
     @torch.no_grad()
     def guess(self, images: torch.Tensor) -> torch.Tensor:
-        p = torch.stack([torch.sigmoid(self.model(weak(images))[0]) for _ in range(self.k)]).mean(0)
+        p = torch.stack([torch.sigmoid(self.model(self.weak(images))[0]) for _ in range(self.k)]).mean(0)
         return sharpen(p, self.temperature)
 
     def train_step(self, batch, unlabeled, step):
         x, y = batch["images"], batch["labels"]
-        f_x = self.model.features(weak(x))
+        f_x = self.model.features(self.weak(x))
         q_sup = quality_loss(self.model.heads(f_x)[1], batch["quality"])
         if unlabeled is None:
             f, targets, n_x = f_x, y, len(x)
         else:
             u = unlabeled["images"]
-            f = torch.cat([f_x, self.model.features(weak(u))])
+            f = torch.cat([f_x, self.model.features(self.weak(u))])
             targets, n_x = torch.cat([y, self.guess(u)]), len(x)
         lam = mix_lambda(self.alpha)
         mixed_f, mixed_y = mixup(f, targets, lam, torch.randperm(len(f), device=f.device))

@@ -21,7 +21,6 @@ import logging
 import torch
 
 import mlflow
-from training.augment import strong, weak
 from training.losses import known_mask, masked_bce, quality_loss, tag_loss
 from training.methods.base import Method, Stage, register
 
@@ -50,7 +49,8 @@ class NoisyStudent(Method):
         if teacher:
             from training.model import model_from_checkpoint
 
-            self.teacher = model_from_checkpoint(teacher).to(next(model.parameters()).device).eval()
+            # NOTE: the teacher's passes count in this run, and it pools a video's frames as the student does
+            self.teacher = model_from_checkpoint(teacher).share_run(model).to(next(model.parameters()).device).eval()
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
 
@@ -91,14 +91,14 @@ class NoisyStudent(Method):
 
     @torch.no_grad()
     def _targets(self, images: torch.Tensor) -> torch.Tensor:
-        tags, _ = self.teacher(weak(images))
+        tags, _ = self.teacher(self.weak(images))
         p = torch.sigmoid(tags)
         t = p if self.soft else (p >= 0.5).float()
         return t.masked_fill((2 * p - 1).abs() < self.confidence, float("nan"))
 
     def train_step(self, batch, unlabeled, step):
         x, y = batch["images"], batch["labels"]
-        tags, q = self.model(strong(x, batch.get("crop_pool")))
+        tags, q = self.model(self.strong(x, batch.get("crop_pool")))
         sup = tag_loss(self.loss, tags, y) + self.quality_weight * quality_loss(q, batch["quality"])
         if self.teacher is None:  # round 0: the first teacher learns from labels alone
             return sup, {"loss_sup": float(sup.detach())}
@@ -109,7 +109,7 @@ class NoisyStudent(Method):
         if unlabeled is not None:
             u = unlabeled["images"]
             pu = self._targets(u)
-            u_tags, _ = self.model(strong(u, unlabeled.get("crop_pool")))
+            u_tags, _ = self.model(self.strong(u, unlabeled.get("crop_pool")))
             unsup = unsup + masked_bce(u_tags, pu)
             used += float(known_mask(pu).sum())
         loss = sup + self.unlabeled_weight * unsup

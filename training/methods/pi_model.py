@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import torch
 
-from training.augment import strong
 from training.losses import consistency_loss, known_mask, quality_loss, tag_loss
 from training.methods.base import register
 from training.methods.ema import TeacherMethod, sigmoid_rampup
@@ -40,9 +39,9 @@ class PiModel(TeacherMethod):
 
     def two_passes(self, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits of two noised passes (the second detached, as probabilities) and the first pass's quality."""
-        tags1, q = self.model(strong(b["images"], b.get("crop_pool")))
+        tags1, q = self.model(self.strong(b["images"], b.get("crop_pool")))
         with torch.no_grad():
-            tags2, _ = self.model(strong(b["images"], b.get("crop_pool")))
+            tags2, _ = self.model(self.strong(b["images"], b.get("crop_pool")))
         return tags1, torch.sigmoid(tags2), q
 
     def train_step(self, batch, unlabeled, step):

@@ -10,7 +10,6 @@ weights (``ema_decay``): what separates them is then the unlabeled data alone.
 
 from __future__ import annotations
 
-from training.augment import strong, weak
 from training.losses import quality_loss, tag_loss
 from training.methods.base import register
 from training.methods.ema import TeacherMethod
@@ -34,7 +33,7 @@ class Supervised(TeacherMethod):
 
     def train_step(self, batch, unlabeled, step):
         x = batch["images"]
-        x = strong(x, batch.get("crop_pool")) if self.augment == "strong" else weak(x)
+        x = self.strong(x, batch.get("crop_pool")) if self.augment == "strong" else self.weak(x)
         tag_logits, q_logit = self.model(x)
         tag = tag_loss(self.loss, tag_logits, batch["labels"], **self.loss_params)
         qual = quality_loss(q_logit, batch["quality"])

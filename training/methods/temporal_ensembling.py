@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from training.augment import strong
 from training.losses import consistency_loss, known_mask, quality_loss, tag_loss
 from training.methods.base import register
 from training.methods.ema import TeacherMethod, sigmoid_rampup
@@ -75,11 +74,11 @@ class TemporalEnsembling(TeacherMethod):
         return loss
 
     def train_step(self, batch, unlabeled, step):
-        tags, q = self.model(strong(batch["images"], batch.get("crop_pool")))
+        tags, q = self.model(self.strong(batch["images"], batch.get("crop_pool")))
         sup = tag_loss(self.loss, tags, batch["labels"]) + self.quality_weight * quality_loss(q, batch["quality"])
         cons = self._cons("labeled", batch, tags, 1 - known_mask(batch["labels"]))
         if unlabeled is not None:
-            u_tags, _ = self.model(strong(unlabeled["images"], unlabeled.get("crop_pool")))
+            u_tags, _ = self.model(self.strong(unlabeled["images"], unlabeled.get("crop_pool")))
             cons = cons + self._cons("unlabeled", unlabeled, u_tags, torch.ones_like(u_tags))
         w = self.consistency * sigmoid_rampup(step, self.rampup_steps)
         return sup + w * cons, {"loss_sup": float(sup.detach()), "loss_cons": float(cons.detach()), "cons_weight": w}

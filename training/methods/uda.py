@@ -16,7 +16,6 @@ import math
 
 import torch
 
-from training.augment import strong, weak
 from training.losses import known_mask, masked_bce, quality_loss, sharpen, tag_loss
 from training.methods.base import register
 from training.methods.ema import TeacherMethod
@@ -67,12 +66,12 @@ class UDA(TeacherMethod):
     def targets(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Sharpened weak-view probabilities and the per-tag confidence mask."""
         with torch.no_grad():
-            p = torch.sigmoid(self.model(weak(images))[0])
+            p = torch.sigmoid(self.model(self.weak(images))[0])
         return sharpen(p, self.temperature), (torch.maximum(p, 1 - p) >= self.confidence).float()
 
     def train_step(self, batch, unlabeled, step):
         x, y = batch["images"], batch["labels"]
-        tags, q = self.model(strong(x, batch.get("crop_pool")))
+        tags, q = self.model(self.strong(x, batch.get("crop_pool")))
         eta = tsa_threshold(step, self.tsa_steps, self.tsa) if self.tsa else 1.0
         mask = tsa_mask(tags, y, eta)
         sup = tag_loss(self.loss, tags, y, mask) + self.quality_weight * quality_loss(q, batch["quality"])
@@ -80,7 +79,7 @@ class UDA(TeacherMethod):
         unsup = masked_bce(tags, target, conf * (1 - known_mask(y)))  # blank tags of labeled creatives
         if unlabeled is not None:
             u_target, u_conf = self.targets(unlabeled["images"])
-            u_tags, _ = self.model(strong(unlabeled["images"], unlabeled.get("crop_pool")))
+            u_tags, _ = self.model(self.strong(unlabeled["images"], unlabeled.get("crop_pool")))
             unsup = unsup + masked_bce(u_tags, u_target, u_conf)
         return sup + self.unlabeled_weight * unsup, {
             "loss_sup": float(sup.detach()),

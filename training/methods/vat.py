@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 
-from training.augment import strong, weak
 from training.losses import bernoulli_kl, quality_loss, tag_loss
 from training.methods.base import register
 from training.methods.ema import TeacherMethod
@@ -55,13 +54,13 @@ class VAT(TeacherMethod):
 
     def lds(self, images: torch.Tensor) -> torch.Tensor:
         """Local distributional smoothness at the weak view's features."""
-        f = self.model.features(weak(images))
+        f = self.model.features(self.weak(images))
         head = self.model.tag_head  # NOTE: no dropout inside the KL, or the direction is mostly dropout noise
         r = vat_direction(head, f, self.xi, self.eps)
         return bernoulli_kl(head(f).detach(), head(f + r))
 
     def train_step(self, batch, unlabeled, step):
-        tags, q = self.model(strong(batch["images"], batch.get("crop_pool")))
+        tags, q = self.model(self.strong(batch["images"], batch.get("crop_pool")))
         sup = tag_loss(self.loss, tags, batch["labels"]) + self.quality_weight * quality_loss(q, batch["quality"])
         lds = self.lds(batch["images"])
         if unlabeled is not None:
