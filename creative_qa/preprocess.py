@@ -76,6 +76,11 @@ class PreprocessSpec:
     grid_region: int = GRID_REGION  # ... read over at most this many pixels square of the creative
     grid_window: str = "edges"  # ... placed where the edges are ("edges") or at the centre ("centre")
     grid_profile: int = 1  # 1: the grid view also carries the window's step-energy profile (scale_profile)
+    # 1: the picture views are made from the creative box-reduced by an integer factor to at most twice the
+    # size they sample (``reduced``), the whole view from the detail crops' picture, and the grid view's
+    # window is found there too; 0: all from the full-size creative (every model from before the field).
+    # The same views in kind, at a fraction of the CPU.
+    reduce: int = 1
 
     def __post_init__(self) -> None:
         if self.input_size < 16:
@@ -88,6 +93,8 @@ class PreprocessSpec:
             raise ValueError(f"grid_view must be 0 or 1, got {self.grid_view}")
         if self.grid_profile not in (0, 1):
             raise ValueError(f"grid_profile must be 0 or 1, got {self.grid_profile}")
+        if self.reduce not in (0, 1):
+            raise ValueError(f"reduce must be 0 or 1, got {self.reduce}")
         if self.grid_region < 16 or self.grid_region % 8:
             raise ValueError(f"grid_region must be a multiple of 8 and at least 16, got {self.grid_region}")
         if self.grid_window not in GRID_WINDOWS:
@@ -104,6 +111,17 @@ class PreprocessSpec:
         return 1 + self.crops + self.native_crops + self.grid_view
 
     @property
+    def picture_side(self) -> int | None:
+        """The smallest short side the picture views (whole, detail crops) are made from without changing
+        them: twice what they sample (``detail_side``, or ``input_size`` without crops), which leaves the
+        final bilinear resize its anti-aliasing (at one times, a box reduction does the anti-aliasing and
+        the detail crops' windows move with the creative's size); ``None`` when the detail crops are at
+        native size."""
+        if self.crops and not self.detail_side:
+            return None
+        return 2 * (self.detail_side if self.crops else self.input_size)
+
+    @property
     def decode_min_side(self) -> int | None:
         """The smallest short side decoding may reduce a creative to without changing what the model sees.
 
@@ -112,9 +130,9 @@ class PreprocessSpec:
         Native-size crops (``detail_side=0``, or ``native_crops``) and the grid view need the full
         resolution: ``None``.
         """
-        if (self.crops and not self.detail_side) or self.native_crops or self.grid_view:
+        if self.native_crops or self.grid_view:
             return None
-        return 2 * (self.detail_side if self.crops else self.input_size)
+        return self.picture_side
 
     def to_dict(self) -> dict[str, int | str]:
         return asdict(self)
@@ -129,6 +147,8 @@ class PreprocessSpec:
             kw["grid_window"] = "centre"
         if "grid_profile" not in kw:  # ... and carried no step-energy profile
             kw["grid_profile"] = 0
+        if "reduce" not in kw:  # ... and made its picture views from the full-size creative
+            kw["reduce"] = 0
         return cls(**kw)
 
 
@@ -329,7 +349,12 @@ def short_side_of(number: float) -> float:
 
 
 def grid_view(
-    img: Image.Image, size: int, region: int = GRID_REGION, window: str = "edges", profile: bool = False
+    img: Image.Image,
+    size: int,
+    region: int = GRID_REGION,
+    window: str = "edges",
+    profile: bool = False,
+    search: tuple[Image.Image, int] | None = None,
 ) -> np.ndarray:
     """The grid view of an RGB image: ``(size, size, 3)`` uint8, each channel one of ``grid_features``.
 
@@ -340,6 +365,10 @@ def grid_view(
     (``size_numbers``: training's defect synthesis reads it to make a copy's crops as a creative of
     that size would show them; the model does not), and the inner square (from ``size // 4`` to
     ``size - size // 4``) the window's ``scale_profile``.
+
+    ``search``: ``img`` reduced by an integer factor, and the factor (``reduced``): the ``"edges"`` window
+    is found there (its corner scaled back to ``img`` and onto the block grid); the numbers are still read
+    off ``img``.
 
     At most ``region`` pixels square are read, where the creative has the most edge energy
     (``window="edges"``: a JPEG's quantisation shows on detail, and the centre of a large creative
@@ -353,7 +382,14 @@ def grid_view(
     if min(rw, rh) < 16:  # under two blocks: no grid to read (no lift, no evidence, no excess)
         values, steps = np.array(GRID_NEUTRAL, np.uint8), np.array(PROFILE_NEUTRAL, np.uint8)
     else:
-        edges = edgiest_window(img, rw, rh) if window == "edges" else None
+        edges = None
+        if window == "edges" and search is not None:
+            small, k = search
+            found = edgiest_window(small, -(-rw // k), -(-rh // k))
+            if found is not None:
+                edges = min(found[0] * k // 8 * 8, (w - rw) // 8 * 8), min(found[1] * k // 8 * 8, (h - rh) // 8 * 8)
+        elif window == "edges":
+            edges = edgiest_window(img, rw, rh)
         left, top = edges or ((w - rw) // 2 // 8 * 8, (h - rh) // 2 // 8 * 8)
         luma = np.asarray(img.crop((left, top, left + rw, top + rh)).convert("L"))
         values = grid_features(grid_fold(luma), quantisation_evidence(luma[: rh // 8 * 8, : rw // 8 * 8]))
@@ -364,6 +400,14 @@ def grid_view(
         view[e : size - e, e : size - e] = size_numbers(w, h)
         view[q : size - q, q : size - q] = steps
     return view
+
+
+def reduced(img: Image.Image, min_side: int | None) -> tuple[Image.Image, int]:
+    """``img`` box-reduced by the largest integer factor that keeps its short side at ``min_side`` or more,
+    and the factor (1: ``img`` itself). A box reduction reads each pixel once; the views' bilinear resizes
+    then work on a fraction of the pixels."""
+    k = min(img.size) // min_side if min_side else 1
+    return (img.reduce(k), k) if k >= 2 else (img, 1)
 
 
 def preprocess(
@@ -393,8 +437,12 @@ def preprocess(
     else:
         img = Image.fromarray(pixels)
     s = spec.input_size
-    views = [np.asarray(img.resize((s, s), Image.Resampling.BILINEAR), dtype=np.uint8)]
     native = original = img  # the creative at its own pixels
+    factor = 1
+    if spec.reduce:
+        img, factor = reduced(img, spec.picture_side)
+    small = img
+    whole = None if spec.reduce else np.asarray(img.resize((s, s), Image.Resampling.BILINEAR), dtype=np.uint8)
     if spec.crops:
         w, h = img.size
         short = min(w, h)
@@ -415,6 +463,9 @@ def preprocess(
         served, extra = centres[: spec.crops], centres[spec.crops :]
     else:
         served, extra = [], []
+    if whole is None:  # NOTE: from the picture the crops are cut from: it has every pixel the square needs
+        whole = np.asarray(img.resize((s, s), Image.Resampling.BILINEAR), dtype=np.uint8)
+    views = [whole]
     for c in served:
         views.append(_crop(img, s, c))
     if spec.native_crops:
@@ -425,7 +476,8 @@ def preprocess(
         for c in native_centres(native, s, spec.native_crops):
             views.append(_crop(native, s, c))
     if spec.grid_view:
-        views.append(grid_view(original, s, spec.grid_region, spec.grid_window, bool(spec.grid_profile)))
+        found = (small, factor) if factor > 1 else None  # the window is found on the reduced creative
+        views.append(grid_view(original, s, spec.grid_region, spec.grid_window, bool(spec.grid_profile), found))
     for c in extra:
         views.append(_crop(img, s, c))
     return np.stack(views)  # (V [+ pool], S, S, 3)

@@ -71,6 +71,7 @@ class ModelConfig:
     grid_region: int = GRID_REGION  # ... read over at most this many pixels square of the creative
     grid_window: str = "edges"  # ... placed where it has the most edge energy ("edges") or at the centre
     grid_profile: int = 1  # ... and its step-energy profile: an upscale's ramps at the creative's own pixels
+    reduce: int = 1  # picture views from the creative box-reduced to twice their size (0: from the full size)
     drop_rate: float = 0.1  # dropout before the heads
     drop_path_rate: float = 0.0  # stochastic depth, where the backbone supports it
     prior_bias: bool = True  # start the tag head's bias at each tag's prior in the labeled set

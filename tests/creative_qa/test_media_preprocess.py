@@ -407,3 +407,25 @@ def test_the_grid_views_profile_tells_an_upscale_from_a_mild_one_a_sharp_and_a_n
     assert (g == g[0, 0]).all() and g[0, 0].tolist() == preprocess(np.asarray(to_pil(c.image)), spec)[-1, 0, 0].tolist()
     with pytest.raises(ValueError, match="grid_profile"):
         PreprocessSpec(grid_view=1, grid_profile=2)
+
+
+@pytest.mark.parametrize(("short", "factor"), [(512, 1), (1080, 2), (2160, 4)])
+def test_reduced_views_are_the_full_size_views_in_kind_and_old_specs_keep_theirs(short, factor):
+    from creative_qa.preprocess import reduced
+    from creative_qa.synth import SynthConfig, make_creative
+    from creative_qa.synth.defects import to_pil
+
+    c = make_creative(np.random.default_rng(7), SynthConfig(size=512), chosen={})
+    img = to_pil(c.image).resize((short * 16 // 9, short), Image.Resampling.BICUBIC)
+    img = Image.fromarray(_jpeg(np.asarray(img), 80))  # a JPEG, as creatives come
+    new = PreprocessSpec(input_size=64, crops=3, detail_side=256, grid_view=1)
+    old = PreprocessSpec.from_dict({k: v for k, v in new.to_dict().items() if k != "reduce"})
+    assert new.reduce == 1 and old.reduce == 0 and PreprocessSpec.from_dict(new.to_dict()) == new
+    small, k = reduced(img, new.picture_side)
+    assert k == factor and min(small.size) >= new.picture_side  # never below twice what the views sample
+    fast, full = preprocess(img, new).astype(int), preprocess(img, old).astype(int)
+    # the whole view: made from the detail crops' picture, not the full size; the same to the model
+    assert np.abs(fast[0] - full[0]).mean() < 1.0
+    assert (full[0] == np.asarray(img.resize((64, 64), Image.Resampling.BILINEAR))).all()  # the old spec: as before
+    # the grid view's numbers are read at the creative's own pixels either way: its JPEG evidence is the same
+    assert np.abs(fast[-1, 0, 0] - full[-1, 0, 0]).max() <= 4, (fast[-1, 0, 0], full[-1, 0, 0])
