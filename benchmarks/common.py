@@ -92,9 +92,9 @@ def default_bench_dir(name: str) -> Path:
     return home() / "bench" / name
 
 
-def export_random_model(recipe: str, out: Path, version: str, name: str) -> Path:
-    """The recipe's architecture with random weights (seed 0), exported through the real export path:
-    a model for speed benchmarks, which need its shape, not its skill."""
+def export_random_model(recipe: str, out: Path, version: str, name: str, overrides: tuple[str, ...] = ()) -> Path:
+    """The recipe's architecture (with config ``overrides``) with random weights (seed 0), exported through
+    the real export path: a model for speed benchmarks, which need its shape, not its skill."""
     import torch
 
     from creative_qa.taxonomy import load_taxonomy
@@ -104,7 +104,7 @@ def export_random_model(recipe: str, out: Path, version: str, name: str) -> Path
     from training.loop import spec_of
     from training.model import build_model
 
-    cfg = load_config(recipe)
+    cfg = load_config(recipe, list(overrides))
     tax = load_taxonomy()
     torch.manual_seed(0)
     model = build_model(cfg.model, len(tax))

@@ -13,6 +13,7 @@ can prepare on the new path.
 
     python benchmarks/preprocess.py                      # the default views, every format and size
     python benchmarks/preprocess.py --model champion.onnx  # the views of a model (its preprocessing spec)
+    python benchmarks/preprocess.py --batch 400          # ... and batch-score 400 1,080 px JPEGs on each path
     python benchmarks/preprocess.py --quick              # CI smoke: two sizes, few repeats
 
 Writes ``benchmarks/results/preprocess.json``.
@@ -140,12 +141,52 @@ def compare(data: bytes, name: str, spec, repeat: int) -> dict[str, float]:
     }
 
 
+def batch_rates(photo: np.ndarray, n: int, short: int, workers: int | None) -> list[dict[str, Any]]:
+    """``batch_score`` on ``n`` JPEG creatives of ``short`` px with a model of each path (random weights, the
+    default architecture), alternating twice: creatives per second of each (its best run)."""
+    import tempfile
+
+    from common import export_random_model
+    from PIL import Image
+
+    from creative_qa.batch import batch_score
+    from creative_qa.machine import cpu_count
+
+    workers = workers or cpu_count()
+    best: dict[int, float] = {}
+    with tempfile.TemporaryDirectory(prefix="cqa-preprocess-") as d:
+        tmp = Path(d)
+        folder = tmp / "in"
+        folder.mkdir()
+        big = creative(photo, short)
+        for i in range(n):  # distinct creatives: the photo shifted and mirrored
+            px = np.roll(big, 7 * i, axis=1)
+            Image.fromarray(px[:, ::-1] if i % 2 else px).save(folder / f"{i:05d}.jpg", quality=90)
+        models = {
+            r: export_random_model("default", tmp / f"reduce{r}.onnx", "1", f"reduce{r}", (f"model.reduce={r}",))
+            for r in (0, 1)
+        }
+        for round_ in range(2):
+            for r, model in models.items():
+                out = tmp / f"scores-{r}-{round_}.parquet"
+                s = batch_score(folder, out, model, workers=workers, report=False, progress=False)
+                best[r] = max(best.get(r, 0.0), s.creatives_per_s)
+                print(f"batch-score reduce={r}: {s.creatives_per_s:.1f} creatives/s", file=sys.stderr)
+    return [
+        {"path": "full size (reduce=0)", "creatives_per_s": best[0], "ratio": 1.0},
+        {"path": "reduced (reduce=1)", "creatives_per_s": best[1], "ratio": best[1] / best[0]},
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="an ONNX model: measure its views (default: the default recipe's)")
     ap.add_argument("--sizes", default=",".join(map(str, SIZES)), help="short sides, px")
     ap.add_argument("--formats", default=",".join(FORMATS))
     ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--batch", type=int, default=0, help="also batch-score this many JPEGs on each path")
+    ap.add_argument("--batch-side", type=int, default=1080, help="their short side, px")
+    ap.add_argument("--workers", type=int, default=None, help="batch-score's decode workers (default: the cores)")
     ap.add_argument("--quick", action="store_true", help="two sizes, 3 repeats, the builder's fallback pictures")
     ap.add_argument("--out", default="benchmarks/results/preprocess.json")
     a = ap.parse_args()
@@ -181,7 +222,12 @@ def main() -> None:
             "total_ms_reduced", "speedup", "per_core_per_s"]  # fmt: skip
     print(f"CPU ms per creative, one thread, median of {repeat} (views: {spec.to_dict()}, reduce 0 and 1)")
     print_table(rows, cols)
-    write_json(a.out, {"spec": spec.to_dict(), "repeat": repeat, "rows": rows})
+    batch: list[dict[str, Any]] = []
+    if a.batch:
+        batch = batch_rates(photo, a.batch, a.batch_side, a.workers)
+        print(f"batch-score, {a.batch} JPEG creatives of {a.batch_side} px, the default model (random weights)")
+        print_table(batch, ["path", "creatives_per_s", "ratio"])
+    write_json(a.out, {"spec": spec.to_dict(), "repeat": repeat, "rows": rows, "batch": batch})
 
 
 if __name__ == "__main__":

@@ -95,3 +95,18 @@ def test_scale_sweep_quick(tmp_path):
     tags = load_taxonomy().tag_names
     assert list(small["path"]) == list(large["path"])
     assert (small[tags].to_numpy() != large[tags].to_numpy()).mean() < 0.05
+
+
+def test_preprocess_quick(tmp_path):
+    out = tmp_path / "pp.json"
+    args = ["benchmarks/preprocess.py", "--quick", "--formats", "jpeg,png", "--batch", "6", "--out", str(out)]
+    r = _run(args, tmp_path, tmpdir=tmp_path / "tmp")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not list((tmp_path / "tmp").glob("cqa-preprocess-*"))  # the creatives and models it made are gone
+    result = json.loads(out.read_text())
+    assert {(row["format"], row["short_side"]) for row in result["rows"]} == {
+        (f, s) for f in ("jpeg", "png") for s in (256, 1080)
+    }
+    assert all(row["total_ms_full"] > row["decode_ms"] > 0 and row["total_ms_reduced"] > 0 for row in result["rows"])
+    assert [row["path"] for row in result["batch"]] == ["full size (reduce=0)", "reduced (reduce=1)"]
+    assert all(row["creatives_per_s"] > 0 for row in result["batch"])
