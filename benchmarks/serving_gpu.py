@@ -10,7 +10,10 @@ One prepared script for a machine with a GPU (the project's own machines have no
    ``onnxconverter-common`` can convert the graph, CPU) and each batch bucket the server
    pads to, the throughput (creatives/s) and p50/p99 latency of one ``session.run``;
 2. end to end: ``benchmarks/api_load.py``'s table (API with batching vs in-process Scorer,
-   concurrency 1/8/32) once per GPU provider, through ``CREATIVE_QA_PROVIDERS``.
+   concurrency 1/8/32) once per GPU provider, through ``CREATIVE_QA_PROVIDERS``;
+3. the CPU ceiling: ``benchmarks/preprocess.py`` on JPEGs of 512, 1,080 and 2,160 px (decoding and
+   the views, one thread, both paths), times the machine's cores, next to the model's best rate: once
+   the model runs on the GPU, the creatives/s the CPUs can prepare is where scoring stops scaling.
 
 A configuration whose provider this onnxruntime build lacks is listed as skipped, with why.
 Writes JSON (default: benchmarks/results/serving_gpu.json).
@@ -142,6 +145,32 @@ def end_to_end(model: str, quick: bool, out_dir: Path) -> dict[str, Any]:
     return results
 
 
+def cpu_ceiling(quick: bool, out_dir: Path, model_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``benchmarks/preprocess.py`` on JPEGs; each size's creatives/s on every core beside the model's best."""
+    from creative_qa.machine import cpu_count
+
+    out = out_dir / "preprocess.json"
+    cmd = [sys.executable, "benchmarks/preprocess.py", "--formats", "jpeg", "--out", str(out)]
+    cmd += ["--quick"] if quick else ["--sizes", "512,1080,2160", "--repeat", "10"]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    if r.returncode != 0:
+        print(f"preprocess benchmark failed: {r.stderr[-2000:]}")
+        return []
+    best = max((row["creatives_per_s"] for row in model_rows if "creatives_per_s" in row), default=float("nan"))
+    cores = cpu_count()
+    rows = []
+    for row in json.loads(out.read_text())["rows"]:
+        ceiling = cores * 1e3 / row["total_ms_reduced"]
+        rows.append({"short_side": row["short_side"], "cpu_ms_full": row["total_ms_full"],
+                     "cpu_ms_reduced": row["total_ms_reduced"], "cores": cores,
+                     "cpu_ceiling_per_s": ceiling, "model_best_per_s": best})  # fmt: skip
+        print(
+            f"JPEG {row['short_side']:>5} px: {row['total_ms_full']:.2f} -> {row['total_ms_reduced']:.2f} CPU ms; "
+            f"{cores} cores prepare {ceiling:,.0f}/s, the model runs {best:,.0f}/s"
+        )
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="ONNX path (default: export the recipe's model)")
@@ -167,7 +196,9 @@ def main() -> None:
     print(f"onnxruntime {ort.__version__}, providers {ort.get_available_providers()}")
     rows = model_level(onnx_path, scorer, 5 if a.quick else a.iters, buckets)
     e2e = {} if a.no_end_to_end else end_to_end(str(onnx_path), a.quick, out.parent)
-    out.write_text(json.dumps({"model": str(onnx_path), "rows": rows, "end_to_end": e2e}, indent=2))
+    ceiling = cpu_ceiling(a.quick, out.parent, rows)
+    payload = {"model": str(onnx_path), "rows": rows, "end_to_end": e2e, "cpu_ceiling": ceiling}
+    out.write_text(json.dumps(payload, indent=2))
     print(f"wrote {out}")
 
 
