@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from training.config import ConfigError, TrainConfig, absolute_paths, apply_over
 from training.export import export_checkpoint
 from training.loop import load_checkpoint, train
 from training.metrics import macro_map, per_tag_ap
+from training.model import config_of
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,9 @@ def resume_config(checkpoint: str, recipe: str | None, overrides: list[str]) -> 
         raise FileNotFoundError(f"--resume {checkpoint}: no such checkpoint (a run writes <output_dir>/last.pt)")
     if recipe:
         raise ConfigError("--resume takes the recipe and settings from the checkpoint; drop --recipe")
-    saved = Checkpoint.load(checkpoint, mmap=True).config  # the config only: tensors stay mapped
-    cfg = build_config(TrainConfig, copy.deepcopy(saved), f"{checkpoint} (config)", strict=False)
+    # NOTE: the views are the checkpoint's spec's (config_of): a view field added since the run started has
+    # today's default in the saved config read back, but the run keeps making the views it started with.
+    cfg = config_of(Checkpoint.load(checkpoint, mmap=True))  # the config only: tensors stay mapped
     before = cfg.flat()
     data = apply_overrides(cfg.to_dict(), overrides)
     after = build_config(TrainConfig, data, "<resume overrides>").flat()

@@ -299,6 +299,14 @@ class Trainer:
         if resume:
             # NOTE: map_location per rank, or every rank's tensors land on the device rank 0 saved from.
             ckpt = Checkpoint.load(resume, map_location=self.device)
+            started = PreprocessSpec.from_dict(ckpt.preprocess or {})
+            if started != self.spec:
+                now = self.spec.to_dict()
+                changed = {k: (v, now[k]) for k, v in started.to_dict().items() if v != now[k]}
+                raise ValueError(
+                    f"{resume} was trained on other views than this config makes ({changed}, checkpoint -> config); "
+                    f"`creative-qa train --resume {resume}` takes them from the checkpoint"
+                )
             model.load_state_dict(ckpt.model)
             if ckpt.optimizer is not None:
                 opt.load_state_dict(ckpt.optimizer)

@@ -58,3 +58,21 @@ def test_train_makes_its_paths_absolute_so_it_resumes_from_any_folder(tiny_data,
     assert cfg.data.labeled == str(tiny_data["train_labeled"])
     assert cfg.output_dir == str(tiny_data["train_labeled"].parent / "runs" / "a")
     assert cfg.data.taxonomy == "v1"  # a built-in name, not a path
+
+
+def test_a_run_started_before_a_view_field_existed_resumes_with_the_views_it_started_with(stopped, tmp_path):
+    from training.checkpoint import Checkpoint
+
+    ckpt, cfg = stopped
+    old = Checkpoint.load(ckpt)
+    del old.config["model"]["reduce"]  # a run from before model.reduce: its views were made from the full size
+    old.preprocess.pop("reduce")
+    old.save(tmp_path / "last.pt")
+    got = resume_config(str(tmp_path / "last.pt"), None, [])
+    assert cfg.model.reduce == 1 and got.model.reduce == 0
+    assert {k: v for k, v in got.to_dict()["model"].items() if k != "reduce"} == {
+        k: v for k, v in cfg.to_dict()["model"].items() if k != "reduce"
+    }
+    # resumed with a config that makes other views (today's default), the run refuses rather than mixing them
+    with pytest.raises(ValueError, match=r"other views than this config makes \({'reduce': \(0, 1\)}"):
+        train(cfg, resume=tmp_path / "last.pt")
