@@ -145,12 +145,13 @@ def end_to_end(model: str, quick: bool, out_dir: Path) -> dict[str, Any]:
     return results
 
 
-def cpu_ceiling(quick: bool, out_dir: Path, model_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``benchmarks/preprocess.py`` on JPEGs; each size's creatives/s on every core beside the model's best."""
+def cpu_ceiling(model: Path, quick: bool, out_dir: Path, model_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``benchmarks/preprocess.py`` on JPEGs with ``model``'s views; each size's creatives/s on every core
+    beside the model's best rate."""
     from creative_qa.machine import cpu_count
 
     out = out_dir / "preprocess.json"
-    cmd = [sys.executable, "benchmarks/preprocess.py", "--formats", "jpeg", "--out", str(out)]
+    cmd = [sys.executable, "benchmarks/preprocess.py", "--model", str(model), "--formats", "jpeg", "--out", str(out)]
     cmd += ["--quick"] if quick else ["--sizes", "512,1080,2160", "--repeat", "10"]
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     if r.returncode != 0:
@@ -196,7 +197,7 @@ def main() -> None:
     print(f"onnxruntime {ort.__version__}, providers {ort.get_available_providers()}")
     rows = model_level(onnx_path, scorer, 5 if a.quick else a.iters, buckets)
     e2e = {} if a.no_end_to_end else end_to_end(str(onnx_path), a.quick, out.parent)
-    ceiling = cpu_ceiling(a.quick, out.parent, rows)
+    ceiling = cpu_ceiling(onnx_path, a.quick, out.parent, rows)
     payload = {"model": str(onnx_path), "rows": rows, "end_to_end": e2e, "cpu_ceiling": ceiling}
     out.write_text(json.dumps(payload, indent=2))
     print(f"wrote {out}")

@@ -76,8 +76,8 @@ class PreprocessSpec:
     grid_region: int = GRID_REGION  # ... read over at most this many pixels square of the creative
     grid_window: str = "edges"  # ... placed where the edges are ("edges") or at the centre ("centre")
     grid_profile: int = 1  # 1: the grid view also carries the window's step-energy profile (scale_profile)
-    # 1: the picture views are made from the creative box-reduced by an integer factor to at most twice the
-    # size they sample (``reduced``), the whole view from the detail crops' picture, and the grid view's
+    # 1: the picture views are made from the creative box-reduced by an integer factor, its short side kept at
+    # twice what they sample or more (``reduced``), the whole view from the detail crops' picture; the grid view's
     # window is found there too; 0: all from the full-size creative (every model from before the field).
     # The same views in kind, at a fraction of the CPU.
     reduce: int = 1

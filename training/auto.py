@@ -31,8 +31,10 @@ import numpy as np
 import mlflow
 from creative_qa.paths import home
 from training import tracking
+from training.checkpoint import Checkpoint
 from training.config import TrainConfig, absolute_paths, load_config
 from training.loop import TrainResult, train
+from training.model import adopt_views
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +130,8 @@ def train_auto(overrides: list[str], budget_s: float | None = None, resume_dir: 
                     log.warning("auto: %s", skipped)
                     break
             ckpt = Path(cfg.output_dir) / "last.pt"
+            if ckpt.is_file():  # NOTE: resumed with the views it started with, not today's defaults
+                adopt_views(cfg, Checkpoint.load(ckpt, mmap=True).preprocess)
             log.info("auto: training candidate %r (%s)", name, cfg.method.name)
             t = time.time()
             res = train(cfg, resume=ckpt if ckpt.is_file() else None)

@@ -281,7 +281,9 @@ class Trainer:
             model = build_model(cfg.model, len(self.tags)).to(self.device)
             if cfg.model.prior_bias:
                 init_tag_prior(model, self.train_ds.labels)
-        passes = model.passes.snapshot()
+        # NOTE: a model built for this run: its pass counter started at zero here, and a warm start's copy
+        # shares its parent's, which already counts the parent labelling the migrated blanks for this run.
+        passes = (0, 0)
         if dist.enabled:
             model = distributed.convert_sync_batchnorm(model, self.device)
         if self.channels_last:
@@ -540,6 +542,7 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
     ) as parent:
         mlflow.set_tag("method", method_cls.name)
         result = _run_stages(method_cls, cfg, resume)
+        mlflow.log_metrics({f"passes_{k}": float(v) for k, v in result.passes.items()})  # every stage's
         log.info("%s done: parent run %s, last stage %s", method_cls.name, parent.info.run_id, result.run_id)
         return result
 
@@ -559,7 +562,9 @@ def _run_stages(method_cls: type, cfg: TrainConfig, resume: str | Path | None) -
         try:
             stage = stages.send(result)
         except StopIteration:
-            return dataclasses.replace(result, passes=passes)  # the last stage's, with every stage's passes
+            # the last stage's result, with every stage's passes
+            summed = {f"passes_{k}": float(v) for k, v in passes.items()}
+            return dataclasses.replace(result, passes=passes, metrics={**result.metrics, **summed})
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:

@@ -234,14 +234,23 @@ def config_of(ckpt: Checkpoint):
     has none, and one from before the view's window moved to the edges reads the centre,
     whatever today's defaults are.
     """
-    from creative_qa.preprocess import PreprocessSpec
-    from training.config import VIEW_FIELDS, TrainConfig, build_config
+    from training.config import TrainConfig, build_config
 
     cfg = build_config(TrainConfig, ckpt.config, "<checkpoint>", strict=False)
-    spec = PreprocessSpec.from_dict(ckpt.preprocess or {})
+    adopt_views(cfg, ckpt.preprocess)
+    return cfg
+
+
+def adopt_views(cfg, preprocess: dict | None) -> None:
+    """Set ``cfg``'s view fields to a checkpoint's preprocessing spec (``ckpt.preprocess``): a run resumed or a
+    model rebuilt keeps the views it was trained on, whatever today's defaults (a field the spec predates has
+    the value it had before the field existed, ``PreprocessSpec.from_dict``)."""
+    from creative_qa.preprocess import PreprocessSpec
+    from training.config import VIEW_FIELDS
+
+    spec = PreprocessSpec.from_dict(preprocess or {})
     for f in VIEW_FIELDS:
         setattr(cfg.model, f, getattr(spec, f))
-    return cfg
 
 
 def model_from_checkpoint(ckpt: Checkpoint | str | Path) -> CreativeModel:

@@ -60,7 +60,15 @@ def test_train_without_a_recipe_trains_both_keeps_the_better_and_resumes(fresh_h
     record["candidates"].pop("default")
     (out / RECORD).write_text(json.dumps(record))
     (out / "last.pt").unlink()
+    # ... and that candidate started before model.reduce existed: it resumes with the views it started with
+    from training.checkpoint import Checkpoint
+
+    ckpt = Checkpoint.load(out / "default" / "last.pt")
+    del ckpt.config["model"]["reduce"]
+    ckpt.preprocess.pop("reduce")
+    ckpt.save(out / "default" / "last.pt")
     again = _train(["--resume", str(out)], capsys)
+    assert Checkpoint.load(out / "default" / "last.pt").preprocess["reduce"] == 0
     assert again["parent_run_id"] == got["parent_run_id"] and (out / "last.pt").is_file()
     assert {k: c["run_id"] for k, c in again["candidates"].items()} == {
         k: c["run_id"] for k, c in got["candidates"].items()

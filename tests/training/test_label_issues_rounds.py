@@ -79,3 +79,10 @@ def test_noisy_student_rounds_are_nested_mlflow_runs(tiny_data, tmp_path, fresh_
     assert student.info.run_id == result.run_id
     assert "round-0" in student.data.params["method.params"]  # the student learned from round 0's teacher
     assert (tmp_path / "round-1" / "last.pt").is_file()
+    # the budget of the whole method: both rounds' passes (the student's teacher counted in round 1), in the
+    # result and on the parent run; each round's own on its run
+    per_round = [{k: int(r.data.metrics[f"passes_{k}"]) for k in result.passes} for r in children]
+    assert result.passes == {k: sum(p[k] for p in per_round) for k in result.passes}
+    assert all(p["train_views"] > 0 for p in per_round)
+    assert parents[0].data.metrics["passes_train_views"] == result.passes["train_views"]
+    assert result.metrics["passes_forward_only_views"] == result.passes["forward_only_views"]

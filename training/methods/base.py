@@ -33,7 +33,9 @@ What the loop gives a method (the contract):
   last result; the default is one ordinary run.
 * Before training, the loop sets ``self.tags`` (the taxonomy's tag names, in head order)
   and ``self.spec`` (the ``PreprocessSpec`` of the views), for methods that need to know
-  what a tag or a view is.
+  what a tag or a view is. ``self.weak(images)`` and ``self.strong(images, pool)`` are the
+  label-preserving augmentations (``training.augment``) for those views: the native-pixel
+  crops and the grid view keep their places, only the detail crops move.
 
 A new method is a new file in ``training/methods/`` (found by
 ``discover()``, no list to edit), or any ``.py`` file named by path in the recipe
