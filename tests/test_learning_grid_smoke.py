@@ -2,6 +2,7 @@
 and measures every (cell, arm, seed), the second loads every result and trains nothing."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -90,6 +91,23 @@ def test_learning_grid_quick_measures_then_loads(tmp_path):
         assert abs(flags["true"] - np.nanmean(truth[:, j])) < 1e-9
     # the real-photo split is the builder's manifest, with its exact labels
     assert "realphoto" in first["data"] and pd.read_csv(first["data"]["realphoto"])["role"].notna().all()
+
+    # the annotator rates of each floor run, rebuilt from its stored checkpoint (benchmarks/annotator_rates.py):
+    # the same validation split and predictions as the run's flag calibration, so the estimate it logged
+    rates = tmp_path / "rates.json"
+    grid_dir = Path(first["data"]["test"]).parent
+    r = _run(["benchmarks/annotator_rates.py", "--grid-dir", str(grid_dir), "--out", str(rates)], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for cell, seeds in json.loads(rates.read_text())["cells"].items():
+        m = seeds["0"]
+        floor = next(row for row in first["rows"] if row["cell"] == cell and row["arm"] == "floor")
+        logged = client.get_run(floor["run_id"]).data.metrics
+        assert m["run_id"] == floor["run_id"] and [t["tag"] for t in m["tags"]] == tags
+        assert m["shared"]["miss_est"] == pytest.approx(logged["annotator_miss_rate"], abs=1e-6)
+        assert m["shared"]["fp_est"] == pytest.approx(logged["annotator_fp_rate"], abs=1e-6)
+        assert 0 <= m["shared"]["miss_true"] <= 1 and 0 <= m["shared"]["fp_true"] <= 1
+    assert "shared rates over seeds" in r.stdout
 
     # the same grid again: every result is loaded, nothing is trained, no run but the parent is made
     stdout2, second = _grid(tmp_path, tmp_path / "grid2.json")

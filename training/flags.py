@@ -21,6 +21,8 @@ Validation labels are the team's: noisy and few. Three steps, all on them:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.stats import beta
 from sklearn.metrics import average_precision_score
@@ -50,6 +52,40 @@ def ranks_above_prior(p: np.ndarray, y: np.ndarray, n_boot: int = 200, seed: int
     return lo > 0, ap, lo
 
 
+@dataclass(frozen=True)
+class TagAnchors:
+    """One tag's anchor counts (``tag_anchors``): its surest ``pos_n`` creatives, ``pos_hits`` of them labelled
+    positive; ``neg_n`` ranked below twice its observed positives, ``neg_hits`` of them labelled positive."""
+
+    pos_hits: int
+    pos_n: int
+    neg_hits: int
+    neg_n: int
+
+    @property
+    def miss(self) -> float:
+        """The tag's miss-rate estimate: ``1 -`` its positive anchors' labelled-positive share (or more)."""
+        return 1.0 - self.pos_hits / self.pos_n if self.pos_n else float("nan")
+
+    @property
+    def fp(self) -> float:
+        """The tag's false-positive-rate estimate: its negative anchors' labelled-positive share (or more)."""
+        return self.neg_hits / self.neg_n if self.neg_n else float("nan")
+
+
+def tag_anchors(probs: np.ndarray, labels: np.ndarray, j: int, anchor_frac: float = 0.3) -> TagAnchors | None:
+    """Tag ``j``'s anchors (Patrini et al. 2017, read from the labels): ``None`` when its known labels are all
+    one value or it has under 2 positives."""
+    p, y = _known(probs, labels, j)
+    npos = int(y.sum())
+    if npos < 2 or npos == len(y):
+        return None
+    order = np.argsort(-p, kind="stable")
+    k = max(1, round(anchor_frac * npos))
+    below = y[order[2 * npos :]]
+    return TagAnchors(int(y[order[:k]].sum()), k, int(below.sum()), len(below))
+
+
 def estimate_annotator_rates(
     probs: np.ndarray,
     labels: np.ndarray,
@@ -69,23 +105,11 @@ def estimate_annotator_rates(
     makes the flags more cautious. Negative anchors: every creative ranked below twice its tag's observed
     positives, pooled (a positive among them raises the estimate, which also makes flags more cautious).
     """
-    per_tag: list[float] = []
-    pos_hits = pos_n = neg_hits = neg_n = 0
-    for j in use if use is not None else range(labels.shape[1]):
-        p, y = _known(probs, labels, j)
-        npos = int(y.sum())
-        if npos < 2 or npos == len(y):
-            continue
-        order = np.argsort(-p, kind="stable")
-        k = max(1, round(anchor_frac * npos))
-        hits = int(y[order[:k]].sum())
-        pos_hits += hits
-        pos_n += k
-        if k >= min_anchors:
-            per_tag.append(1.0 - hits / k)
-        below = y[order[2 * npos :]]
-        neg_hits += int(below.sum())
-        neg_n += len(below)
+    anchors = [tag_anchors(probs, labels, j, anchor_frac) for j in (use if use is not None else range(labels.shape[1]))]
+    anchors = [a for a in anchors if a is not None]
+    per_tag = [a.miss for a in anchors if a.pos_n >= min_anchors]
+    pos_hits, pos_n = sum(a.pos_hits for a in anchors), sum(a.pos_n for a in anchors)
+    neg_hits, neg_n = sum(a.neg_hits for a in anchors), sum(a.neg_n for a in anchors)
     if len(per_tag) >= 3:
         miss = float(np.quantile(per_tag, quantile))
     else:
