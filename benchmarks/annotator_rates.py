@@ -87,9 +87,7 @@ def measure(ckpt_path: Path, grid_dir: Path, cell: str) -> dict[str, Any]:
             "pos_anchors": a.pos_n if a else 0, "fp_true": float(fp_true[j]), "fp_est": a.fp if a else float("nan"),
         })  # fmt: skip
     policy = calibrate_flags(probs, noisy, tags, {}, seed=cfg.seed)
-    known = ~np.isnan(noisy)
-    pooled_miss = float(((noisy == 0) & known & (clean == 1)).sum() / (known & (clean == 1)).sum())
-    pooled_fp = float(((noisy == 1) & known & (clean == 0)).sum() / (known & (clean == 0)).sum())
+    pooled_miss, pooled_fp = (float(r[0]) for r in true_rates(noisy.reshape(-1, 1), clean.reshape(-1, 1)))
     return {
         "run_id": ckpt.run_id,
         "n_val": len(val),

@@ -26,7 +26,15 @@ PROFILE_FEATURES = 3  # ... and in its step-energy profile (creative_qa.preproce
 PROFILE_HIDDEN = 32  # width of the small MLP the grid view's numbers also pass through, with a profile
 
 
-class PassCounter:
+class _SharedByCopies:
+    """State a model's copies (an EMA teacher, a warm start's copy of its parent) share with it:
+    ``copy.deepcopy`` of the model keeps the same object."""
+
+    def __deepcopy__(self, memo: dict) -> _SharedByCopies:
+        return self
+
+
+class PassCounter(_SharedByCopies):
     """Views through a ``CreativeModel`` (and its copies: EMA teachers), with and without autograd.
 
     A view forwarded with grad enabled is also backpropagated (forward + backward); one
@@ -38,9 +46,6 @@ class PassCounter:
         self.grad_views = 0
         self.nograd_views = 0
 
-    def __deepcopy__(self, memo: dict) -> PassCounter:
-        return self  # a model's copy (an EMA teacher) counts in the same run
-
     def snapshot(self) -> tuple[int, int]:
         return self.grad_views, self.nograd_views
 
@@ -48,15 +53,12 @@ class PassCounter:
         return {"train_views": self.grad_views - snap[0], "forward_only_views": self.nograd_views - snap[1]}
 
 
-class FrameBags(threading.local):
+class FrameBags(_SharedByCopies, threading.local):
     """The frame bags of the batch in hand (see ``CreativeModel.frame_bags``), shared by a model and its copies."""
 
     bags: torch.Tensor | None = None  # (R,) batch row of each image row
     n: int = 0  # batch rows
     how: str = "max"
-
-    def __deepcopy__(self, memo: dict) -> FrameBags:
-        return self  # a teacher copied from the model pools the same batch's frames
 
 
 def pool_frames(
