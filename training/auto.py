@@ -12,6 +12,11 @@ Cost: the candidates' wall times add up (about 2x one recipe, the floor being th
 ``--budget SECONDS`` bounds it: the floor trains first, and the default only if its expected time
 (the floor's x ``DEFAULT_COST``) still fits, otherwise the floor is kept and the output says so.
 
+Annotator rates: the floor's flag policy estimates the annotators' miss and false-positive rates from its
+validation predictions (``training.flags.estimate_annotator_rates``); the default, trained after it, gives
+those to its forward-corrected loss in place of the recipe's constants, unless the team set
+``method.params.loss_params`` itself. The parent run and the record say which rates it used.
+
 A killed ``auto`` run resumes with ``creative-qa train --resume <output_dir>``: finished candidates
 are read from ``auto.json``, an unfinished one resumes from its checkpoint.
 """
@@ -34,7 +39,7 @@ from training import tracking
 from training.checkpoint import Checkpoint
 from training.config import TrainConfig, absolute_paths, load_config
 from training.loop import TrainResult, train
-from training.model import adopt_views
+from training.model import adopt_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +51,7 @@ CANDIDATES: dict[str, list[str]] = {
     "supervised": ["method.name=supervised", "method.params={}", "data.unlabeled=null"],
     "default": [],  # the default recipe as shipped (training/configs/default.yaml)
 }
+RATES_FROM = "supervised"  # the candidate whose estimated annotator rates the others' forward correction takes
 DEFAULT_COST = 1.6  # the default's wall time over the floor's (benchmarks/RESULTS.md, regime grid, 2 CPU cores)
 METRIC = "val_mAP"
 
@@ -79,6 +85,29 @@ def choose(scores: dict[str, float]) -> tuple[str, str]:
     best = max(scores, key=lambda k: (-np.inf if np.isnan(scores[k]) else scores[k], k == "supervised"))
     others = ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if k != best)
     return best, f"{best} has the highest validation mAP ({scores[best]:.3f}" + (f" vs {others})" if others else ")")
+
+
+def estimated_rates(checkpoint: str | Path) -> tuple[float, float] | None:
+    """The annotators' ``(miss, false-positive)`` rates a checkpoint's flag policy estimated on validation, or None."""
+    from creative_qa.flags import FlagPolicy
+
+    flags = Checkpoint.load(checkpoint, mmap=True).flags
+    policy = FlagPolicy.from_dict(flags) if flags else None
+    if policy is None or policy.rates_source != "estimated":
+        return None
+    return round(policy.miss_rate, 4), round(policy.fp_rate, 4)
+
+
+def give_rates(cfg: TrainConfig, rates: tuple[float, float], overrides: list[str]) -> bool:
+    """Set ``cfg``'s forward-corrected loss to ``rates``; not where the loss is another or the team's ``overrides``
+    set the rates (or the method's params) themselves. Whether it did."""
+    if cfg.method.params.get("loss") != "forward":
+        return False
+    if any(o.split("=", 1)[0].strip() in ("method.params", "method.params.loss_params") or
+           o.startswith("method.params.loss_params.") for o in overrides):  # fmt: skip
+        return False
+    cfg.method.params["loss_params"] = {"miss_rate": rates[0], "fp_rate": rates[1]}
+    return True
 
 
 def train_auto(overrides: list[str], budget_s: float | None = None, resume_dir: str | Path | None = None) -> AutoResult:
@@ -122,29 +151,42 @@ def train_auto(overrides: list[str], budget_s: float | None = None, resume_dir: 
             if done and done.get("finished"):
                 results[name] = _reload(done)
                 continue
-            spent = sum(c["wall_s"] for c in record["candidates"].values())
+            spent = sum(c.get("wall_s", 0.0) for c in record["candidates"].values())
             if budget_s is not None and results:
-                expected = DEFAULT_COST * max(c["wall_s"] for c in record["candidates"].values())
+                expected = DEFAULT_COST * max(c.get("wall_s", 0.0) for c in record["candidates"].values())
                 if spent + expected > budget_s:
                     skipped = f"{name} skipped: {expected:.0f} s expected, {budget_s - spent:.0f} s of the budget left"
                     log.warning("auto: %s", skipped)
                     break
             ckpt = Path(cfg.output_dir) / "last.pt"
-            if ckpt.is_file():  # NOTE: resumed with the views it started with, not today's defaults
-                adopt_views(cfg, Checkpoint.load(ckpt, mmap=True).preprocess)
+            if ckpt.is_file():  # NOTE: resumed with the views (and measurements) it started with, not today's defaults
+                adopt_checkpoint(cfg, Checkpoint.load(ckpt, mmap=True))
+            rates = record.get("rates")
+            if name != RATES_FROM and rates and give_rates(cfg, tuple(rates), overrides):
+                log.info("auto: %s's forward correction takes the rates %s estimated: miss %.3f, false %.3f",
+                         name, RATES_FROM, *rates)  # fmt: skip
+                record["candidates"].setdefault(name, {})["rates"] = rates
             log.info("auto: training candidate %r (%s)", name, cfg.method.name)
             t = time.time()
             res = train(cfg, resume=ckpt if ckpt.is_file() else None)
             results[name] = res
-            record["candidates"][name] = {
+            record["candidates"][name] = record["candidates"].get(name, {}) | {
                 "run_id": res.run_id, "checkpoint": str(res.checkpoint), "method": cfg.method.name,
                 METRIC: res.metrics.get(METRIC, float("nan")), "wall_s": time.time() - t, "finished": True,
             }  # fmt: skip
+            if name == RATES_FROM:
+                record["rates"] = estimated_rates(res.checkpoint)
             _save(record_path, record)
         scores = {k: results[k].metrics.get(METRIC, float("-inf")) for k in results}
         chosen, reason = choose(scores)
         if skipped:
             reason += f"; {skipped}"
+        given = [k for k, c in record["candidates"].items() if c.get("rates")]
+        if given and record.get("rates"):
+            miss, fp = record["rates"]
+            reason += (f"; {', '.join(given)} corrected for the annotator rates {RATES_FROM} estimated "
+                       f"({miss:.0%} of positives missed, {fp:.0%} of negatives marked)")  # fmt: skip
+            mlflow.log_params({"auto.annotator_miss_rate": miss, "auto.annotator_fp_rate": fp})
         shutil.copyfile(results[chosen].checkpoint, out / "last.pt")
         record |= {"chosen": chosen, "reason": reason, "checkpoint": str(out / "last.pt")}
         _save(record_path, record)
@@ -152,7 +194,7 @@ def train_auto(overrides: list[str], budget_s: float | None = None, resume_dir: 
         mlflow.set_tag("creative_qa.auto_reason", reason)
         mlflow.log_metrics(
             {f"auto.{METRIC}.{k}": v for k, v in scores.items()}
-            | {f"auto.wall_s.{k}": c["wall_s"] for k, c in record["candidates"].items()}
+            | {f"auto.wall_s.{k}": c["wall_s"] for k, c in record["candidates"].items() if "wall_s" in c}
         )
         mlflow.log_dict(record, RECORD)
     log.info("auto: chose %s: %s", chosen, reason)

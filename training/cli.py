@@ -125,7 +125,8 @@ def _train_auto(a: argparse.Namespace, overrides: list[str], resume: bool) -> No
         "checkpoint": str(r.checkpoint),
         "metrics": {k: round(v, 4) for k, v in r.result.metrics.items() if "AP_" not in k},
         "candidates": {
-            k: {f: c[f] for f in ("run_id", "method", "val_mAP", "wall_s")} for k, c in r.candidates.items()
+            k: {f: c[f] for f in ("run_id", "method", "val_mAP", "wall_s", "rates") if f in c}
+            for k, c in r.candidates.items()
         },
         "wall_s": round(r.wall_s, 1),
     }

@@ -72,6 +72,10 @@ class ModelConfig:
     grid_window: str = "edges"  # ... placed where it has the most edge energy ("edges") or at the centre
     grid_profile: int = 1  # ... and its step-energy profile: an upscale's ramps at the creative's own pixels
     reduce: int = 1  # picture views from the creative box-reduced to twice their size (0: from the full size)
+    # 1: the model also reads classical measurements of its views, computed in its graph (training.measures):
+    # bars on two sides, a mosaic's flat blocks, noise, exposure; what its pooled features place poorly and
+    # what carries over to real photographs. 0: off (every model from before the field).
+    measures: int = 1
     drop_rate: float = 0.1  # dropout before the heads
     drop_path_rate: float = 0.0  # stochastic depth, where the backbone supports it
     prior_bias: bool = True  # start the tag head's bias at each tag's prior in the labeled set

@@ -18,12 +18,15 @@ import torch
 from torch import nn
 
 from training.checkpoint import Checkpoint
+from training.measures import COUNT as MEASURES
+from training.measures import measure, scaled
 
 log = logging.getLogger(__name__)
 
 GRID_FEATURES = 3  # numbers in a grid view (creative_qa.preprocess.grid_features)
 PROFILE_FEATURES = 3  # ... and in its step-energy profile (creative_qa.preprocess.scale_profile)
 PROFILE_HIDDEN = 32  # width of the small MLP the grid view's numbers also pass through, with a profile
+MEASURE_HIDDEN = 32  # ... and the measurements' (training.measures)
 
 
 class _SharedByCopies:
@@ -89,6 +92,8 @@ class CreativeModel(nn.Module):
         drop_path_rate: float = 0.0,
         grid_view: bool = False,
         grid_profile: bool = False,
+        measures: bool = False,
+        crops: int = 0,
     ):
         super().__init__()
         kwargs = {"drop_path_rate": drop_path_rate} if drop_path_rate else {}
@@ -117,18 +122,30 @@ class CreativeModel(nn.Module):
         dim = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         numbers = (GRID_FEATURES + PROFILE_FEATURES * self.grid_profile) * self.grid_view
         self.grid_mlp = nn.Sequential(nn.Linear(numbers, PROFILE_HIDDEN), nn.GELU()) if self.grid_profile else None
-        width = dim * (views - self.grid_view) + numbers + PROFILE_HIDDEN * self.grid_profile
+        # Classical measurements of the whole view and the detail crops (training.measures), computed in the
+        # graph: bars on two sides, a mosaic's flat blocks, noise, exposure. They join the features as they are
+        # and through a small MLP of their own (a letterbox is a band of bar shares, not a slope).
+        self.measures = bool(measures)
+        self.crops = crops
+        self.measure_mlp = nn.Sequential(nn.Linear(MEASURES, MEASURE_HIDDEN), nn.GELU()) if self.measures else None
+        extra = (MEASURES + MEASURE_HIDDEN) * self.measures
+        width = dim * (views - self.grid_view) + numbers + PROFILE_HIDDEN * self.grid_profile + extra
         # NOTE: views have fixed roles (whole, detail crops), so features are concatenated, not pooled.
         self.dropout = nn.Dropout(drop_rate)
         self.tag_head = nn.Linear(width, num_tags)
         self.quality_head = nn.Linear(width, 1)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(N, V, S, S, 3)`` -> ``(N, F)``: each picture view's backbone features, then the grid's numbers.
+        """uint8 ``(N, V, S, S, 3)`` -> ``(N, F)``: each picture view's backbone features, then the grid's numbers,
+        then the measurements.
 
-        A call with other than the model's ``views`` (a method embedding single windows) has no grid view.
+        A call with other than the model's ``views`` (a method embedding single windows) has no grid view and
+        no measurements.
         """
-        grid = None
+        grid, measured = None, None
+        if self.measures and images.shape[1] == self.views:
+            m = scaled(measure(images[:, 0], images[:, 1 : 1 + self.crops]))
+            measured = torch.cat([m, self.measure_mlp(m)], dim=1)
         if self.grid_view and images.shape[1] == self.views:
             # (level - the neutral level) / 4: a doubled step is 16, a doubled step-energy ratio 16
             grid = images[:, -1, 0, 0, :]
@@ -148,7 +165,7 @@ class CreativeModel(nn.Module):
         x = (x - self.mean) / self.std
         f = self.backbone(x)  # (N*V, D)
         f = f.reshape(n, v * f.shape[-1])  # (N, V*D)
-        return f if grid is None else torch.cat([f, grid.to(f.dtype)], dim=1)
+        return torch.cat([f, *(x.to(f.dtype) for x in (grid, measured) if x is not None)], dim=1)
 
     def heads(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features ``(N, F)`` (``features``) -> tag logits ``(N, T)`` and quality logit ``(N,)`` (methods that work in
@@ -226,6 +243,8 @@ def build_model(model_cfg, num_tags: int) -> CreativeModel:
         drop_path_rate=model_cfg.drop_path_rate,
         grid_view=bool(model_cfg.grid_view),
         grid_profile=bool(model_cfg.grid_profile),
+        measures=bool(model_cfg.measures),
+        crops=model_cfg.crops,
     )
 
 
@@ -239,8 +258,15 @@ def config_of(ckpt: Checkpoint):
     from training.config import TrainConfig, build_config
 
     cfg = build_config(TrainConfig, ckpt.config, "<checkpoint>", strict=False)
-    adopt_views(cfg, ckpt.preprocess)
+    adopt_checkpoint(cfg, ckpt)
     return cfg
+
+
+def adopt_checkpoint(cfg, ckpt: Checkpoint) -> None:
+    """Set ``cfg``'s architecture to a checkpoint's: its views (``adopt_views``) and whether it reads the
+    measurements (``model.measures``; 0 for a checkpoint from before the field)."""
+    adopt_views(cfg, ckpt.preprocess)
+    cfg.model.measures = int(((ckpt.config or {}).get("model") or {}).get("measures", 0))
 
 
 def adopt_views(cfg, preprocess: dict | None) -> None:

@@ -48,7 +48,7 @@ from training.predict import forward_views
 
 log = logging.getLogger(__name__)
 CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
-_ARCH_FIELDS = ("backbone", *VIEW_FIELDS)
+_ARCH_FIELDS = ("backbone", "measures", *VIEW_FIELDS)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 from creative_qa.cli import main as cli
 from tests.conftest import TINY_OVERRIDES
 from training import tracking
-from training.auto import RECORD, choose
+from training.auto import RECORD, choose, estimated_rates, give_rates
 
 pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
 
@@ -22,6 +22,22 @@ def test_choose_keeps_the_higher_validation_map_and_the_floor_on_a_tie():
     assert choose({"supervised": math.nan, "default": 0.2})[0] == "default"
     best, why = choose({"supervised": 0.5, "default": 0.7})
     assert why == "default has the highest validation mAP (0.700 vs supervised 0.500)"
+
+
+def test_the_estimated_rates_reach_a_forward_correction_the_team_did_not_set():
+    from training.config import load_config
+
+    cfg = load_config("default")
+    assert cfg.method.params["loss"] == "forward"
+    assert give_rates(cfg, (0.12, 0.03), ["optim.epochs=2"])
+    assert cfg.method.params["loss_params"] == {"miss_rate": 0.12, "fp_rate": 0.03}
+    for theirs in (["method.params.loss_params.miss_rate=0.2"], ["method.params.loss_params={miss_rate: 0.2}"]):
+        mine = load_config("default", theirs)
+        before = dict(mine.method.params["loss_params"])
+        assert not give_rates(mine, (0.12, 0.03), theirs) and mine.method.params["loss_params"] == before
+    other = load_config("default", ["method.params.loss=bce"])
+    assert not give_rates(other, (0.12, 0.03), []) and "loss_params" in other.method.params
+    assert other.method.params["loss_params"] == {"miss_rate": 0.3, "fp_rate": 0.05}
 
 
 def _train(args, capsys) -> dict:
@@ -44,11 +60,20 @@ def test_train_without_a_recipe_trains_both_keeps_the_better_and_resumes(fresh_h
     assert (out / "last.pt").read_bytes() == (out / got["chosen"] / "last.pt").read_bytes()
     assert got["run_id"] == chosen["run_id"] and got["checkpoint"] == str(out / "last.pt")
     assert {c["method"] for c in got["candidates"].values()} == {"supervised", "defect_synthesis"}
+    # the floor's estimated annotator rates, not the recipe's constants, went to the default's forward correction
+    from training.checkpoint import Checkpoint
+
+    rates = estimated_rates(out / "supervised" / "last.pt")
+    assert rates is not None and got["candidates"]["default"]["rates"] == list(rates)
+    trained = Checkpoint.load(out / "default" / "last.pt").config["method"]["params"]["loss_params"]
+    assert trained == {"miss_rate": rates[0], "fp_rate": rates[1]} != {"miss_rate": 0.3, "fp_rate": 0.05}
+    assert f"{rates[0]:.0%} of positives missed" in got["reason"]
 
     tracking.setup("creative-qa")
     client = MlflowClient()
     parent = client.get_run(got["parent_run_id"])
     assert parent.data.params["auto.chosen"] == got["chosen"] and parent.data.tags["creative_qa.recipe"] == "auto"
+    assert float(parent.data.params["auto.annotator_miss_rate"]) == rates[0]
     for c in got["candidates"].values():
         assert client.get_run(c["run_id"]).data.tags["mlflow.parentRunId"] == got["parent_run_id"]
     runs = len(client.search_runs([parent.info.experiment_id]))
