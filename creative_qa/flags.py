@@ -37,6 +37,7 @@ class FlagPolicy:
     fp_rate: float
     rates_source: str  # "estimated" (from validation) or "given"
     tags: dict[str, TagFlag] = field(default_factory=dict)
+    anchors: tuple[int, int] = (0, 0)  # validation labels an estimate rests on: (positive, negative) anchors
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -68,6 +69,7 @@ class FlagPolicy:
     def from_dict(cls, d: dict[str, Any]) -> FlagPolicy:
         d = dict(d)
         d["tags"] = {t: TagFlag(**f) for t, f in d.get("tags", {}).items()}
+        d["anchors"] = tuple(d.get("anchors", (0, 0)))  # (0, 0): a policy from before the field
         return cls(**d)
 
     @classmethod

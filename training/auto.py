@@ -52,6 +52,7 @@ CANDIDATES: dict[str, list[str]] = {
     "default": [],  # the default recipe as shipped (training/configs/default.yaml)
 }
 RATES_FROM = "supervised"  # the candidate whose estimated annotator rates the others' forward correction takes
+MIN_ANCHORS = 10  # ... when the estimate rests on at least this many positive and negative validation labels
 DEFAULT_COST = 1.6  # the default's wall time over the floor's (benchmarks/RESULTS.md, regime grid, 2 CPU cores)
 METRIC = "val_mAP"
 
@@ -88,12 +89,13 @@ def choose(scores: dict[str, float]) -> tuple[str, str]:
 
 
 def estimated_rates(checkpoint: str | Path) -> tuple[float, float] | None:
-    """The annotators' ``(miss, false-positive)`` rates a checkpoint's flag policy estimated on validation, or None."""
+    """The annotators' ``(miss, false-positive)`` rates a checkpoint's flag policy estimated on validation; None
+    where it did not, or rests on fewer than ``MIN_ANCHORS`` positive or negative labels (too few to trust)."""
     from creative_qa.flags import FlagPolicy
 
     flags = Checkpoint.load(checkpoint, mmap=True).flags
     policy = FlagPolicy.from_dict(flags) if flags else None
-    if policy is None or policy.rates_source != "estimated":
+    if policy is None or policy.rates_source != "estimated" or min(policy.anchors) < MIN_ANCHORS:
         return None
     return round(policy.miss_rate, 4), round(policy.fp_rate, 4)
 
@@ -176,6 +178,9 @@ def train_auto(overrides: list[str], budget_s: float | None = None, resume_dir: 
             }  # fmt: skip
             if name == RATES_FROM:
                 record["rates"] = estimated_rates(res.checkpoint)
+                if record["rates"] is None:
+                    log.info("auto: %s's rate estimate rests on too few validation labels: the recipe's rates stay",
+                             RATES_FROM)  # fmt: skip
             _save(record_path, record)
         scores = {k: results[k].metrics.get(METRIC, float("-inf")) for k in results}
         chosen, reason = choose(scores)

@@ -171,11 +171,11 @@ def calibrate_flags(
         if ok:
             ranked.append(j)
     if rates is None:
-        miss, fp, _, _ = estimate_annotator_rates(probs, labels, ranked)
+        miss, fp, pos_n, neg_n = estimate_annotator_rates(probs, labels, ranked)
         source = "estimated"
     else:
         miss, fp = (float(r) for r in rates)
-        source = "given"
+        source, pos_n, neg_n = "given", 0, 0
     out: dict[str, TagFlag] = {}
     for j, t in enumerate(tags):
         ap, prior, reason = stats[t]
@@ -199,4 +199,4 @@ def calibrate_flags(
                 f"on validation at {thr:.3f} (AP {ap:.2f})"
             )
             out[t] = TagFlag(thr, True, why, ap, prior, share, precision)
-    return FlagPolicy(target_precision, miss, fp, source, out)
+    return FlagPolicy(target_precision, miss, fp, source, out, anchors=(pos_n, neg_n))

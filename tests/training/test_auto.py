@@ -50,12 +50,38 @@ def _overrides(tiny_data, out):
             f"data.unlabeled={tiny_data['unlabeled']}", f"output_dir={out}"]  # fmt: skip
 
 
-def test_train_without_a_recipe_trains_both_keeps_the_better_and_resumes(fresh_home, tiny_data, tmp_path, capsys):
+def test_a_rate_estimate_is_handed_on_only_when_it_rests_on_enough_labels(tmp_path):
+    from creative_qa.flags import FlagPolicy
+    from creative_qa.taxonomy import load_taxonomy
+    from training.checkpoint import Checkpoint
+    from training.config import load_config
+    from training.loop import spec_of
+    from training.model import build_model
+
+    cfg = load_config("default", list(TINY_OVERRIDES))
+    ckpt = Checkpoint.for_model(build_model(cfg.model, len(load_taxonomy())), cfg, load_taxonomy(), spec_of(cfg))
+    cases = [("estimated", (40, 300), (0.1234, 0.0345)), ("estimated", (9, 300), None), ("estimated", (40, 9), None),
+             ("given", (0, 0), None)]  # fmt: skip
+    for source, anchors, expected in cases:
+        ckpt.flags = FlagPolicy(0.8, 0.12341, 0.03449, source, {}, anchors).to_dict()
+        ckpt.save(tmp_path / "c.pt")
+        assert estimated_rates(tmp_path / "c.pt") == expected
+    old = FlagPolicy(0.8, 0.12, 0.03, "estimated", {}).to_dict()
+    del old["anchors"]  # a policy from before the field: nothing says what it rests on
+    ckpt.flags = old
+    ckpt.save(tmp_path / "c.pt")
+    assert estimated_rates(tmp_path / "c.pt") is None
+
+
+def test_train_without_a_recipe_trains_both_keeps_the_better_and_resumes(
+    fresh_home, tiny_data, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr("training.auto.MIN_ANCHORS", 0)  # the tiny validation split: take its estimate anyway
     out = tmp_path / "first"
     got = _train(_overrides(tiny_data, out), capsys)
     assert got["recipe"] == "auto" and set(got["candidates"]) == {"supervised", "default"}
     vals = {k: c["val_mAP"] for k, c in got["candidates"].items()}
-    assert got["chosen"] == choose(vals)[0] and got["reason"] == choose(vals)[1]
+    assert got["chosen"] == choose(vals)[0] and got["reason"].startswith(choose(vals)[1])
     chosen = got["candidates"][got["chosen"]]
     assert (out / "last.pt").read_bytes() == (out / got["chosen"] / "last.pt").read_bytes()
     assert got["run_id"] == chosen["run_id"] and got["checkpoint"] == str(out / "last.pt")
