@@ -300,6 +300,8 @@ def arm_specs(
             [*unl, *loss_rates, f"method.params.doubtful_top={doubtful_top}"],
         ),
         "default": ("default", unl),
+        # what `auto` trains after the floor: the default given the floor's estimated rates (added per seed)
+        "default_rates": ("default", unl),
     }
 
 
@@ -617,9 +619,9 @@ QUICK_CELLS = ("n40-light", "n80-heavy")
 GRID_POOL = 1600  # unlabeled creatives, the same pool in every cell
 # The strongest recipes of the last table after the default (test mAP at 400 heavy-noise labels, RESULTS.md).
 CANDIDATES = ("synthesis", "vat", "mixmatch")
-GRID_ARMS = ("floor", "clean_labeled", "oracle", "default", *CANDIDATES, "rules")
-GRID_CHOICES = (*BASE_ARMS, "default", *(m for m in METHOD_ARMS if m != "synthesis_doubtful"), "rules")
-SEEDED = ("floor", "default")  # the arms that run --seeds seeds (every arm with --all-seeds)
+GRID_ARMS = ("floor", "clean_labeled", "oracle", "default_rates", *CANDIDATES, "rules")
+GRID_CHOICES = (*BASE_ARMS, "default", "default_rates", *(m for m in METHOD_ARMS if m != "synthesis_doubtful"), "rules")
+SEEDED = ("floor", "default", "default_rates")  # the arms that run --seeds seeds (every arm with --all-seeds)
 GRID_SPLITS = ("test", "foreign", "realphoto")  # the table's; heldout is measured too (in the JSON only)
 GRID_EVAL = ("test", "heldout", "foreign", "realphoto")
 NO_KEY = ("experiment", "run_name", "output_dir", "register_as")  # config fields that do not change a result
@@ -831,12 +833,14 @@ def _mean_tag(rows: list[dict[str, Any]], split: str) -> dict[str, float]:
 
 def auto_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``--recipe auto`` per seed, derived rather than retrained: auto trains exactly the floor and the default
-    (same data, validation split, seed and budget) and keeps the higher validation mAP, so its result is
+    given the floor's estimated rates (``default_rates``; a grid measured before that arm: ``default``), on the
+    same data, validation split, seed and budget, and keeps the higher validation mAP, so its result is
     ``training.auto.choose`` applied to the two stored runs of that seed; its wall time is both runs'."""
     from training.auto import choose
 
     floor = {r["seed"]: r for r in rows if r["arm"] == "floor"}
-    default = {r["seed"]: r for r in rows if r["arm"] == "default"}
+    arm = _default_arm(rows)
+    default = {r["seed"]: r for r in rows if r["arm"] == arm}
     out = []
     for seed in sorted(floor.keys() & default.keys()):
         f, d = floor[seed], default[seed]
@@ -844,6 +848,27 @@ def auto_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         src = d if pick == "default" else f
         out.append(src | {"arm": "auto", "status": f"chose {pick}", "wall_s": f["wall_s"] + d["wall_s"]})
     return out
+
+
+def _default_arm(rows: list[dict[str, Any]]) -> str:
+    """The arm auto's default candidate is: ``default_rates`` where the grid has it, else ``default``."""
+    return "default_rates" if any(r["arm"] == "default_rates" for r in rows) else "default"
+
+
+def rates_overrides(floor_row: dict[str, Any] | None) -> tuple[list[str], str]:
+    """``default_rates``' overrides for one seed: the rates that seed's floor estimated, as ``auto`` gives them
+    (``training.auto.estimated_rates``: none where the estimate rests on too few labels), and what they are."""
+    from training.auto import estimated_rates
+
+    if floor_row is None:
+        raise SystemExit("the default_rates arm takes the floor's estimated rates: list floor before it in --arms")
+    rates = estimated_rates(floor_row["checkpoint"])
+    if rates is None:
+        return [], "the recipe's rates (the floor's estimate rests on too few labels)"
+    miss, fp = rates
+    return [f"method.params.loss_params.miss_rate={miss}", f"method.params.loss_params.fp_rate={fp}"], (
+        f"the floor's estimated rates {miss:.3f} / {fp:.3f}"
+    )
 
 
 def _interval(a: list[dict[str, Any]], b: list[dict[str, Any]], n_boot: int) -> dict[str, Any]:
@@ -867,8 +892,9 @@ def _interval(a: list[dict[str, Any]], b: list[dict[str, Any]], n_boot: int) -> 
 
 def grid_cell_report(cell: Cell, rows: list[dict[str, Any]], n_boot: int) -> dict[str, Any]:
     """A cell's summary per arm (with ``auto`` derived from the floor and the default), the paired intervals of
-    default minus floor and auto minus floor per split, the rule-checker's per-tag AP beside the default's (and
-    where it wins), and the default's flags per split."""
+    default minus floor and auto minus floor per split, the rule-checker's per-tag AP beside the platform's
+    default's (``auto``, what runs without a recipe; the default recipe where there is no auto row) and where it
+    wins, and that default's flags per split."""
     rows = rows + auto_rows(rows)
     out: dict[str, Any] = {
         "summary": [], "interval": {}, "interval_auto": {}, "rules": {}, "rules_wins": {}, "flags": {}
@@ -885,11 +911,12 @@ def grid_cell_report(cell: Cell, rows: list[dict[str, Any]], n_boot: int) -> dic
         counts = {st: sum(r["status"] == st for r in rs) for st in dict.fromkeys(r["status"] for r in rs)}
         s["how"] = ", ".join(f"{k} {v}" for k, v in counts.items())
         out["summary"].append(s)
-    by_arm = {a: [r for r in rows if r["arm"] == a] for a in ("default", "floor", "rules", "auto")}
-    d, f = by_arm["default"], by_arm["floor"]
+    by_arm = {a: [r for r in rows if r["arm"] == a] for a in (_default_arm(rows), "floor", "rules", "auto")}
+    d, f = by_arm[_default_arm(rows)], by_arm["floor"]
     if d and f:
         out["interval"] = _interval(d, f, n_boot)
         out["interval_auto"] = _interval(by_arm["auto"], f, n_boot)
+    d = by_arm["auto"] or d  # the platform's default: what runs without a recipe
     if by_arm["rules"]:
         r = by_arm["rules"][0]
         for split in GRID_EVAL:
@@ -934,7 +961,7 @@ def print_grid(reports: dict[str, dict[str, Any]]) -> str:
     lines.append("(macro mAP, mean ± std over seeds; the interval: paired bootstrap over each split's creatives)")
     for name, rep in reports.items():
         if rep["rules"]:
-            lines.append(f"\n{name}: per-tag AP, rule checker (fitted on the noisy labels) / default")
+            lines.append(f"\n{name}: per-tag AP, rule checker (fitted on the noisy labels) / auto (the default)")
             tags = list(dict.fromkeys(t for s in GRID_SPLITS for t in rep["rules"][s]))
             lines.append(f"{'tag':<16}" + "".join(f"{s:>22}" for s in GRID_SPLITS))
             for t in tags:
@@ -949,7 +976,7 @@ def print_grid(reports: dict[str, dict[str, Any]]) -> str:
                 said = ", ".join(wins) or "no tag" if default_there else "(no default arm in this run)"
                 lines.append(f"{name} {s}: rules beat the default on: {said}")
         for s, flags in rep["flags"].items():
-            lines.append(f"\n{name} {s}: the default's flags at its own thresholds (mean over seeds)")
+            lines.append(f"\n{name} {s}: auto's (the default's) flags at its own thresholds (mean over seeds)")
             keys = ("reliable", "threshold", "flagged", "true", "precision", "recall")
             lines.append(f"{'tag':<16}" + "".join(f"{k:>10}" for k in keys))
             for t, v in flags.items():
@@ -1053,6 +1080,11 @@ def run_grid(a: argparse.Namespace) -> None:
                 recipe, overrides = specs[arm]
                 for seed in range(seeds if a.all_seeds or arm in SEEDED else 1):
                     name = f"{cell.name}-{arm}-s{seed}"
+                    if arm == "default_rates":
+                        floors = {r["seed"]: r for r in cell_rows if r["arm"] == "floor"}
+                        given, said = rates_overrides(floors.get(seed))
+                        overrides = [*specs[arm][1], *given]
+                        print(f"    {name}: {said}", flush=True)
                     cfg = load_config(
                         recipe, [*common, *overrides, f"seed={seed}", f"experiment={exp}", f"run_name={name}"]
                     )

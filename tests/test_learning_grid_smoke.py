@@ -15,7 +15,7 @@ from tests.benchmark_runner import run_benchmark as _run
 pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
 
 CELLS = ("n40-light", "n80-heavy")  # the --quick grid's
-ARMS = ("floor", "default", "rules")
+ARMS = ("floor", "default_rates", "rules")  # default_rates: the default given the floor's estimated rates, as auto
 SPLITS = ("test", "foreign", "realphoto")
 
 
@@ -53,7 +53,13 @@ def test_learning_grid_quick_measures_then_loads(tmp_path):
             assert iv["ci95"][0] <= iv["ci95"][1] and iv["pairs"] == 1
         assert f"{cell}  default - floor (95 % CI)" in stdout and f"{cell}  auto - floor (95 % CI)" in stdout
         # auto is the floor or the default of the seed, whichever has the higher validation mAP
-        floor, default = (next(r for r in first_rows(cell) if r["arm"] == a) for a in ("floor", "default"))
+        floor, default = (next(r for r in first_rows(cell) if r["arm"] == a) for a in ("floor", "default_rates"))
+        # ... the default given the rates the floor estimated, as auto gives them (none from too few labels)
+        from training.auto import estimated_rates
+
+        rates = estimated_rates(floor["checkpoint"])
+        said = f"the floor's estimated rates {rates[0]:.3f}" if rates else "the recipe's rates (the floor's estimate"
+        assert f"{cell}-default_rates-s0: {said}" in stdout
         chosen = default if default["val_mAP"] > floor["val_mAP"] else floor
         auto = next(s for s in rep["summary"] if s["arm"] == "auto")
         assert (
@@ -74,13 +80,15 @@ def test_learning_grid_quick_measures_then_loads(tmp_path):
             for v in flags.values():
                 assert 0 <= v["flagged"] <= 1 and 0 <= v["true"] <= 1
                 assert all(np.isnan(v[k]) or 0 <= v[k] <= 1 for k in ("precision", "recall"))
-    # 2 cells x (floor, default) x 1 seed trained; the rules are fitted, not trained
+    # 2 cells x (floor, default_rates) x 1 seed trained; the rules are fitted, not trained
     assert first["status"] == {"trained": 4, "re-evaluated": 0, "loaded": 0, "computed": 2}
     assert len(_grid_runs(tmp_path)) == 1 + 4  # the parent and one run per trained model
 
-    # the flags are the stored probabilities at the model's own thresholds, against the split's labels
-    row = next(r for r in first["rows"] if r["cell"] == "n80-heavy" and r["arm"] == "default")
-    stored = next((tmp_path / "bench").rglob("results/n80-heavy/default-s0-*.npz"))
+    # auto's flags are its chosen model's stored probabilities at that model's thresholds, against the labels
+    how = next(s for s in first["cells"]["n80-heavy"]["summary"] if s["arm"] == "auto")["how"]
+    arm = "default_rates" if how.startswith("chose default") else "floor"
+    row = next(r for r in first["rows"] if r["cell"] == "n80-heavy" and r["arm"] == arm)
+    stored = next((tmp_path / "bench").rglob(f"results/n80-heavy/{arm}-s0-*.npz"))
     with np.load(stored) as z:
         probs = z["test_probs"]
     truth = pd.read_csv(first["data"]["test"])[tags].to_numpy(dtype=float)
