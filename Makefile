@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install lint bench-smoke clean browser
+.PHONY: demo test install lint bench-smoke clean browser label-studio
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,18 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends chromium; }
 
-test: $(STAMP) browser bench-data
+# Label Studio, for the round trip of tests/labelstudio: its own environment, so its pins never meet ours.
+# sentry-sdk < 3: Label Studio 1.23.2 passes an option that sentry-sdk 3 removed, and would not start.
+LS_VENV := .venv-ls
+$(LS_VENV)/.installed:
+	@test -x $(LS_VENV)/bin/python || $(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LS_VENV)/bin/python -m pip install --quiet 'label-studio==1.23.2' 'sentry-sdk<3'
+	@touch $@
+
+label-studio: $(LS_VENV)/.installed
+
+test: $(STAMP) browser bench-data label-studio
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 
@@ -39,7 +50,7 @@ bench-smoke: $(STAMP)
 	$(PY) benchmarks/onnx_throughput.py --quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(LS_VENV) .pytest_cache .ruff_cache *.egg-info
 
 # The real-photo benchmark (benchmarks/realphoto.py, benchmarks/rules.py): photographs and fonts from Debian
 # packages (installed only when missing; sources and licences in benchmarks/realphoto_sources.md), then

@@ -10,6 +10,8 @@
     creative-qa taxonomy diff v1 v2.yaml  # propose a mapping; `check` validates one, `migrate` rewrites labels
     creative-qa train --from models:/creative-qa@champion --taxonomy v2.yaml --mapping v1_to_v2.yaml ...
     creative-qa promote --eval test_v2.csv  # challenger -> champion unless a shared tag regresses
+    creative-qa label-next --pool pool/ --labeled labels.csv --budget 200 --label-studio ls/
+    creative-qa labels import ls-export.json --update labels.csv
 
 Scoring commands need only the core install; ``train``, ``export`` and ``demo``
 need the training extras (``pip install 'creative-qa[train]'``), and ``serve`` the
@@ -150,6 +152,72 @@ def cmd_batch(a: argparse.Namespace) -> None:
             f"creative-qa batch-score: none of the {summary.errors} creatives of this run could be scored "
             f"(see the error column of {summary.output}); check the input's paths"
         )
+
+
+def cmd_label_next(a: argparse.Namespace) -> None:
+    from creative_qa.active import label_next
+    from creative_qa.manifest import ManifestError, read_manifest
+    from creative_qa.scorer import ModelNotFoundError, Scorer
+
+    try:
+        scorer = Scorer(a.model)
+    except ModelNotFoundError as e:
+        sys.exit(f"creative-qa label-next: {e}")
+    out = Path(a.out)
+    work = Path(a.work) if a.work else out.with_name(f"{out.stem}.scores") / f"{scorer.name}-v{scorer.version}"
+    focus = [t.strip() for t in a.tags.split(",") if t.strip()] if a.tags else None
+    try:
+        sel = label_next(scorer, a.pool, a.labeled, a.budget, work, focus, a.dup_bits, a.confident, a.recheck,
+                         a.workers)  # fmt: skip
+    except (ValueError, ManifestError) as e:
+        sys.exit(f"creative-qa label-next: {e}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sel.chosen.to_csv(out, index=False)
+    recheck = out.with_name(f"{out.stem}.recheck.csv")
+    sel.recheck.to_csv(recheck, index=False)
+    summary = {"chosen": len(sel.chosen), "output": str(out), "recheck": len(sel.recheck),
+               "recheck_output": str(recheck), "left_out": sel.skipped, "scores": str(work)}  # fmt: skip
+    if a.label_studio:
+        from creative_qa.labelstudio import write_project
+
+        pool = read_manifest(a.pool)
+        rows = sel.chosen.merge(pool[["path", "abspath"]].astype({"path": str}), on="path", how="left")
+        root = a.ls_root or (a.pool if Path(a.pool).is_dir() else Path(a.pool).parent)
+        try:
+            files = write_project(a.label_studio, rows, scorer.taxonomy, root, prefill=a.prefill,
+                                  model_version=f"{scorer.name} v{scorer.version}")  # fmt: skip
+        except ValueError as e:
+            sys.exit(f"creative-qa label-next: {e}")
+        summary["label_studio"] = {k: str(v) for k, v in files.items()} | {"document_root": str(Path(root).resolve())}
+    summary["top"] = sel.chosen.head(5)[["path", "why"]].to_dict("records") if len(sel.chosen) else []
+    print(json.dumps(summary, indent=2))
+
+
+def cmd_labels(a: argparse.Namespace) -> None:
+    from creative_qa.labelstudio import merge, read_export
+    from creative_qa.manifest import ManifestError, read_manifest
+    from creative_qa.taxonomy import load_taxonomy
+
+    try:
+        taxonomy = load_taxonomy(a.taxonomy)
+        target = Path(a.update or a.out)
+        new = read_export(a.export, taxonomy, target.parent)
+        if a.update:
+            old = read_manifest(a.update)
+            new["abspath"] = [str(p if Path(p).is_absolute() else target.parent / p) for p in new["path"]]
+            out = merge(old, new, taxonomy.tag_names)
+        else:
+            out = new
+    except (ValueError, ManifestError, FileNotFoundError) as e:
+        sys.exit(f"creative-qa labels import: {e}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(target, index=False)
+    tags = taxonomy.tag_names
+    answered = int(new[tags].notna().to_numpy().sum())
+    summary = {"creatives": len(new), "answered_tags": answered, "blank_tags": int(new[tags].isna().to_numpy().sum()),
+               "with_disagreements": int((new["disagreements"] != "").sum()), "output": str(target),
+               "updated": bool(a.update)}  # fmt: skip
+    print(json.dumps(summary, indent=2))
 
 
 def cmd_serve(a: argparse.Namespace) -> None:
@@ -298,6 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="baseline: one model on all labels, judging its own training data",
     )
     li.add_argument("--clean", default=None, help="clean twin of the manifest, to report precision@k")
+    li.add_argument("--label-studio", default=None, help="also write a Label Studio project to recheck the top issues")
+    li.add_argument("--ls-top", type=int, default=100, help="... from this many of the top issues")
+    li.add_argument(
+        "--ls-root", default=None, help="Label Studio's local-files document root (default: the manifest's)"
+    )
     li.add_argument("overrides", nargs="*", help="config overrides, as for train")
     li.set_defaults(fn=lambda a: _extra("training.cli", "train").cmd_label_issues(a))
 
@@ -354,6 +427,48 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--part-size", type=int, default=1024, help="rows per part file (the most a kill can lose)")
     b.add_argument("--ort-threads", type=int, default=None, help="onnxruntime CPU threads (default: cores left over)")
     b.set_defaults(fn=cmd_batch)
+
+    ln = sub.add_parser(
+        "label-next",
+        help="choose what to label next from the pool (ranked, diverse, with why); labels to recheck apart",
+        description="Score the pool and the labeled set with the model, then choose BUDGET creatives to label: "
+        "uncertain on the tags that matter (rare, unreliable, or --tags), far from what is labeled and from each "
+        "other in the model's output space, near-duplicates dropped. Writes OUT (ranked, with why and the model's "
+        "probabilities), OUT's .recheck.csv (known labels the model contradicts most), and with --label-studio "
+        "a Label Studio project (label_config.xml, tasks.json with pre-annotations).",
+    )
+    ln.add_argument("--pool", required=True, help="unlabeled creatives: a folder or a manifest")
+    ln.add_argument("--labeled", default=None, help="the label manifest so far (its creatives are not chosen again)")
+    ln.add_argument("--budget", type=int, required=True, help="how many creatives to choose")
+    ln.add_argument("--model", default=DEFAULT_MODEL, help="ONNX path or models:/name@alias")
+    ln.add_argument("--tags", default=None, help="comma-separated tags that matter most (weighted x3)")
+    ln.add_argument("--out", default="label_next.csv", help="the ranked batch (CSV)")
+    ln.add_argument("--work", default=None, help="where the scores go (default: <out stem>.scores/<model>)")
+    ln.add_argument("--recheck", type=int, default=50, help="known labels to recheck, at most")
+    ln.add_argument("--confident", type=float, default=0.9, help="model probability that contradicts a label")
+    ln.add_argument("--dup-bits", type=int, default=6, help="near-duplicate hash distance (of 64 bits; -1: off)")
+    ln.add_argument("--workers", type=int, default=None, help="decode processes (default: the machine's cores)")
+    ln.add_argument("--label-studio", default=None, help="also write a Label Studio project into this folder")
+    ln.add_argument("--ls-root", default=None, help="Label Studio's local-files document root (default: the pool's)")
+    ln.add_argument("--prefill", type=float, default=0.9, help="pre-answer a tag where the model is this sure")
+    ln.set_defaults(fn=cmd_label_next)
+
+    lb = sub.add_parser("labels", help="label manifests: import a labeling tool's answers")
+    lbs = lb.add_subparsers(dest="labels_cmd", required=True)
+    li_ = lbs.add_parser(
+        "import",
+        help="a Label Studio JSON export -> a label manifest (answered 1/0, unanswered blank)",
+        description="Read a Label Studio JSON export of creative-qa tasks and write a label manifest: answered "
+        "tags 1 or 0, tags nobody answered blank (never 0), the annotators, and every disagreement between "
+        "them (the majority kept, blank on a tie). --update merges into an existing manifest: answered tags "
+        "replace, unanswered ones keep their values, new creatives are appended.",
+        formatter_class=HelpFormatter,
+    )
+    li_.add_argument("export", help="Label Studio export (JSON)")
+    li_.add_argument("--out", default="labels.csv", help="the manifest to write")
+    li_.add_argument("--update", default=None, help="update this manifest in place instead of writing --out")
+    li_.add_argument("--taxonomy", default=None, help="taxonomy YAML (default: the built-in v1)")
+    lb.set_defaults(fn=cmd_labels)
 
     sv = sub.add_parser("serve", help="run the HTTP API")
     sv.add_argument("--model", default=None, help="ONNX path or models:/name@alias (env CREATIVE_QA_MODEL)")

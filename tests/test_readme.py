@@ -11,6 +11,7 @@ former runs ``creative-qa demo`` (``tests/training/test_demo.py`` runs it small)
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from creative_qa.taxonomy import load_taxonomy
 from tests.conftest import TINY_OVERRIDES
 from tests.mlflow_server import free_port, mlflow_server
 
@@ -48,6 +50,12 @@ def smaller(cmd: str, port: int) -> str:
     if cmd.startswith(("creative-qa train", "creative-qa label-issues")) and "--resume" not in cmd:
         cmd, _, comment = cmd.partition("#")
         cmd = cmd.rstrip() + " " + TINY_TRAIN + (" --folds 2" if "label-issues" in cmd else "")
+    if cmd.startswith("creative-qa labels import"):
+        # NOTE: between label-next and the import a person labels the tasks in Label Studio and exports them
+        # (tests/labelstudio runs that round trip against a real server); here a stand-in answers as they would.
+        export = cmd.split()[3]
+        tasks = str(Path(export).parent / "tasks.json")
+        return f"python {ROOT / 'tests' / 'labelstudio' / 'annotator.py'} {tasks} {export} && {cmd}"
     if cmd.startswith("creative-qa promote"):
         # NOTE: promote's answer is a decision: 0 promoted, 3 refused (told apart from a failure, 1).
         return f"{{ {cmd}; }} || [ $? -eq 3 ]"
@@ -100,6 +108,15 @@ def _check_outputs(work: Path, ray: bool = True) -> str:
     if ray:
         ray_scores = pd.read_csv(work / "scores_ray.csv")
         assert len(ray_scores) == len(test_files) and ray_scores["error"].isna().all()
+    # label-next chose from the pool, wrote a Label Studio project; the answers joined the labels
+    chosen, pool = pd.read_csv(work / "label_next.csv"), pd.read_csv(work / "data" / "unlabeled.csv")
+    assert 0 < len(chosen) <= len(pool) and chosen["why"].str.startswith("uncertain: ").all()
+    tasks = json.loads((work / "label_studio" / "tasks.json").read_text())
+    assert [t["data"]["path"] for t in tasks] == [str((work / "data" / p).resolve()) for p in chosen["path"]]
+    labeled = pd.read_csv(work / "data" / "train_labeled.csv")
+    added = labeled[labeled["path"].isin(chosen["path"])]
+    assert len(labeled) == 40 + len(chosen) and len(added) == len(chosen)
+    assert added[load_taxonomy().tag_names].notna().sum(axis=1).ge(1).all()  # what the stand-in answered
     v2 = pd.read_csv(work / "data_v2" / "train_labeled.csv")
     assert "motion_blur" in v2.columns and "blurry" not in v2.columns
     assert all((work / "data_v2" / p).is_file() for p in v2["path"])  # paths rebased onto the new folder
@@ -113,6 +130,10 @@ def test_readme_commands_run_as_written_in_a_fresh_home(tmp_path):
     issues = pd.read_csv(work / "label_issues.csv")
     assert {"path", "tag", "given", "predicted", "score"} <= set(issues.columns) and len(issues) > 0
     assert all(Path(p).is_file() for p in issues["path"])  # judged the user's files, not missing copies
+    recheck = json.loads((work / "recheck" / "tasks.json").read_text())
+    assert len(recheck) == issues.head(100)["path"].nunique()  # one task per creative of the top issues
+    assert all("predictions" not in t and t["data"]["model"].startswith("model: no scores | chosen because recheck")
+               for t in recheck)  # fmt: skip
     store = tmp_path / "home" / ".creative-qa"
     assert (store / "mlflow.db").is_file()  # the embedded store, in the fresh home
     from mlflow.tracking import MlflowClient

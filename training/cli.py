@@ -178,7 +178,37 @@ def cmd_label_issues(a: argparse.Namespace) -> None:
     summary = {"labels_judged": len(issues), "output": str(out), "top": issues.head(5).to_dict("records")}
     if a.clean:
         summary |= precision_at_k(issues, a.clean)
+    if a.label_studio:
+        summary["label_studio"] = _issues_to_label_studio(issues.head(a.ls_top), cfg, a)
     print(json.dumps(summary, indent=2))
+
+
+def _issues_to_label_studio(top, cfg, a: argparse.Namespace) -> dict[str, str]:
+    """A Label Studio project for rechecking the creatives of the ``top`` issues: each task says which of its
+    labels are suspect (given, and the cross-validated prediction); nothing is pre-filled, so the annotator's
+    answer is their own."""
+    import pandas as pd
+
+    from creative_qa.labelstudio import write_project
+    from creative_qa.manifest import read_manifest
+    from creative_qa.taxonomy import load_taxonomy
+
+    m = read_manifest(a.labeled)
+    where = dict(zip(m["path"].astype(str), m["abspath"], strict=True)) | {p: p for p in m["abspath"]}
+    rows = [
+        {"abspath": where[str(path)], "why": "recheck " + "; ".join(
+            f"{r.tag} (given {int(r.given)}, predicted {r.predicted:.2f})" for r in group.itertuples())}
+        for path, group in top.groupby("path", sort=False)
+    ]  # fmt: skip
+    root = a.ls_root or Path(a.labeled).parent
+    try:
+        files = write_project(a.label_studio, pd.DataFrame(rows), load_taxonomy(cfg.data.taxonomy), root, prefill=1.01)
+    except ValueError as e:
+        raise SystemExit(f"creative-qa label-issues: {e}") from e
+    return {k: str(v) for k, v in files.items()} | {
+        "document_root": str(Path(root).resolve()),
+        "creatives": str(len(rows)),
+    }
 
 
 def _synth_demo_data(out: Path, n_labeled: int, n_unlabeled: int, n_test: int) -> dict[str, Path]:

@@ -1,0 +1,290 @@
+"""What to label next (``creative-qa label-next``): a ranked, diverse batch from the pool, and labels to recheck.
+
+With a few hundred labels, which few hundred matters as much as any method. The current model scores the
+pool and the labeled set (``creative_qa.batch``: resumable, a corrupt file reported and skipped), then:
+
+* **Uncertainty, weighted for multi-label.** Each tag's uncertainty is the binary entropy of its
+  probability (1 at 0.5, 0 at 0 or 1). Tags are weighted towards the rare (``1 / sqrt(prior)`` of their
+  share of positives among the known labels, capped), the unreliable (those the model's flag policy cannot
+  back: x2) and the ones the team names (``tags``: x3); a creative's score is the weighted mean.
+* **Diversity.** The model's output space (each tag's logit and the quality's, standardised over the pool)
+  is where redundancy shows for labeling: two creatives the model sees alike teach it alike. The batch is
+  chosen greedily, each pick the highest ``uncertainty x d / (d + d0)``, ``d`` its distance to the nearest
+  creative already labeled or picked and ``d0`` the pool's median such distance before the first pick: the
+  uncertainty-weighted k-center rule, so the batch is not fifty copies of one design.
+* **Near-duplicates removed.** A 64-bit difference hash of each creative (its luma at 9 x 8, each pixel
+  against its right neighbour): one within ``dup_bits`` bits of a labeled or already picked creative, and
+  that the model also sees alike (closer than ``DUP_NEAR`` x ``d0`` in its output space), is dropped:
+  resized, recompressed or re-exported copies of one design. A blurred or pixelated copy keeps the hash but
+  not the model's view, and stays: its defect is what a label would teach.
+* **Labels to recheck, kept apart.** The labeled creatives' known labels the model most confidently
+  contradicts (a 1 it scores at or under ``1 - confident``, a 0 at or over ``confident``), ranked; for the
+  cross-validated list, run ``creative-qa label-issues``.
+
+The active-learning libraries were looked at first: baal's heuristics (BALD, entropy) need Monte-Carlo
+dropout samples of a torch model, not the exported ONNX graph; modAL's batch sampling is single-label over a
+scikit-learn estimator; small-text is for text classification. The rules above are a few array operations.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from tqdm import tqdm
+
+from creative_qa.manifest import read_manifest
+
+log = logging.getLogger(__name__)
+
+RARE_CAP = 4.0  # the most a rare tag's weight may exceed a common one's
+UNRELIABLE_WEIGHT = 2.0
+FOCUS_WEIGHT = 3.0
+DUP_BITS = 6  # difference hashes within this many of 64 bits are near-duplicates ...
+DUP_NEAR = 0.5  # ... where the model's outputs are also closer than this x the pool's median distance
+CONFIDENT = 0.9  # a known label the model contradicts at this probability (or 1 - it) is a recheck suspect
+LOGIT_CLIP = 6.0
+
+
+@dataclass
+class Selection:
+    chosen: pd.DataFrame  # the batch to label, ranked, with why
+    recheck: pd.DataFrame  # known labels the model contradicts most, ranked
+    skipped: dict[str, int]  # pool creatives left out, by reason
+
+
+def entropy(p: np.ndarray) -> np.ndarray:
+    """Binary entropy in bits: 1 at 0.5, 0 at 0 and 1."""
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+
+
+def tag_weights(
+    labels: np.ndarray, tags: list[str], unreliable: set[str] = frozenset(), focus: set[str] = frozenset()
+) -> np.ndarray:
+    """``(T,)`` weights summing to 1: rare tags up (``1 / sqrt(prior)``, at most ``RARE_CAP`` x the smallest),
+    unreliable tags x ``UNRELIABLE_WEIGHT``, the team's ``focus`` tags x ``FOCUS_WEIGHT``."""
+    known = ~np.isnan(labels)
+    pos = np.nansum(labels, axis=0)
+    prior = (pos + 1.0) / (known.sum(axis=0) + 2.0)  # a tag never labelled counts as rare-ish, not infinite
+    w = 1.0 / np.sqrt(prior)
+    w = np.minimum(w, RARE_CAP * w.min())
+    w = w * np.array([UNRELIABLE_WEIGHT if t in unreliable else 1.0 for t in tags])
+    w = w * np.array([FOCUS_WEIGHT if t in focus else 1.0 for t in tags])
+    return w / w.sum()
+
+
+def embedding(probs: np.ndarray, quality: np.ndarray, mean=None, std=None) -> tuple[np.ndarray, tuple]:
+    """The model's output space: tag and quality logits (clipped), standardised with ``mean``/``std`` (the pool's
+    when not given). Returns the embedding and the ``(mean, std)`` used."""
+    p = np.clip(np.column_stack([probs, quality]), 1e-6, 1 - 1e-6)
+    z = np.clip(np.log(p / (1 - p)), -LOGIT_CLIP, LOGIT_CLIP)
+    if mean is None:
+        mean, std = z.mean(axis=0), z.std(axis=0) + 1e-3
+    return (z - mean) / std, (mean, std)
+
+
+def dhash(img: Image.Image) -> int:
+    """64-bit difference hash: the luma at 9 x 8, each pixel brighter than its right neighbour or not."""
+    a = np.asarray(img.convert("L").resize((9, 8), Image.Resampling.BOX), dtype=np.int16)
+    bits = (a[:, 1:] > a[:, :-1]).ravel()
+    return int(np.packbits(bits).view(">u8")[0])
+
+
+_POP = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def hamming(hashes: np.ndarray, h: int) -> np.ndarray:
+    """Bits differing between each of ``hashes`` (uint64) and ``h``."""
+    x = np.bitwise_xor(hashes, np.uint64(h))
+    return _POP[x.view(np.uint8).reshape(-1, 8)].sum(axis=1)
+
+
+def hashes_of(paths: list[str], desc: str, progress: bool = True) -> np.ndarray:
+    """Difference hashes of the files (their first frame, decoded small); 0 where a file does not decode."""
+    from creative_qa.media import MediaError, decode_file
+
+    out = np.zeros(len(paths), dtype=np.uint64)
+    for i, p in enumerate(tqdm(paths, desc=desc, unit="creative", disable=not progress, leave=False)):
+        try:
+            frames = decode_file(p, max_frames=1, min_side=64)
+        except (MediaError, OSError) as e:
+            log.warning("%s: %s (no near-duplicate check for it)", p, e)
+            continue
+        out[i] = dhash(
+            frames[0].source if isinstance(frames[0].source, Image.Image) else Image.fromarray(frames[0].source)
+        )
+    return out
+
+
+def select(
+    pool_probs: np.ndarray,
+    pool_quality: np.ndarray,
+    weights: np.ndarray,
+    budget: int,
+    labeled_emb: tuple[np.ndarray, np.ndarray] | None = None,
+    pool_hashes: np.ndarray | None = None,
+    labeled_hashes: np.ndarray | None = None,
+    dup_bits: int = DUP_BITS,
+) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+    """The batch: pool indices in order, and per pool creative its uncertainty, its distance to the nearest
+    labeled-or-picked creative at the time it was picked, and its priority then; and what was left out why.
+    ``labeled_emb``: the labeled creatives' ``(probs, quality)``, in the order of ``labeled_hashes``."""
+    n = len(pool_probs)
+    unc = entropy(pool_probs) @ weights
+    emb, stats = embedding(pool_probs, pool_quality)
+    dist = np.full(n, np.inf)
+    ref = embedding(*labeled_emb, *stats)[0] if labeled_emb is not None and len(labeled_emb[0]) else emb[:0]
+    for k in range(0, len(ref), 256):  # bounded memory: a block of labeled creatives at a time
+        d = np.sqrt(((emb[:, None, :] - ref[None, k : k + 256, :]) ** 2).sum(-1)).min(axis=1)
+        dist = np.minimum(dist, d)
+    finite = dist[np.isfinite(dist)]
+    d0 = float(np.median(finite)) if len(finite) else 1.0
+    d0 = d0 if d0 > 0 else 1.0
+    alive = np.ones(n, dtype=bool)
+    skipped = {"near-duplicate of a labeled creative": 0, "near-duplicate of a chosen one": 0}
+
+    def duplicates(h: int, e: np.ndarray) -> np.ndarray:
+        same = alive & (pool_hashes != 0) & (hamming(pool_hashes, h) <= dup_bits)
+        return same & (np.sqrt(((emb - e) ** 2).sum(-1)) <= DUP_NEAR * d0)
+
+    if pool_hashes is not None and labeled_hashes is not None:
+        for j in np.flatnonzero(labeled_hashes != 0):
+            dup = duplicates(int(labeled_hashes[j]), ref[j])
+            skipped["near-duplicate of a labeled creative"] += int(dup.sum())
+            alive &= ~dup
+    chosen: list[int] = []
+    at_pick, priority = np.full(n, np.nan), np.full(n, np.nan)
+    for _ in range(min(budget, n)):
+        if not len(finite) and chosen:  # nothing labeled: the scale is the distances to the first pick
+            finite = dist[np.isfinite(dist) & alive]
+            d0 = float(np.median(finite)) if len(finite) and np.median(finite) > 0 else 1.0
+        sat = np.ones(n)
+        known = np.isfinite(dist)
+        sat[known] = dist[known] / (dist[known] + d0)
+        score = np.where(alive, unc * sat, -np.inf)
+        i = int(np.argmax(score))
+        if not np.isfinite(score[i]):
+            break
+        chosen.append(i)
+        at_pick[i], priority[i] = dist[i], score[i]
+        alive[i] = False
+        dist = np.minimum(dist, np.sqrt(((emb - emb[i]) ** 2).sum(-1)))
+        if pool_hashes is not None and pool_hashes[i] != 0:
+            dup = duplicates(int(pool_hashes[i]), emb[i])
+            skipped["near-duplicate of a chosen one"] += int(dup.sum())
+            alive &= ~dup
+    return chosen, unc, at_pick, priority, skipped
+
+
+def recheck(labels: np.ndarray, probs: np.ndarray, tags: list[str], paths: list[str], confident: float = CONFIDENT):
+    """Known labels the model contradicts at ``confident`` or more, most contradicted first."""
+    rows = []
+    for j, t in enumerate(tags):
+        y, p = labels[:, j], probs[:, j]
+        for i in np.flatnonzero(((y == 1) & (p <= 1 - confident)) | ((y == 0) & (p >= confident))):
+            rows.append({"path": paths[i], "tag": t, "given": int(y[i]), "model": round(float(p[i]), 4),
+                         "disagreement": round(float(abs(y[i] - p[i])), 4)})  # fmt: skip
+    df = pd.DataFrame(rows, columns=["path", "tag", "given", "model", "disagreement"])
+    return df.sort_values("disagreement", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def _why(probs: np.ndarray, weights: np.ndarray, tags: list[str], dist: float, d0: float, k: int = 3) -> tuple:
+    contrib = entropy(probs) * weights
+    top = [j for j in np.argsort(-contrib)[:k] if contrib[j] > 0.01 * contrib.max()]
+    uncertain = ", ".join(f"{tags[j]} {probs[j]:.2f}" for j in top)
+    far = (
+        "no labeled creative to compare" if not np.isfinite(dist) else f"{dist:.2f} from the nearest labeled or chosen"
+    )
+    return uncertain, f"uncertain: {uncertain}; {far} (median {d0:.2f})"
+
+
+def label_next(
+    model,
+    pool: str | Path,
+    labeled: str | Path | None,
+    budget: int,
+    work: Path,
+    focus: list[str] | None = None,
+    dup_bits: int = DUP_BITS,
+    confident: float = CONFIDENT,
+    recheck_top: int = 50,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Selection:
+    """Score ``pool`` and ``labeled`` with ``model`` (a ``Scorer``) into ``work`` (resumable), then choose ``budget``
+    creatives to label and the known labels to recheck (see the module doc)."""
+    from creative_qa.batch import batch_score
+    from creative_qa.manifest import label_matrix
+
+    tags = model.tags
+    unknown = sorted(set(focus or ()) - set(tags))
+    if unknown:
+        raise ValueError(f"--tags: {', '.join(unknown)} not in the model's taxonomy ({', '.join(tags)})")
+    if budget < 1:
+        raise ValueError(f"the budget must be at least 1, got {budget}")
+    work.mkdir(parents=True, exist_ok=True)
+    opts = {"workers": workers, "report": False, "progress": progress}
+    batch_score(pool, work / "pool.parquet", model, **opts)
+    scored = pd.read_parquet(work / "pool.parquet")
+    pool_df = read_manifest(pool)
+    ok = scored[scored["error"].isna()]
+    errors = int(scored["error"].notna().sum())
+    lab_df, lab_probs, lab_quality, lab_labels = None, np.zeros((0, len(tags))), np.zeros(0), np.zeros((0, len(tags)))
+    if labeled is not None:
+        lab_df = read_manifest(labeled)
+        lab_labels = label_matrix(lab_df, tags, model.taxonomy.new_tags)
+        batch_score(labeled, work / "labeled.parquet", model, **opts)
+        ls = pd.read_parquet(work / "labeled.parquet").drop_duplicates("path").set_index("path")
+        got = ls.reindex(lab_df["path"].astype(str))
+        have = got["error"].isna().to_numpy() & got["quality"].notna().to_numpy()
+        lab_probs, lab_quality = got[tags].to_numpy(float)[have], got["quality"].to_numpy(float)[have]
+        lab_df, lab_labels = lab_df[have].reset_index(drop=True), lab_labels[have]
+        already = set(lab_df["abspath"].map(lambda p: str(Path(p).resolve())))
+        ok = ok[[str(Path(p).resolve()) not in already for p in _abspaths(ok["path"], pool_df)]]
+    ok = ok.reset_index(drop=True)
+    skipped = {"could not be scored": errors, "already labeled": int((scored["error"].isna()).sum() - len(ok))}
+    weights = tag_weights(lab_labels if len(lab_labels) else np.full((1, len(tags)), np.nan), tags,
+                          set(model.unreliable), set(focus or ()))  # fmt: skip
+    probs, quality = ok[tags].to_numpy(float), ok["quality"].to_numpy(float)
+    paths = list(_abspaths(ok["path"], pool_df))
+    pool_h = hashes_of(paths, "pool hashes", progress) if dup_bits >= 0 else None
+    lab_h = (
+        hashes_of(list(lab_df["abspath"]), "labeled hashes", progress) if lab_df is not None and dup_bits >= 0 else None
+    )
+    chosen, unc, dist, priority, dropped = select(
+        probs, quality, weights, budget, (lab_probs, lab_quality) if len(lab_probs) else None, pool_h, lab_h, dup_bits
+    )
+    skipped |= dropped
+    finite = dist[np.isfinite(dist)]
+    d0 = float(np.median(finite)) if len(finite) else 0.0
+    rows = []
+    for rank, i in enumerate(chosen, 1):
+        uncertain, reason = _why(probs[i], weights, tags, dist[i], d0)
+        rows.append({"path": str(ok["path"].iloc[i]), "rank": rank, "priority": round(float(priority[i]), 4),
+                     "uncertainty": round(float(unc[i]), 4),
+                     "distance": round(float(dist[i]), 4) if np.isfinite(dist[i]) else None,
+                     "uncertain_tags": uncertain, "why": reason, "quality": round(float(quality[i]), 4),
+                     **{t: round(float(probs[i, j]), 4) for j, t in enumerate(tags)}})  # fmt: skip
+    chosen_df = pd.DataFrame(rows)
+    rc = (
+        recheck(lab_labels, lab_probs, tags, list(lab_df["path"].astype(str)), confident)
+        if lab_df is not None
+        else None
+    )
+    rc = (
+        rc.head(recheck_top)
+        if rc is not None
+        else pd.DataFrame(columns=["path", "tag", "given", "model", "disagreement"])
+    )
+    return Selection(chosen_df, rc, skipped)
+
+
+def _abspaths(paths: pd.Series, manifest: pd.DataFrame):
+    """The batch output's paths (as the manifest wrote them) -> absolute paths."""
+    m = dict(zip(manifest["path"].astype(str), manifest["abspath"], strict=True))
+    return [m.get(str(p), str(p)) for p in paths]
