@@ -110,3 +110,35 @@ def test_preprocess_quick(tmp_path):
     assert all(row["total_ms_full"] > row["decode_ms"] > 0 and row["total_ms_reduced"] > 0 for row in result["rows"])
     assert [row["path"] for row in result["batch"]] == ["full size (reduce=0)", "reduced (reduce=1)"]
     assert all(row["creatives_per_s"] > 0 for row in result["batch"])
+
+
+def test_active_quick(tmp_path):
+    out = tmp_path / "active.json"
+    r = _run(["benchmarks/active.py", "--quick", "--arms", "label_next,random", "--out", str(out)], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    rows = {(row["arm"], row["seed"]): row for row in res["rows"]}
+    assert set(rows) == {("start", 0), ("label_next", 0), ("random", 0)}
+    for row in rows.values():
+        assert all(0 <= row[f"{s}_mAP"] <= 1 for s in ("test", "foreign", "realphoto"))
+    # each arm added exactly its labels to the same start: the start's rows, then --add (10) more
+    for arm in ("label_next", "random"):
+        manifest = next((tmp_path / "bench").rglob(f"active-n40-heavy-clean-{arm}-s0.csv"))
+        assert len(pd.read_csv(manifest)) == 40 + 10
+    iv = res["intervals"]["label_next"]["test"]
+    assert iv["ci95"][0] <= iv["ci95"][1] and "label_next - random (paired 95 % interval): test" in r.stdout
+
+
+def test_measures_quick(tmp_path):
+    out = tmp_path / "measures.json"
+    r = _run(["benchmarks/measures.py", "--quick", "--variants", "--out", str(out)], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    from training.measures import NAMES
+
+    splits = {row["split"] for row in res["rows"]}
+    assert splits == {"pool", "test", "realphoto"} and set(res["variants"]) == splits
+    for row in res["rows"]:  # every measurement's AP for every defect tag, a share in [0, 1] (or NaN: no positive)
+        assert all(row[n] != row[n] or 0 <= row[n] <= 1 for n in NAMES)
+    real_lb = next(row for row in res["rows"] if row["split"] == "realphoto" and row["tag"] == "letterboxed")
+    assert real_lb["bar_share_strict"] > real_lb["prior"]  # bars rank letterboxed photographs above their prior
