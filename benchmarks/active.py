@@ -42,7 +42,7 @@ def chosen_by_label_next(checkpoint: str, pool: Path, labeled: Path, n: int, wor
     from training.export import export_onnx
 
     onnx = export_onnx(Checkpoint.load(checkpoint), work / "start.onnx", version="0", name="start")
-    sel = label_next(Scorer(onnx), pool, labeled, n, work / "scores", workers=0, progress=False)
+    sel = label_next(Scorer(onnx), pool, labeled, n, work / "scores", workers=0, progress=False, overwrite=True)
     return list(sel.chosen["path"].astype(str))
 
 

@@ -55,7 +55,7 @@ def variants(views: np.ndarray, labels: dict[str, np.ndarray]) -> dict[str, floa
     x = torch.from_numpy(views[:, 0]).float()
     out = {}
     for tol in ((0.25, 1.0), (0.5, 1.0), (1.0, 1.0), (0.5, 2.0), (1.0, 3.0), (2.0, 3.0), measures.FLAT):
-        share = torch.maximum(measures._bars(x, tol)[0], measures._bars(x.transpose(1, 2), tol)[0]).numpy()
+        share = measures.bar_share(x, tol)[0].numpy()
         out[f"bars {tol[0]:g}/{tol[1]:g}"] = direct_ap(share, labels["letterboxed"], 1.0)
     return out
 

@@ -104,11 +104,12 @@ def hamming(hashes: np.ndarray, h: int) -> np.ndarray:
     return _POP[x.view(np.uint8).reshape(-1, 8)].sum(axis=1)
 
 
-def hashes_of(paths: list[str], desc: str, progress: bool = True) -> np.ndarray:
-    """Difference hashes of the files (their first frame, decoded small); 0 where a file does not decode."""
+def hashes_of(paths: list[str], desc: str, progress: bool = True) -> np.ma.MaskedArray:
+    """Difference hashes of the files (their first frame, decoded small), masked where a file does not decode.
+    NOTE: decoded again here, in this process (the batch scoring before does not keep pixels)."""
     from creative_qa.media import MediaError, decode_file
 
-    out = np.zeros(len(paths), dtype=np.uint64)
+    out = np.ma.masked_all(len(paths), dtype=np.uint64)
     for i, p in enumerate(tqdm(paths, desc=desc, unit="creative", disable=not progress, leave=False)):
         try:
             frames = decode_file(p, max_frames=1, min_side=64)
@@ -127,33 +128,35 @@ def select(
     weights: np.ndarray,
     budget: int,
     labeled_emb: tuple[np.ndarray, np.ndarray] | None = None,
-    pool_hashes: np.ndarray | None = None,
-    labeled_hashes: np.ndarray | None = None,
+    pool_hashes: np.ma.MaskedArray | None = None,
+    labeled_hashes: np.ma.MaskedArray | None = None,
     dup_bits: int = DUP_BITS,
-) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, dict[str, int]]:
+) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, dict[str, int], float]:
     """The batch: pool indices in order, and per pool creative its uncertainty, its distance to the nearest
-    labeled-or-picked creative at the time it was picked, and its priority then; and what was left out why.
-    ``labeled_emb``: the labeled creatives' ``(probs, quality)``, in the order of ``labeled_hashes``."""
+    labeled-or-picked creative at the time it was picked, and its priority then; what was left out why; and the
+    distance scale ``d0``. ``labeled_emb``: the labeled creatives' ``(probs, quality)``, in the order of
+    ``labeled_hashes``; hashes are masked where a file did not decode."""
     n = len(pool_probs)
+    skipped = {"near-duplicate of a labeled creative": 0, "near-duplicate of a chosen one": 0}
+    if n == 0:
+        return [], np.zeros(0), np.zeros(0), np.zeros(0), skipped, 1.0
+    pool_hashes = np.ma.asarray(pool_hashes) if pool_hashes is not None else None
+    labeled_hashes = np.ma.asarray(labeled_hashes) if labeled_hashes is not None else None
     unc = entropy(pool_probs) @ weights
     emb, stats = embedding(pool_probs, pool_quality)
-    dist = np.full(n, np.inf)
     ref = embedding(*labeled_emb, *stats)[0] if labeled_emb is not None and len(labeled_emb[0]) else emb[:0]
-    for k in range(0, len(ref), 256):  # bounded memory: a block of labeled creatives at a time
-        d = np.sqrt(((emb[:, None, :] - ref[None, k : k + 256, :]) ** 2).sum(-1)).min(axis=1)
-        dist = np.minimum(dist, d)
+    dist = nearest(emb, ref)
     finite = dist[np.isfinite(dist)]
     d0 = float(np.median(finite)) if len(finite) else 1.0
     d0 = d0 if d0 > 0 else 1.0
     alive = np.ones(n, dtype=bool)
-    skipped = {"near-duplicate of a labeled creative": 0, "near-duplicate of a chosen one": 0}
 
     def duplicates(h: int, e: np.ndarray) -> np.ndarray:
-        same = alive & (pool_hashes != 0) & (hamming(pool_hashes, h) <= dup_bits)
+        same = alive & ~np.ma.getmaskarray(pool_hashes) & (hamming(pool_hashes.filled(0), h) <= dup_bits)
         return same & (np.sqrt(((emb - e) ** 2).sum(-1)) <= DUP_NEAR * d0)
 
     if pool_hashes is not None and labeled_hashes is not None:
-        for j in np.flatnonzero(labeled_hashes != 0):
+        for j in np.flatnonzero(~np.ma.getmaskarray(labeled_hashes)):
             dup = duplicates(int(labeled_hashes[j]), ref[j])
             skipped["near-duplicate of a labeled creative"] += int(dup.sum())
             alive &= ~dup
@@ -174,11 +177,25 @@ def select(
         at_pick[i], priority[i] = dist[i], score[i]
         alive[i] = False
         dist = np.minimum(dist, np.sqrt(((emb - emb[i]) ** 2).sum(-1)))
-        if pool_hashes is not None and pool_hashes[i] != 0:
+        if pool_hashes is not None and not np.ma.getmaskarray(pool_hashes)[i]:
             dup = duplicates(int(pool_hashes[i]), emb[i])
             skipped["near-duplicate of a chosen one"] += int(dup.sum())
             alive &= ~dup
-    return chosen, unc, at_pick, priority, skipped
+    return chosen, unc, at_pick, priority, skipped, d0
+
+
+def nearest(emb: np.ndarray, ref: np.ndarray, block: int = 4096) -> np.ndarray:
+    """Each row of ``emb``'s distance to its nearest row of ``ref`` (inf without any), in blocks of both: memory
+    stays at ``block`` x ``block`` distances whatever the sizes."""
+    out = np.full(len(emb), np.inf)
+    rr = (ref**2).sum(1)
+    for i in range(0, len(emb), block):
+        e = emb[i : i + block]
+        ee = (e**2).sum(1)[:, None]
+        for k in range(0, len(ref), block):
+            d2 = ee + rr[None, k : k + block] - 2.0 * e @ ref[k : k + block].T
+            out[i : i + block] = np.minimum(out[i : i + block], np.sqrt(np.maximum(d2.min(axis=1), 0.0)))
+    return out
 
 
 def recheck(labels: np.ndarray, probs: np.ndarray, tags: list[str], paths: list[str], confident: float = CONFIDENT):
@@ -215,9 +232,11 @@ def label_next(
     recheck_top: int = 50,
     workers: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Selection:
-    """Score ``pool`` and ``labeled`` with ``model`` (a ``Scorer``) into ``work`` (resumable), then choose ``budget``
-    creatives to label and the known labels to recheck (see the module doc)."""
+    """Score ``pool`` and ``labeled`` with ``model`` (a ``Scorer``) into ``work`` (resumable; ``overwrite``: start the
+    scores afresh), then choose ``budget`` creatives to label and the known labels to recheck (see the module doc).
+    A creative that cannot be scored, or whose scores are not finite, is left out and counted."""
     from creative_qa.batch import batch_score
     from creative_qa.manifest import label_matrix
 
@@ -228,12 +247,13 @@ def label_next(
     if budget < 1:
         raise ValueError(f"the budget must be at least 1, got {budget}")
     work.mkdir(parents=True, exist_ok=True)
-    opts = {"workers": workers, "report": False, "progress": progress}
+    opts = {"workers": workers, "report": False, "progress": progress, "overwrite": overwrite}
     batch_score(pool, work / "pool.parquet", model, **opts)
-    scored = pd.read_parquet(work / "pool.parquet")
+    scored = pd.read_parquet(work / "pool.parquet").drop_duplicates("path")
     pool_df = read_manifest(pool)
-    ok = scored[scored["error"].isna()]
-    errors = int(scored["error"].notna().sum())
+    finite = np.isfinite(scored[[*tags, "quality"]].to_numpy(float)).all(axis=1)
+    ok = scored[scored["error"].isna().to_numpy() & finite]
+    errors, not_finite = int(scored["error"].notna().sum()), int((scored["error"].isna().to_numpy() & ~finite).sum())
     lab_df, lab_probs, lab_quality, lab_labels = None, np.zeros((0, len(tags))), np.zeros(0), np.zeros((0, len(tags)))
     if labeled is not None:
         lab_df = read_manifest(labeled)
@@ -241,13 +261,14 @@ def label_next(
         batch_score(labeled, work / "labeled.parquet", model, **opts)
         ls = pd.read_parquet(work / "labeled.parquet").drop_duplicates("path").set_index("path")
         got = ls.reindex(lab_df["path"].astype(str))
-        have = got["error"].isna().to_numpy() & got["quality"].notna().to_numpy()
+        have = got["error"].isna().to_numpy() & np.isfinite(got[[*tags, "quality"]].to_numpy(float)).all(axis=1)
         lab_probs, lab_quality = got[tags].to_numpy(float)[have], got["quality"].to_numpy(float)[have]
         lab_df, lab_labels = lab_df[have].reset_index(drop=True), lab_labels[have]
         already = set(lab_df["abspath"].map(lambda p: str(Path(p).resolve())))
         ok = ok[[str(Path(p).resolve()) not in already for p in _abspaths(ok["path"], pool_df)]]
+    already_n = int(scored["error"].isna().sum()) - not_finite - len(ok)
     ok = ok.reset_index(drop=True)
-    skipped = {"could not be scored": errors, "already labeled": int((scored["error"].isna()).sum() - len(ok))}
+    skipped = {"could not be scored": errors, "scores not finite": not_finite, "already labeled": already_n}
     weights = tag_weights(lab_labels if len(lab_labels) else np.full((1, len(tags)), np.nan), tags,
                           set(model.unreliable), set(focus or ()))  # fmt: skip
     probs, quality = ok[tags].to_numpy(float), ok["quality"].to_numpy(float)
@@ -256,21 +277,21 @@ def label_next(
     lab_h = (
         hashes_of(list(lab_df["abspath"]), "labeled hashes", progress) if lab_df is not None and dup_bits >= 0 else None
     )
-    chosen, unc, dist, priority, dropped = select(
+    chosen, unc, dist, priority, dropped, d0 = select(
         probs, quality, weights, budget, (lab_probs, lab_quality) if len(lab_probs) else None, pool_h, lab_h, dup_bits
     )
     skipped |= dropped
-    finite = dist[np.isfinite(dist)]
-    d0 = float(np.median(finite)) if len(finite) else 0.0
     rows = []
     for rank, i in enumerate(chosen, 1):
         uncertain, reason = _why(probs[i], weights, tags, dist[i], d0)
-        rows.append({"path": str(ok["path"].iloc[i]), "rank": rank, "priority": round(float(priority[i]), 4),
+        rows.append({"path": str(ok["path"].iloc[i]), "abspath": paths[i], "rank": rank,
+                     "priority": round(float(priority[i]), 4),
                      "uncertainty": round(float(unc[i]), 4),
                      "distance": round(float(dist[i]), 4) if np.isfinite(dist[i]) else None,
                      "uncertain_tags": uncertain, "why": reason, "quality": round(float(quality[i]), 4),
                      **{t: round(float(probs[i, j]), 4) for j, t in enumerate(tags)}})  # fmt: skip
-    chosen_df = pd.DataFrame(rows)
+    columns = ["path", "abspath", "rank", "priority", "uncertainty", "distance", "uncertain_tags", "why", "quality"]
+    chosen_df = pd.DataFrame(rows, columns=[*columns, *tags])
     rc = (
         recheck(lab_labels, lab_probs, tags, list(lab_df["path"].astype(str)), confident)
         if lab_df is not None

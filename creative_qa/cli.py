@@ -156,7 +156,7 @@ def cmd_batch(a: argparse.Namespace) -> None:
 
 def cmd_label_next(a: argparse.Namespace) -> None:
     from creative_qa.active import label_next
-    from creative_qa.manifest import ManifestError, read_manifest
+    from creative_qa.manifest import ManifestError
     from creative_qa.scorer import ModelNotFoundError, Scorer
 
     try:
@@ -177,25 +177,28 @@ def cmd_label_next(a: argparse.Namespace) -> None:
     sel.recheck.to_csv(recheck, index=False)
     summary = {"chosen": len(sel.chosen), "output": str(out), "recheck": len(sel.recheck),
                "recheck_output": str(recheck), "left_out": sel.skipped, "scores": str(work)}  # fmt: skip
-    if a.label_studio:
+    if a.label_studio and not len(sel.chosen):
+        summary["label_studio"] = "nothing chosen: no project written"
+    elif a.label_studio:
         from creative_qa.labelstudio import write_project
 
-        pool = read_manifest(a.pool)
-        rows = sel.chosen.merge(pool[["path", "abspath"]].astype({"path": str}), on="path", how="left")
         root = a.ls_root or (a.pool if Path(a.pool).is_dir() else Path(a.pool).parent)
+        version = f"{scorer.name} v{scorer.version}"
         try:
-            files = write_project(a.label_studio, rows, scorer.taxonomy, root, prefill=a.prefill,
-                                  model_version=f"{scorer.name} v{scorer.version}")  # fmt: skip
+            files, videos = write_project(a.label_studio, sel.chosen, scorer.taxonomy, root, prefill=a.prefill,
+                                          model_version=version)  # fmt: skip
         except ValueError as e:
             sys.exit(f"creative-qa label-next: {e}")
         summary["label_studio"] = {k: str(v) for k, v in files.items()} | {"document_root": str(Path(root).resolve())}
+        if videos:
+            summary["label_studio"]["videos_left_out"] = videos  # the interface shows images only
     summary["top"] = sel.chosen.head(5)[["path", "why"]].to_dict("records") if len(sel.chosen) else []
     print(json.dumps(summary, indent=2))
 
 
 def cmd_labels(a: argparse.Namespace) -> None:
-    from creative_qa.labelstudio import merge, read_export
-    from creative_qa.manifest import ManifestError, read_manifest
+    from creative_qa.labelstudio import TIES, merge, read_export
+    from creative_qa.manifest import ManifestError, read_manifest, write_manifest
     from creative_qa.taxonomy import load_taxonomy
 
     try:
@@ -207,11 +210,10 @@ def cmd_labels(a: argparse.Namespace) -> None:
             new["abspath"] = [str(p if Path(p).is_absolute() else target.parent / p) for p in new["path"]]
             out = merge(old, new, taxonomy.tag_names)
         else:
-            out = new
+            out = new.drop(columns=[TIES])
     except (ValueError, ManifestError, FileNotFoundError) as e:
         sys.exit(f"creative-qa labels import: {e}")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    out.to_csv(target, index=False)
+    write_manifest(out, target)
     tags = taxonomy.tag_names
     answered = int(new[tags].notna().to_numpy().sum())
     summary = {"creatives": len(new), "answered_tags": answered, "blank_tags": int(new[tags].isna().to_numpy().sum()),

@@ -15,7 +15,7 @@ tag is unreliable for that model: its probability is kept, it is never flagged, 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -67,7 +67,8 @@ class FlagPolicy:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FlagPolicy:
-        d = dict(d)
+        known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in known}  # a field of a later version is not this one's to read
         d["tags"] = {t: TagFlag(**f) for t, f in d.get("tags", {}).items()}
         d["anchors"] = tuple(d.get("anchors", (0, 0)))  # (0, 0): a policy from before the field
         return cls(**d)

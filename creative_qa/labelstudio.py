@@ -27,12 +27,14 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 import pandas as pd
 
+from creative_qa.media import is_video_path
 from creative_qa.taxonomy import Taxonomy
 
 LOCAL_FILES = "/data/local-files/?d="  # Label Studio's local-file serving (LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED)
 YES, NO = "yes", "no"
 PREFILL = 0.9
 META_COLUMNS = ("annotators", "disagreements", "ls_task")
+TIES = "_ties"  # read_export's tags tied between annotators, for merge (not written to a manifest)
 
 
 def label_config(taxonomy: Taxonomy) -> str:
@@ -70,6 +72,8 @@ def tasks(
     out = []
     for _, r in rows.iterrows():
         path = Path(r["abspath"]).resolve()
+        if is_video_path(path):  # the interface shows an image; see write_project
+            continue
         try:
             rel = path.relative_to(root)
         except ValueError as e:
@@ -95,14 +99,18 @@ def tasks(
 
 def write_project(
     folder: str | Path, rows: pd.DataFrame, taxonomy: Taxonomy, root: str | Path, **kwargs: Any
-) -> dict[str, Path]:
-    """``label_config.xml`` and ``tasks.json`` in ``folder`` (see ``tasks`` for ``kwargs``)."""
+) -> tuple[dict[str, Path], list[str]]:
+    """``label_config.xml`` and ``tasks.json`` in ``folder`` (see ``tasks`` for ``kwargs``); and the videos left out.
+
+    NOTE: the interface is an image's; a video among ``rows`` gets no task (Label Studio's Image cannot show it,
+    and one interface for both would leave every task a data field it lacks). They are returned to be said."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg, tk = folder / "label_config.xml", folder / "tasks.json"
     cfg.write_text(label_config(taxonomy))
     tk.write_text(json.dumps(tasks(rows, taxonomy, root, **kwargs), indent=1))
-    return {"label_config": cfg, "tasks": tk}
+    videos = [str(p) for p in rows["abspath"] if is_video_path(p)]
+    return {"label_config": cfg, "tasks": tk}, videos
 
 
 def _annotator(completed_by: Any) -> str:
@@ -143,7 +151,7 @@ def read_export(export: str | Path, taxonomy: Taxonomy, out_dir: str | Path | No
                 elif key == "quality" and value.get("number") is not None:
                     quality.append(float(value["number"]))
         row: dict[str, Any] = {"path": _relative(data["path"], base)}
-        disagreements = []
+        disagreements, ties = [], []
         for t in tags:
             votes = Counter(v for _, v in answers[t])
             if not votes:
@@ -151,13 +159,18 @@ def read_export(export: str | Path, taxonomy: Taxonomy, out_dir: str | Path | No
                 continue
             if len(votes) > 1:
                 disagreements.append(f"{t}: {YES} {votes[1]} / {NO} {votes[0]}")
-            row[t] = float(1 if votes[1] > votes[0] else 0) if votes[1] != votes[0] else np.nan
+            if votes[1] == votes[0]:
+                row[t] = np.nan  # a tie: unknown, and an update blanks what was there (``merge``)
+                ties.append(t)
+            else:
+                row[t] = float(votes[1] > votes[0])
         row["quality"] = float(np.mean(quality)) if quality else np.nan
         row["annotators"] = "; ".join(dict.fromkeys(who))
         row["disagreements"] = "; ".join(disagreements)
         row["ls_task"] = task.get("id")
+        row[TIES] = ",".join(ties)
         rows.append(row)
-    return pd.DataFrame(rows, columns=["path", *tags, "quality", *META_COLUMNS])
+    return pd.DataFrame(rows, columns=["path", *tags, "quality", *META_COLUMNS, TIES])
 
 
 def _relative(path: str, base: Path | None) -> str:
@@ -166,23 +179,26 @@ def _relative(path: str, base: Path | None) -> str:
 
 
 def merge(existing: pd.DataFrame, new: pd.DataFrame, tags: list[str]) -> pd.DataFrame:
-    """``existing`` updated with ``new`` (both with ``abspath``): answered values replace, blanks keep the old."""
+    """``existing`` updated with ``new`` (``read_export``'s; both with ``abspath``): an answered tag replaces the old
+    value, a tie blanks it, an unanswered one keeps it; the annotators, disagreements and task are the new
+    round's; creatives not in ``existing`` are appended."""
     old = existing.copy()
     index = {str(Path(p).resolve()): i for i, p in enumerate(old["abspath"])}
-    for col in [*tags, "quality", *META_COLUMNS]:
-        if col not in old.columns:
-            old[col] = np.nan if col in (*tags, "quality") else ""
+    for col in (*tags, "quality"):
+        old[col] = pd.to_numeric(old[col], errors="coerce") if col in old.columns else np.nan
+    for col in META_COLUMNS:  # text: a manifest's empty column reads back as floats
+        old[col] = old[col].astype(object) if col in old.columns else pd.Series([None] * len(old), dtype=object)
     extra = []
     for _, r in new.iterrows():
         i = index.get(str(Path(r["abspath"]).resolve()))
         if i is None:
-            extra.append(r)
+            extra.append(r.drop(TIES))
             continue
+        tied = set(filter(None, str(r[TIES]).split(",")))
         for col in (*tags, "quality"):
-            if pd.notna(r[col]):
+            if pd.notna(r[col]) or col in tied:
                 old.at[i, col] = r[col]
         for col in META_COLUMNS:
-            if r[col] not in (None, "") and not (isinstance(r[col], float) and np.isnan(r[col])):
-                old.at[i, col] = r[col]
+            old.at[i, col] = r[col]
     out = pd.concat([old, pd.DataFrame(extra)], ignore_index=True) if extra else old
     return out.drop(columns=["abspath"])

@@ -50,6 +50,23 @@ def read_manifest(source: str | Path) -> pd.DataFrame:
     return df
 
 
+def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``df`` in the format ``path``'s suffix names (.parquet/.pq, .tsv, else CSV), atomically: a manifest
+    being replaced is never left half-written."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        df.to_parquet(tmp, index=False)
+    else:
+        df.to_csv(tmp, index=False, sep="\t" if suffix == ".tsv" else ",")
+    os.replace(tmp, path)
+    return path
+
+
 def label_matrix(df: pd.DataFrame, tags: list[str], new: Iterable[str] = ()) -> np.ndarray:
     """``(N, T)`` float32 with 1, 0 or NaN (unknown).
 

@@ -201,14 +201,13 @@ def _issues_to_label_studio(top, cfg, a: argparse.Namespace) -> dict[str, str]:
         for path, group in top.groupby("path", sort=False)
     ]  # fmt: skip
     root = a.ls_root or Path(a.labeled).parent
+    taxonomy = load_taxonomy(cfg.data.taxonomy)
     try:
-        files = write_project(a.label_studio, pd.DataFrame(rows), load_taxonomy(cfg.data.taxonomy), root, prefill=1.01)
+        files, videos = write_project(a.label_studio, pd.DataFrame(rows), taxonomy, root, prefill=1.01)
     except ValueError as e:
         raise SystemExit(f"creative-qa label-issues: {e}") from e
-    return {k: str(v) for k, v in files.items()} | {
-        "document_root": str(Path(root).resolve()),
-        "creatives": str(len(rows)),
-    }
+    said = {"document_root": str(Path(root).resolve()), "creatives": str(len(rows) - len(videos))}
+    return {k: str(v) for k, v in files.items()} | said | ({"videos_left_out": str(len(videos))} if videos else {})
 
 
 def _synth_demo_data(out: Path, n_labeled: int, n_unlabeled: int, n_test: int) -> dict[str, Path]:

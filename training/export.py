@@ -88,7 +88,9 @@ def export_onnx(
     meta = {
         META_KEYS["taxonomy"]: taxonomy.to_json(),
         META_KEYS["thresholds"]: json.dumps(thresholds),
-        META_KEYS["flags"]: policy.to_json(),
+        # NOTE: without the anchors (training's record of what the rate estimate rests on): a scorer of an older
+        # version, which reads every field of the policy, loads this model too
+        META_KEYS["flags"]: json.dumps({k: v for k, v in policy.to_dict().items() if k != "anchors"}),
         META_KEYS["preprocess"]: json.dumps(spec.to_dict()),
         META_KEYS["name"]: name,
         META_KEYS["version"]: version,

@@ -21,11 +21,12 @@ Each is scaled to about unit range (``scaled``), so the head's weight decay trea
   and a strict one (0.5 and 1: a flat background of the design's own, or a dim photograph, is rarely
   that flat at the view's size; chosen on the training pool's clean labels, ``benchmarks/measures.py``);
 * ``bar_side``: the larger of the two sides' bars alone (a bar on one side only, or a frame);
-* ``mosaic``: in the detail crops' textured places, the share of pixels equal to both their right and
-  lower neighbours (a mosaic's flat blocks; natural texture and noise rarely are);
+* ``mosaic``: in the detail crops' textured places, the share of pixels equal to their four neighbours
+  (inside a mosaic's flat blocks; natural texture and noise rarely are);
 * ``text_edges``: the share of the detail crops' pixels on strong edges (a 3 px morphological gradient
   over 130 grey levels: glyphs on their background; a photograph's texture rarely is that sharp),
-  closed along rows (letters of a line join): how much of the creative's detail is text;
+  closed along rows or columns, whichever joins more (letters of a line join, in any orientation of
+  the view): how much of the creative's detail is text;
 * ``noise``: the detail crops' noise level, Immerkaer's estimator (the mean absolute response of a
   Laplacian difference that cancels smooth ramps), as log(1 + sigma);
 * ``luma_mean``, ``clipped``, ``luma_spread``: the whole view's brightness, share of clipped white and
@@ -71,7 +72,8 @@ def _bars(x: torch.Tensor, tolerance: tuple[float, float] = FLAT) -> tuple[torch
     """Bars across the first spatial axis of ``(N, L, M, 3)``: (two-sided share, larger side's share), ``(N,)`` each."""
     n = x.shape[1]
     mean = x.mean(dim=2)  # (N, L, 3)
-    spread = (x.pow(2).mean(dim=2) - mean.pow(2)).clamp(min=0).sqrt().amax(-1)  # (N, L)
+    # NOTE: centred before squaring: E[x^2] - E[x]^2 cancels in float32 at bright levels, near the strict tolerance
+    spread = (x - mean[:, :, None, :]).pow(2).mean(dim=2).sqrt().amax(-1)  # (N, L)
     flat = spread < tolerance[0]
     first = flat & ((mean - x[:, :1, 0, :]).abs().amax(-1) < tolerance[1])  # rows of the first corner's colour
     last = flat & ((mean - x[:, -1:, -1, :]).abs().amax(-1) < tolerance[1])
@@ -83,13 +85,15 @@ def _bars(x: torch.Tensor, tolerance: tuple[float, float] = FLAT) -> tuple[torch
 
 
 def _mosaic(y: torch.Tensor) -> torch.Tensor:
-    """``(B, 1, S, S)`` luma -> ``(B,)``: in textured places, the share of pixels equal to both their right and
-    lower neighbours (all pixels where fewer than 100 are textured)."""
-    core = y[..., :-1, :-1]
-    eq = ((core - y[..., :-1, 1:]).abs() <= EQUAL) & ((core - y[..., 1:, :-1]).abs() <= EQUAL)
+    """``(B, 1, S, S)`` luma -> ``(B,)``: in textured places, the share of pixels equal to their four neighbours
+    (all pixels where fewer than 100 are textured)."""
+    core = y[..., 1:-1, 1:-1]
+    eq = torch.ones_like(core, dtype=torch.bool)
+    for other in (y[..., 1:-1, 2:], y[..., 1:-1, :-2], y[..., 2:, 1:-1], y[..., :-2, 1:-1]):
+        eq = eq & ((core - other).abs() <= EQUAL)
     m = F.avg_pool2d(y, 15, stride=1, padding=7, count_include_pad=False)
     m2 = F.avg_pool2d(y * y, 15, stride=1, padding=7, count_include_pad=False)
-    textured = ((m2 - m * m).clamp(min=0).sqrt() > TEXTURED)[..., :-1, :-1]
+    textured = ((m2 - m * m).clamp(min=0).sqrt() > TEXTURED)[..., 1:-1, 1:-1]
     eqf, tf = eq.to(y.dtype), textured.to(y.dtype)
     n_textured = tf.sum(dim=(1, 2, 3))
     share = (eqf * tf).sum(dim=(1, 2, 3)) / n_textured.clamp(min=1.0)
@@ -97,12 +101,16 @@ def _mosaic(y: torch.Tensor) -> torch.Tensor:
 
 
 def _text_edges(y: torch.Tensor) -> torch.Tensor:
-    """``(B, 1, S, S)`` luma -> ``(B,)``: the share of pixels on strong edges, closed along rows."""
+    """``(B, 1, S, S)`` luma -> ``(B,)``: the share of pixels on strong edges, closed along rows or along columns
+    (whichever joins more: a rotated view's lines of text run down its columns), the same for every flip and
+    90-degree rotation of the view."""
     grad = F.max_pool2d(y, 3, 1, 1) + F.max_pool2d(-y, 3, 1, 1)  # max - min over 3 x 3
     edges = (grad > TEXT_EDGE).to(y.dtype)
-    k, r = (1, TEXT_CLOSE), (0, TEXT_CLOSE // 2)
-    closed = -F.max_pool2d(-F.max_pool2d(edges, k, 1, r), k, 1, r)
-    return closed.mean(dim=(1, 2, 3))
+    shares = []
+    for k, r in (((1, TEXT_CLOSE), (0, TEXT_CLOSE // 2)), ((TEXT_CLOSE, 1), (TEXT_CLOSE // 2, 0))):
+        closed = -F.max_pool2d(-F.max_pool2d(edges, k, 1, r), k, 1, r)
+        shares.append(closed.mean(dim=(1, 2, 3)))
+    return torch.maximum(*shares)
 
 
 def _noise(y: torch.Tensor) -> torch.Tensor:
@@ -112,18 +120,23 @@ def _noise(y: torch.Tensor) -> torch.Tensor:
     return r.abs().mean(dim=(1, 2, 3)) * math.sqrt(math.pi / 2) / 6.0
 
 
+def bar_share(x: torch.Tensor, tolerance: tuple[float, float] = FLAT) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float whole views ``(N, S, S, 3)`` -> (two-sided bar share, larger single bar), each the larger of the
+    top/bottom and left/right readings, rows counted as uniform at ``tolerance`` (spread, distance to the corner)."""
+    rows, cols = _bars(x, tolerance), _bars(x.transpose(1, 2), tolerance)
+    return torch.maximum(rows[0], cols[0]), torch.maximum(rows[1], cols[1])
+
+
 @torch.no_grad()
 def measure(whole: torch.Tensor, crops: torch.Tensor | None) -> torch.Tensor:
     """uint8 whole view ``(N, S, S, 3)`` and detail crops ``(N, C, S, S, 3)`` (or None) -> ``(N, COUNT)``, raw."""
     x = whole.float()
-    rows, cols = _bars(x), _bars(x.transpose(1, 2))
-    bar_share = torch.maximum(rows[0], cols[0])
-    bar_side = torch.maximum(rows[1], cols[1])
-    strict = torch.maximum(_bars(x, STRICT_FLAT)[0], _bars(x.transpose(1, 2), STRICT_FLAT)[0])
+    share, side = bar_share(x)
+    strict = bar_share(x, STRICT_FLAT)[0]
     y = _luma(x)  # (N, S, S)
     luma_mean = y.mean(dim=(1, 2))
     clipped = (x.amin(-1) >= 250).to(x.dtype).mean(dim=(1, 2))
-    spread = (y.pow(2).mean(dim=(1, 2)) - luma_mean.pow(2)).clamp(min=0).sqrt()
+    spread = (y - luma_mean[:, None, None]).pow(2).mean(dim=(1, 2)).sqrt()
     if crops is not None and crops.shape[1]:
         n, c, s = crops.shape[0], crops.shape[1], crops.shape[2]
         yc = _luma(crops.float()).reshape(n * c, 1, s, s)
@@ -132,7 +145,7 @@ def measure(whole: torch.Tensor, crops: torch.Tensor | None) -> torch.Tensor:
         noise = _noise(yc).reshape(n, c).mean(1)
     else:
         mosaic, text, noise = _mosaic(y[:, None]), _text_edges(y[:, None]), _noise(y[:, None])
-    return torch.stack([bar_share, strict, bar_side, mosaic, text, noise, luma_mean, clipped, spread], dim=1)
+    return torch.stack([share, strict, side, mosaic, text, noise, luma_mean, clipped, spread], dim=1)
 
 
 # (raw - centre) / scale: about unit range for each of NAMES

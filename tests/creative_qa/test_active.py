@@ -2,6 +2,7 @@
 
 import json
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,7 @@ def test_the_batch_is_uncertain_and_diverse_not_one_design_many_times():
     probs = np.vstack([copies, other, sure])
     quality = np.full(len(probs), 0.5)
     w = np.ones(3) / 3
-    order, unc, _, _, _ = select(probs, quality, w, 2)
+    order, unc, _, _, _, _ = select(probs, quality, w, 2)
     assert order[0] < 20 and 20 <= order[1] < 30  # the second pick is the other design, not another copy
     top2 = np.argsort(-unc)[:2]
     assert (top2 < 20).all()  # plain uncertainty ranking would have taken two copies
@@ -52,8 +53,14 @@ def test_near_duplicates_need_the_same_picture_and_the_same_view_of_the_model():
     probs = np.array([[0.5, 0.5], [0.5, 0.49], [0.5, 0.5], [0.1, 0.9]])
     quality = np.full(4, 0.5)
     hashes = np.array([h[0], h[1], h[2], h[1]], dtype=np.uint64)  # 1 copies 0; 3 has 0's picture, another view
-    order, _, _, _, skipped = select(probs, quality, np.ones(2) / 2, 4, pool_hashes=hashes)
+    order, _, _, _, skipped, _ = select(probs, quality, np.ones(2) / 2, 4, pool_hashes=hashes)
     assert 1 not in order and skipped["near-duplicate of a chosen one"] == 1 and {0, 2, 3} == set(order)
+    # a flat picture hashes to 0 like any other value: two flat copies are duplicates; an undecoded one is not
+    flat = dhash(Image.new("RGB", (32, 32), (90, 90, 90)))
+    assert flat == 0
+    hashes = np.ma.array([flat, flat, flat, h[2]], mask=[False, False, True, False], dtype=np.uint64)
+    order, _, _, _, skipped, _ = select(probs, quality, np.ones(2) / 2, 4, pool_hashes=hashes)
+    assert len(order) == 3 and {2, 3} <= set(order) and skipped["near-duplicate of a chosen one"] == 1
 
 
 def test_recheck_lists_the_labels_the_model_contradicts_most():
@@ -82,9 +89,77 @@ def test_label_studio_config_and_tasks(tmp_path):
         tasks(pd.DataFrame([row]), tax, tmp_path / "elsewhere")
 
 
+def test_the_distances_are_exact_in_blocks():
+    from creative_qa.active import nearest
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(50, 4)), rng.normal(size=(30, 4))
+    want = np.sqrt(((a[:, None] - b[None]) ** 2).sum(-1)).min(1)
+    np.testing.assert_allclose(nearest(a, b, block=7), want, atol=1e-9)
+    assert np.isinf(nearest(a, b[:0])).all()
+
+
+def _export(tmp_path, items):
+    f = tmp_path / "export.json"
+    f.write_text(json.dumps(items))
+    return f
+
+
+def _ans(tag, choice):
+    return {"from_name": tag, "to_name": "image", "type": "choices", "value": {"choices": [choice]}}
+
+
+def test_an_update_replaces_answered_blanks_ties_and_keeps_the_rest(tmp_path):
+    from creative_qa.labelstudio import merge
+    from creative_qa.manifest import read_manifest
+
+    tax = load_taxonomy()
+    tags = tax.tag_names
+    for p in ("a.png", "b.png", "c.png"):
+        (tmp_path / p).write_bytes(b"")
+    existing = pd.DataFrame([{"path": "a.png", **{t: 0 for t in tags}, "quality": 0.9},
+                             {"path": "b.png", **{t: 1 for t in tags}, "quality": 0.5}])  # fmt: skip
+    for with_meta in (False, True):
+        df = existing.copy()
+        if with_meta:  # an earlier import's empty columns: they read back as floats
+            df["annotators"], df["disagreements"], df["ls_task"] = np.nan, np.nan, np.nan
+        df.to_csv(tmp_path / "labels.csv", index=False)
+        items = [
+            {"id": 7, "data": {"path": str(tmp_path / "a.png")}, "annotations": [
+                {"completed_by": 1, "result": [_ans("blurry", "yes"), _ans("noisy", "yes")]},
+                {"completed_by": 2, "result": [_ans("blurry", "yes"), _ans("noisy", "no")]}]},
+            {"id": 8, "data": {"path": str(tmp_path / "c.png")}, "annotations": [
+                {"completed_by": 1, "result": [_ans("pixelated", "yes")]}]},
+        ]  # fmt: skip
+        new = read_export(_export(tmp_path, items), tax, tmp_path)
+        new["abspath"] = [str(tmp_path / p) for p in new["path"]]
+        out = merge(read_manifest(tmp_path / "labels.csv"), new, tags)
+        a, b, c = (out[out["path"] == p].iloc[0] for p in ("a.png", "b.png", "c.png"))
+        assert a["blurry"] == 1 and np.isnan(a["noisy"])  # answered replaces; a tie blanks the old 0
+        assert a["low_contrast"] == 0 and a["quality"] == 0.9  # unanswered keeps
+        assert a["disagreements"] == "noisy: yes 1 / no 1" and a["ls_task"] == 7
+        assert (b[tags] == 1).all() and b["quality"] == 0.5  # not in the export: as it was
+        assert c["pixelated"] == 1 and c[[t for t in tags if t != "pixelated"]].isna().all()  # appended
+        assert "_ties" not in out.columns and len(out) == 3
+
+
+def test_labels_import_keeps_the_manifest_format(tmp_path, capsys):
+    from creative_qa.cli import main as cli
+
+    tax = load_taxonomy()
+    (tmp_path / "a.png").write_bytes(b"")
+    pd.DataFrame([{"path": "a.png", **{t: 0 for t in tax.tag_names}}]).to_parquet(tmp_path / "labels.parquet")
+    f = _export(tmp_path, [{"id": 1, "data": {"path": str(tmp_path / "a.png")},
+                            "annotations": [{"completed_by": 1, "result": [_ans("watermark", "yes")]}]}])  # fmt: skip
+    cli(["labels", "import", str(f), "--update", str(tmp_path / "labels.parquet")])
+    assert json.loads(capsys.readouterr().out)["answered_tags"] == 1
+    got = pd.read_parquet(tmp_path / "labels.parquet")  # still Parquet
+    assert got.loc[0, "watermark"] == 1 and got.loc[0, "blurry"] == 0
+
+
 def test_an_export_becomes_labels_blank_where_unanswered(tmp_path):
     tax = load_taxonomy()
-    ans = lambda tag, c: {"from_name": tag, "to_name": "image", "type": "choices", "value": {"choices": [c]}}  # noqa: E731
+    ans = _ans
     export = [
         {"id": 1, "data": {"path": str(tmp_path / "a.png")}, "annotations": [
             {"completed_by": 1, "result": [ans("blurry", "yes"), ans("noisy", "no")]},
@@ -107,3 +182,34 @@ def test_an_export_becomes_labels_blank_where_unanswered(tmp_path):
     f.write_text(json.dumps({"not": "a list"}))
     with pytest.raises(ValueError, match="list of tasks"):
         read_export(f, tax)
+
+
+def test_label_next_leaves_out_the_labeled_the_broken_and_the_repeated(tiny_data, tiny_onnx, tmp_path, capsys):
+    from creative_qa.active import label_next
+    from creative_qa.cli import main as cli
+    from creative_qa.scorer import Scorer
+
+    scorer = Scorer(tiny_onnx)
+    unl = pd.read_csv(tiny_data["unlabeled"])
+    lab = pd.read_csv(tiny_data["train_labeled"])
+    root = Path(tiny_data["unlabeled"]).parent
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    rows = [str(root / p) for p in unl["path"]]  # absolute, while the labels are relative: the same files
+    rows += [rows[0], str(root / lab["path"][0]), str(root / lab["path"][1]), str(tmp_path / "broken.png")]
+    pool = tmp_path / "pool.csv"
+    pd.DataFrame({"path": rows}).to_csv(pool, index=False)
+    sel = label_next(scorer, pool, tiny_data["train_labeled"], 100, tmp_path / "w", workers=0, progress=False)
+    assert sel.skipped["could not be scored"] == 1 and sel.skipped["already labeled"] == 2
+    assert len(sel.chosen) + sum(sel.skipped[k] for k in sel.skipped if "near-duplicate" in k) == len(unl)
+    assert sel.chosen["path"].is_unique and list(sel.chosen["rank"]) == list(range(1, len(sel.chosen) + 1))
+    assert set(sel.chosen["abspath"]) <= set(rows[: len(unl)])
+    # nothing left to choose: an empty batch with its columns, and no Label Studio project
+    only_labeled = tmp_path / "only_labeled.csv"
+    pd.DataFrame({"path": rows[-3:-1]}).to_csv(only_labeled, index=False)
+    out = tmp_path / "next.csv"
+    cli(["label-next", "--model", str(tiny_onnx), "--pool", str(only_labeled), "--labeled",
+         str(tiny_data["train_labeled"]), "--budget", "5", "--out", str(out), "--label-studio",
+         str(tmp_path / "ls"), "--workers", "0"])  # fmt: skip
+    said = json.loads(capsys.readouterr().out)
+    assert said["chosen"] == 0 and said["label_studio"] == "nothing chosen: no project written"
+    assert list(pd.read_csv(out).columns[:3]) == ["path", "abspath", "rank"] and not (tmp_path / "ls").exists()

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from creative_qa.cli import main as cli
+from creative_qa.media import is_video_path
 from creative_qa.taxonomy import load_taxonomy
 
 pytestmark = pytest.mark.slow  # trains, starts servers or runs a benchmark: `pytest -m 'not slow'` skips it
@@ -82,14 +83,16 @@ def test_label_next_to_label_studio_and_back(label_studio, tiny_data, tiny_onnx,
     tags = load_taxonomy().tag_names
     out, project = tmp_path / "next.csv", tmp_path / "ls"
     cli(["label-next", "--model", str(tiny_onnx), "--pool", str(tiny_data["unlabeled"]), "--labeled",
-         str(tiny_data["train_labeled"]), "--budget", "4", "--out", str(out), "--label-studio", str(project),
+         str(tiny_data["train_labeled"]), "--budget", "5", "--out", str(out), "--label-studio", str(project),
          "--ls-root", str(root), "--workers", "0"])  # fmt: skip
     summary = json.loads(capsys.readouterr().out)
     chosen = pd.read_csv(out)
-    assert summary["chosen"] == len(chosen) == 4 and list(chosen["rank"]) == [1, 2, 3, 4]
+    assert summary["chosen"] == len(chosen) >= 3 and list(chosen["rank"]) == list(range(1, len(chosen) + 1))
     tasks = json.loads((project / "tasks.json").read_text())
-    assert [t["data"]["path"] for t in tasks] == [str((root / p).resolve()) for p in chosen["path"]]
-    confident = [bool(((r[tags] >= 0.9) | (r[tags] <= 0.1)).any()) for _, r in chosen.iterrows()]
+    images = chosen[[not is_video_path(p) for p in chosen["path"]]]  # the interface shows images
+    assert [t["data"]["path"] for t in tasks] == [str((root / p).resolve()) for p in images["path"]]
+    assert len(tasks) >= 3, "the test needs three still creatives among the chosen"
+    confident = [bool(((r[tags] >= 0.9) | (r[tags] <= 0.1)).any()) for _, r in images.iterrows()]
 
     # two people answer in Label Studio: a tie, an agreement, a tag left unanswered, a task nobody annotated
     answers = [
@@ -107,13 +110,15 @@ def test_label_next_to_label_studio_and_back(label_studio, tiny_data, tiny_onnx,
     r = subprocess.run(driver, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     drove = json.loads(r.stdout.strip().splitlines()[-1])
-    assert len(drove["tasks"]) == 4 and drove["with_predictions"] == sum(confident)  # the confident pre-answers
+    assert len(drove["tasks"]) == len(tasks) and drove["with_predictions"] == sum(
+        confident
+    )  # the confident pre-answers
 
     labels = tmp_path / "labels.csv"
     cli(["labels", "import", str(export), "--out", str(labels)])
     said = json.loads(capsys.readouterr().out)
     got = pd.read_csv(labels)
-    assert said["creatives"] == len(got) == 3  # the task nobody annotated gives no row
+    assert said["creatives"] == len(got) == 3  # only three tasks were annotated: the others give no row
     by_path = {str((labels.parent / r["path"]).resolve()): i for i, r in got.iterrows()}
     first, second, third = (got.loc[by_path[tasks[i]["data"]["path"]]] for i in range(3))
     owner, annotator = (f"user {drove['users'][k]}" for k in ("owner", "annotator"))

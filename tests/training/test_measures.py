@@ -66,6 +66,37 @@ def test_a_mosaic_is_flat_blocks_where_there_is_texture_and_noise_is_measured_in
         assert est == pytest.approx(sigma, rel=0.2)
 
 
+def test_every_measurement_is_the_same_for_every_flip_and_rotation_of_the_views():
+    whole = _letterbox(_texture(6), 9)
+    crops = _texture(7).unsqueeze(1).repeat(1, 2, 1, 1, 1)
+    crops[:, 0, 20:24, 8:56] = 255  # a line of "text": strong edges along a row
+    crops[:, 0, 21:23, 8:56:4] = 0
+    crops[:, 1] = crops[:, 1][:, ::4, ::4].repeat_interleave(4, 1).repeat_interleave(4, 2)  # a mosaic
+    base = measure(whole, crops)
+    assert base[0, NAMES.index("text_edges")] > 0 and base[0, NAMES.index("bar_share_strict")] > 0
+    for k in (1, 2, 3):
+        for flip in (False, True):
+            w = torch.rot90(whole, k, dims=(1, 2))
+            c = torch.rot90(crops, k, dims=(2, 3))
+            if flip:
+                w, c = torch.flip(w, dims=[2]), torch.flip(c, dims=[3])
+            torch.testing.assert_close(measure(w.contiguous(), c.contiguous()), base, rtol=1e-5, atol=1e-4)
+
+
+def test_the_strict_bar_tolerance_ignores_grain_the_loose_one_takes_for_flat():
+    x = _texture(8)
+    boxed = _letterbox(x, 10, colour=(60, 60, 60))
+    grain = boxed.clone()
+    grain[:, :10] += torch.randint(0, 4, (1, 10, S, 3), dtype=torch.uint8)  # a dim, grainy band: not a bar
+    grain[:, S - 10 :] += torch.randint(0, 4, (1, 10, S, 3), dtype=torch.uint8)
+    v, w = _values(boxed), _values(grain)
+    assert v["bar_share_strict"][0] == pytest.approx(20 / 64) == v["bar_share"][0]
+    assert w["bar_share"][0] == pytest.approx(20 / 64) and w["bar_share_strict"][0] == 0.0
+    bright = torch.full((1, S, S, 3), 230, dtype=torch.uint8)  # bright flat rows: exactly zero spread
+    bright[:, 12:52] = _texture(9)[:, 12:52]
+    assert _values(bright)["bar_share_strict"][0] == pytest.approx(24 / 64)
+
+
 def test_exposure_numbers_and_their_scaling():
     dark = torch.full((1, S, S, 3), 20, dtype=torch.uint8)
     white = torch.full((1, S, S, 3), 255, dtype=torch.uint8)
