@@ -37,7 +37,7 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from creative_qa.manifest import read_manifest
+from creative_qa.manifest import abspaths, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -151,13 +151,14 @@ def select(
     d0 = d0 if d0 > 0 else 1.0
     alive = np.ones(n, dtype=bool)
 
-    def duplicates(h: int, e: np.ndarray) -> np.ndarray:
+    def duplicates(h: int, apart: np.ndarray) -> np.ndarray:
+        """Alive pool creatives within ``dup_bits`` of hash ``h`` and closer than ``DUP_NEAR`` x ``d0`` (``apart``)."""
         same = alive & ~np.ma.getmaskarray(pool_hashes) & (hamming(pool_hashes.filled(0), h) <= dup_bits)
-        return same & (np.sqrt(((emb - e) ** 2).sum(-1)) <= DUP_NEAR * d0)
+        return same & (apart <= DUP_NEAR * d0)
 
     if pool_hashes is not None and labeled_hashes is not None:
         for j in np.flatnonzero(~np.ma.getmaskarray(labeled_hashes)):
-            dup = duplicates(int(labeled_hashes[j]), ref[j])
+            dup = duplicates(int(labeled_hashes[j]), np.sqrt(((emb - ref[j]) ** 2).sum(-1)))
             skipped["near-duplicate of a labeled creative"] += int(dup.sum())
             alive &= ~dup
     chosen: list[int] = []
@@ -176,9 +177,10 @@ def select(
         chosen.append(i)
         at_pick[i], priority[i] = dist[i], score[i]
         alive[i] = False
-        dist = np.minimum(dist, np.sqrt(((emb - emb[i]) ** 2).sum(-1)))
+        apart = np.sqrt(((emb - emb[i]) ** 2).sum(-1))  # every pool creative's distance to this pick
+        dist = np.minimum(dist, apart)
         if pool_hashes is not None and not np.ma.getmaskarray(pool_hashes)[i]:
-            dup = duplicates(int(pool_hashes[i]), emb[i])
+            dup = duplicates(int(pool_hashes[i]), apart)
             skipped["near-duplicate of a chosen one"] += int(dup.sum())
             alive &= ~dup
     return chosen, unc, at_pick, priority, skipped, d0
@@ -265,14 +267,14 @@ def label_next(
         lab_probs, lab_quality = got[tags].to_numpy(float)[have], got["quality"].to_numpy(float)[have]
         lab_df, lab_labels = lab_df[have].reset_index(drop=True), lab_labels[have]
         already = set(lab_df["abspath"].map(lambda p: str(Path(p).resolve())))
-        ok = ok[[str(Path(p).resolve()) not in already for p in _abspaths(ok["path"], pool_df)]]
+        ok = ok[[str(Path(p).resolve()) not in already for p in abspaths(pool_df, ok["path"])]]
     already_n = int(scored["error"].isna().sum()) - not_finite - len(ok)
     ok = ok.reset_index(drop=True)
     skipped = {"could not be scored": errors, "scores not finite": not_finite, "already labeled": already_n}
     weights = tag_weights(lab_labels if len(lab_labels) else np.full((1, len(tags)), np.nan), tags,
                           set(model.unreliable), set(focus or ()))  # fmt: skip
     probs, quality = ok[tags].to_numpy(float), ok["quality"].to_numpy(float)
-    paths = list(_abspaths(ok["path"], pool_df))
+    paths = abspaths(pool_df, ok["path"])
     pool_h = hashes_of(paths, "pool hashes", progress) if dup_bits >= 0 else None
     lab_h = (
         hashes_of(list(lab_df["abspath"]), "labeled hashes", progress) if lab_df is not None and dup_bits >= 0 else None
@@ -292,20 +294,5 @@ def label_next(
                      **{t: round(float(probs[i, j]), 4) for j, t in enumerate(tags)}})  # fmt: skip
     columns = ["path", "abspath", "rank", "priority", "uncertainty", "distance", "uncertain_tags", "why", "quality"]
     chosen_df = pd.DataFrame(rows, columns=[*columns, *tags])
-    rc = (
-        recheck(lab_labels, lab_probs, tags, list(lab_df["path"].astype(str)), confident)
-        if lab_df is not None
-        else None
-    )
-    rc = (
-        rc.head(recheck_top)
-        if rc is not None
-        else pd.DataFrame(columns=["path", "tag", "given", "model", "disagreement"])
-    )
-    return Selection(chosen_df, rc, skipped)
-
-
-def _abspaths(paths: pd.Series, manifest: pd.DataFrame):
-    """The batch output's paths (as the manifest wrote them) -> absolute paths."""
-    m = dict(zip(manifest["path"].astype(str), manifest["abspath"], strict=True))
-    return [m.get(str(p), str(p)) for p in paths]
+    lab_paths = list(lab_df["path"].astype(str)) if lab_df is not None else []
+    return Selection(chosen_df, recheck(lab_labels, lab_probs, tags, lab_paths, confident).head(recheck_top), skipped)

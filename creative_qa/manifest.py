@@ -50,6 +50,12 @@ def read_manifest(source: str | Path) -> pd.DataFrame:
     return df
 
 
+def abspaths(df: pd.DataFrame, paths: Iterable[str]) -> list[str]:
+    """``paths`` as ``df`` (``read_manifest``'s) writes them, or already absolute -> absolute paths."""
+    where = dict(zip(df["path"].astype(str), df["abspath"], strict=True))
+    return [where.get(str(p), str(p)) for p in paths]
+
+
 def write_manifest(df: pd.DataFrame, path: str | Path) -> Path:
     """Write ``df`` in the format ``path``'s suffix names (.parquet/.pq, .tsv, else CSV), atomically: a manifest
     being replaced is never left half-written."""

@@ -190,13 +190,12 @@ def _issues_to_label_studio(top, cfg, a: argparse.Namespace) -> dict[str, str]:
     import pandas as pd
 
     from creative_qa.labelstudio import write_project
-    from creative_qa.manifest import read_manifest
+    from creative_qa.manifest import abspaths, read_manifest
     from creative_qa.taxonomy import load_taxonomy
 
-    m = read_manifest(a.labeled)
-    where = dict(zip(m["path"].astype(str), m["abspath"], strict=True)) | {p: p for p in m["abspath"]}
+    where = dict(zip(top["path"], abspaths(read_manifest(a.labeled), top["path"]), strict=True))
     rows = [
-        {"abspath": where[str(path)], "why": "recheck " + "; ".join(
+        {"abspath": where[path], "why": "recheck " + "; ".join(
             f"{r.tag} (given {int(r.given)}, predicted {r.predicted:.2f})" for r in group.itertuples())}
         for path, group in top.groupby("path", sort=False)
     ]  # fmt: skip
