@@ -73,7 +73,7 @@ def main() -> None:
 
     from creative_qa.taxonomy import load_taxonomy
     from training.config import load_config
-    from training.loop import cache_root, train
+    from training.loop import cache_root
     from training.metrics import macro_map, per_tag_ap
 
     t0 = time.time()
@@ -95,7 +95,7 @@ def main() -> None:
     evaluator = learning.Evaluator(data, tags, cell.rates, SPLITS, {}, cache_root(load_config("default")), True)
     clean_pool = pd.read_csv(base["unlabeled_clean"])
     start = pd.read_csv(data["train_labeled"])
-    common = [f"optim.epochs={epochs}", f"optim.steps_per_epoch={steps}", "data.test=null", "experiment=bench-active"]
+    common = [f"optim.epochs={epochs}", f"optim.steps_per_epoch={steps}", "data.test=null"]
     common += ["model.detail_side=128"] if a.quick else []
     if a.recipe == "floor":
         recipe, extra = "default", ["method.name=supervised", "method.params={}"]
@@ -105,12 +105,9 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
 
     def fit(name: str, labeled: Path, seed: int) -> dict[str, Any]:
-        cfg = load_config(recipe, [*common, *extra, f"data.labeled={labeled}", f"seed={seed}", f"run_name={name}"])
-        t = time.time()
-        res = train(cfg)
-        ev = evaluator(str(res.checkpoint))
-        return {"arm": name.split("-s")[0], "seed": seed, "checkpoint": str(res.checkpoint), "wall_s": time.time() - t,
-                "probs": ev.pop("probs"), "labels": ev.pop("labels"), **ev}  # fmt: skip
+        """Train the arm's recipe on ``labeled`` and score it (``learning.run_arm``); its row named by arm."""
+        overrides = [*common, *extra, f"data.labeled={labeled}", f"seed={seed}"]
+        return learning.run_arm(name, recipe, overrides, "bench-active", evaluator) | {"arm": name.split("-s")[0]}
 
     rows: list[dict[str, Any]] = []
     for seed in range(seeds):
