@@ -2,6 +2,7 @@
 
     python benchmarks/active.py                    # 3 seeds, clean answers: about 40 minutes on 2 CPU cores
     python benchmarks/active.py --annotator noisy  # ... the answers with the cell's annotator noise
+    python benchmarks/active.py --first-seed 3     # seeds 3-5: confirm on seeds no choice was made on
     python benchmarks/active.py --quick            # smoke size
 
 Per seed: the start model is trained on the grid cell's labels (``--cell``, the heavy 400-label cell by
@@ -63,6 +64,7 @@ def main() -> None:
     ap.add_argument("--annotator", choices=("clean", "noisy"), default="clean")
     ap.add_argument("--recipe", default="floor", help="floor (supervised on the labels) or a recipe name")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="seeds run from here (a confirmation on fresh seeds)")
     ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {','.join(ARMS)}")
     ap.add_argument("--bootstrap", type=int, default=500)
     ap.add_argument("--quick", action="store_true")
@@ -110,7 +112,7 @@ def main() -> None:
         return learning.run_arm(name, recipe, overrides, "bench-active", evaluator) | {"arm": name.split("-s")[0]}
 
     rows: list[dict[str, Any]] = []
-    for seed in range(seeds):
+    for seed in range(a.first_seed, a.first_seed + seeds):
         print(f"--- seed {seed}: the start model on {len(start)} labels", flush=True)
         first = fit(f"start-s{seed}", data["train_labeled"], seed)
         rows.append(first)

@@ -7,11 +7,15 @@ pool and the labeled set (``creative_qa.batch``: resumable, a corrupt file repor
   probability (1 at 0.5, 0 at 0 or 1). Tags are weighted towards the rare (``1 / sqrt(prior)`` of their
   share of positives among the known labels, capped), the unreliable (those the model's flag policy cannot
   back: x2) and the ones the team names (``tags``: x3); a creative's score is the weighted mean.
-* **Diversity.** The model's output space (each tag's logit and the quality's, standardised over the pool)
-  is where redundancy shows for labeling: two creatives the model sees alike teach it alike. The batch is
-  chosen greedily, each pick the highest ``uncertainty x d / (d + d0)``, ``d`` its distance to the nearest
-  creative already labeled or picked and ``d0`` the pool's median such distance before the first pick: the
-  uncertainty-weighted k-center rule, so the batch is not fifty copies of one design.
+* **Representative and diverse.** The model's output space (each tag's logit and the quality's,
+  standardised over the pool) is where redundancy shows for labeling: two creatives the model sees alike
+  teach it alike. The pool is clustered there into ``budget`` clusters by k-means weighted by each creative's
+  uncertainty x ``d / (d + d0)`` (``d`` its distance to the nearest labeled creative, ``d0`` the pool's median
+  such distance: what is labeled already counts less), and each cluster gives its most central creative,
+  the heaviest clusters first (Zhdanov 2019, "Diverse mini-batch active learning"). The batch follows where
+  the pool's uncertain creatives are, as a random draw follows the pool, instead of chasing its outliers:
+  at a few hundred labels the outliers a greedy farthest-first rule picks teach less than a random draw
+  (``benchmarks/active.py``, RESULTS.md).
 * **Near-duplicates removed.** A 64-bit difference hash of each creative (its luma at 9 x 8, each pixel
   against its right neighbour): one within ``dup_bits`` bits of a labeled or already picked creative, and
   that the model also sees alike (closer than ``DUP_NEAR`` x ``d0`` in its output space), is dropped:
@@ -131,11 +135,12 @@ def select(
     pool_hashes: np.ma.MaskedArray | None = None,
     labeled_hashes: np.ma.MaskedArray | None = None,
     dup_bits: int = DUP_BITS,
+    seed: int = 0,
 ) -> tuple[list[int], np.ndarray, np.ndarray, np.ndarray, dict[str, int], float]:
     """The batch: pool indices in order, and per pool creative its uncertainty, its distance to the nearest
-    labeled-or-picked creative at the time it was picked, and its priority then; what was left out why; and the
-    distance scale ``d0``. ``labeled_emb``: the labeled creatives' ``(probs, quality)``, in the order of
-    ``labeled_hashes``; hashes are masked where a file did not decode."""
+    labeled creative, and (for the chosen) the share of the pool's weight its cluster holds; what was left out
+    why; and the distance scale ``d0``. ``labeled_emb``: the labeled creatives' ``(probs, quality)``, in the order
+    of ``labeled_hashes``; hashes are masked where a file did not decode. ``seed``: the clustering's."""
     n = len(pool_probs)
     skipped = {"near-duplicate of a labeled creative": 0, "near-duplicate of a chosen one": 0}
     if n == 0:
@@ -146,44 +151,96 @@ def select(
     emb, stats = embedding(pool_probs, pool_quality)
     ref = embedding(*labeled_emb, *stats)[0] if labeled_emb is not None and len(labeled_emb[0]) else emb[:0]
     dist = nearest(emb, ref)
-    finite = dist[np.isfinite(dist)]
-    d0 = float(np.median(finite)) if len(finite) else 1.0
-    d0 = d0 if d0 > 0 else 1.0
     alive = np.ones(n, dtype=bool)
+    # the weight: uncertainty, less where a labeled creative already stands (d / (d + d0)); nothing labeled: 1
+    finite = dist[np.isfinite(dist)]
+    d0 = float(np.median(finite)) if len(finite) else 0.0
+    weight = unc * np.where(np.isfinite(dist), dist / (dist + d0), 1.0) if d0 > 0 else unc.copy()
+    weight = weight + 1e-6 * max(float(weight.max()), 1e-6)  # a creative the model is sure of still counts a little
 
     def duplicates(h: int, apart: np.ndarray) -> np.ndarray:
         """Alive pool creatives within ``dup_bits`` of hash ``h`` and closer than ``DUP_NEAR`` x ``d0`` (``apart``)."""
         same = alive & ~np.ma.getmaskarray(pool_hashes) & (hamming(pool_hashes.filled(0), h) <= dup_bits)
         return same & (apart <= DUP_NEAR * d0)
 
-    if pool_hashes is not None and labeled_hashes is not None:
+    if pool_hashes is not None and labeled_hashes is not None and d0 > 0:
         for j in np.flatnonzero(~np.ma.getmaskarray(labeled_hashes)):
             dup = duplicates(int(labeled_hashes[j]), np.sqrt(((emb - ref[j]) ** 2).sum(-1)))
             skipped["near-duplicate of a labeled creative"] += int(dup.sum())
             alive &= ~dup
+    live = np.flatnonzero(alive)
+    k = min(budget, len(live))
+    share = np.full(n, np.nan)
+    if k == 0:
+        return [], unc, dist, share, skipped, d0 or 1.0
+    centres, member, apart2 = weighted_kmeans(emb[live], weight[live], k, seed)
+    mass = np.bincount(member, weights=weight[live], minlength=k)
+    if d0 <= 0:  # nothing labeled: the scale is the clusters' own (the median distance to a creative's centre)
+        d0 = float(np.median(np.sqrt(apart2))) or 1.0
     chosen: list[int] = []
-    at_pick, priority = np.full(n, np.nan), np.full(n, np.nan)
-    for _ in range(min(budget, n)):
-        if not len(finite) and chosen:  # nothing labeled: the scale is the distances to the first pick
-            finite = dist[np.isfinite(dist) & alive]
-            d0 = float(np.median(finite)) if len(finite) and np.median(finite) > 0 else 1.0
-        sat = np.ones(n)
-        known = np.isfinite(dist)
-        sat[known] = dist[known] / (dist[known] + d0)
-        score = np.where(alive, unc * sat, -np.inf)
-        i = int(np.argmax(score))
-        if not np.isfinite(score[i]):
+    for c in np.argsort(-mass, kind="stable"):
+        members = live[member == c]
+        for i in members[np.argsort(apart2[member == c], kind="stable")]:  # the most central alive member
+            if not alive[i]:
+                continue
+            chosen.append(int(i))
+            share[i] = mass[c] / mass.sum()
+            alive[i] = False
+            if pool_hashes is not None and not np.ma.getmaskarray(pool_hashes)[i]:
+                dup = duplicates(int(pool_hashes[i]), np.sqrt(((emb - emb[i]) ** 2).sum(-1)))
+                skipped["near-duplicate of a chosen one"] += int(dup.sum())
+                alive &= ~dup
             break
-        chosen.append(i)
-        at_pick[i], priority[i] = dist[i], score[i]
-        alive[i] = False
-        apart = np.sqrt(((emb - emb[i]) ** 2).sum(-1))  # every pool creative's distance to this pick
-        dist = np.minimum(dist, apart)
-        if pool_hashes is not None and not np.ma.getmaskarray(pool_hashes)[i]:
-            dup = duplicates(int(pool_hashes[i]), apart)
-            skipped["near-duplicate of a chosen one"] += int(dup.sum())
-            alive &= ~dup
-    return chosen, unc, at_pick, priority, skipped, d0
+    # a cluster emptied by near-duplicates: the batch is filled up with the heaviest creatives left
+    for i in np.argsort(-np.where(alive, weight, -np.inf), kind="stable")[: k - len(chosen)]:
+        if alive[i]:
+            chosen.append(int(i))
+            share[i] = 0.0
+    return chosen, unc, dist, share, skipped, d0
+
+
+def weighted_kmeans(
+    x: np.ndarray, w: np.ndarray, k: int, seed: int = 0, iters: int = 30
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``k`` centres of ``x`` weighted by ``w`` (k-means++ seeding, then Lloyd's iterations until no creative moves
+    or ``iters``): the centres, each row's centre and its squared distance to it. Memory stays bounded
+    (``assign``'s blocks) whatever ``len(x)`` and ``k``."""
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    p = w / w.sum()
+    centres = np.empty((k, x.shape[1]))
+    first = int(rng.choice(n, p=p))
+    centres[0] = x[first]
+    d2 = ((x - x[first]) ** 2).sum(1)
+    for j in range(1, k):
+        q = w * d2
+        i = int(rng.choice(n, p=q / q.sum())) if q.sum() > 0 else int(rng.choice(n, p=p))
+        centres[j] = x[i]
+        d2 = np.minimum(d2, ((x - x[i]) ** 2).sum(1))
+    member, d2 = assign(x, centres)
+    for _ in range(iters):
+        mass = np.bincount(member, weights=w, minlength=k)
+        sums = np.stack([np.bincount(member, weights=w * x[:, d], minlength=k) for d in range(x.shape[1])], 1)
+        held = mass > 0  # a centre nobody is nearest to stays where it is
+        centres[held] = sums[held] / mass[held, None]
+        moved, d2 = assign(x, centres)
+        if (moved == member).all():
+            break
+        member = moved
+    return centres, member, d2
+
+
+def assign(x: np.ndarray, centres: np.ndarray, cells: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's nearest centre and its squared distance, in blocks of at most ``cells`` distances."""
+    block = max(1, cells // max(len(centres), 1))
+    cc = (centres**2).sum(1)
+    member, d2 = np.empty(len(x), dtype=np.int64), np.empty(len(x))
+    for i in range(0, len(x), block):
+        e = x[i : i + block]
+        d = np.maximum((e**2).sum(1)[:, None] + cc[None, :] - 2.0 * e @ centres.T, 0.0)
+        member[i : i + block] = d.argmin(1)
+        d2[i : i + block] = d[np.arange(len(e)), member[i : i + block]]
+    return member, d2
 
 
 def nearest(emb: np.ndarray, ref: np.ndarray, block: int = 4096) -> np.ndarray:
@@ -212,14 +269,13 @@ def recheck(labels: np.ndarray, probs: np.ndarray, tags: list[str], paths: list[
     return df.sort_values("disagreement", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def _why(probs: np.ndarray, weights: np.ndarray, tags: list[str], dist: float, d0: float, k: int = 3) -> tuple:
+def _why(probs: np.ndarray, weights: np.ndarray, tags: list[str], dist: float, share: float, d0: float, k: int = 3):
     contrib = entropy(probs) * weights
     top = [j for j in np.argsort(-contrib)[:k] if contrib[j] > 0.01 * contrib.max()]
     uncertain = ", ".join(f"{tags[j]} {probs[j]:.2f}" for j in top)
-    far = (
-        "no labeled creative to compare" if not np.isfinite(dist) else f"{dist:.2f} from the nearest labeled or chosen"
-    )
-    return uncertain, f"uncertain: {uncertain}; {far} (median {d0:.2f})"
+    far = "no labeled creative to compare" if not np.isfinite(dist) else f"{dist:.2f} from the nearest labeled"
+    stands = f"its cluster holds {100 * share:.1f} % of the pool's uncertainty" if share > 0 else "filling in"
+    return uncertain, f"uncertain: {uncertain}; {stands}; {far} (median {d0:.2f})"
 
 
 def label_next(
@@ -285,7 +341,7 @@ def label_next(
     skipped |= dropped
     rows = []
     for rank, i in enumerate(chosen, 1):
-        uncertain, reason = _why(probs[i], weights, tags, dist[i], d0)
+        uncertain, reason = _why(probs[i], weights, tags, dist[i], priority[i], d0)
         rows.append({"path": str(ok["path"].iloc[i]), "abspath": paths[i], "rank": rank,
                      "priority": round(float(priority[i]), 4),
                      "uncertainty": round(float(unc[i]), 4),

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from creative_qa.active import dhash, entropy, hamming, recheck, select, tag_weights
+from creative_qa.active import assign, dhash, entropy, hamming, recheck, select, tag_weights, weighted_kmeans
 from creative_qa.labelstudio import label_config, read_export, tasks
 from creative_qa.taxonomy import load_taxonomy
 
@@ -26,20 +26,41 @@ def test_weights_favour_rare_unreliable_and_named_tags():
 
 def test_the_batch_is_uncertain_and_diverse_not_one_design_many_times():
     rng = np.random.default_rng(0)
-    # twenty near-copies of one uncertain design, ten of another a little less uncertain, many confident ones
+    # twenty near-copies of one uncertain design, ten of another a little less uncertain, many sure ones
     copies = np.clip(0.5 + rng.normal(0, 0.01, (20, 3)), 0, 1)
     other = np.clip(np.array([0.3, 0.7, 0.35]) + rng.normal(0, 0.01, (10, 3)), 0, 1)
-    sure = np.clip(np.array([0.02, 0.97, 0.03]) + rng.normal(0, 0.005, (30, 3)), 0, 1)
+    sure = np.clip(np.array([0.001, 0.999, 0.001]) + rng.normal(0, 0.0002, (30, 3)), 0, 1)
     probs = np.vstack([copies, other, sure])
     quality = np.full(len(probs), 0.5)
     w = np.ones(3) / 3
-    order, unc, _, _, _, _ = select(probs, quality, w, 2)
+    order, unc, _, share, _, _ = select(probs, quality, w, 2)
     assert order[0] < 20 and 20 <= order[1] < 30  # the second pick is the other design, not another copy
+    assert share[order[0]] > share[order[1]] > 0  # ... ranked by the uncertainty their clusters hold
     top2 = np.argsort(-unc)[:2]
     assert (top2 < 20).all()  # plain uncertainty ranking would have taken two copies
-    # a labeled creative like the first design pushes the batch to the second one first
+    # a labeled creative like the first design: what is labeled counts less, the batch goes to the second
     labeled = (copies[:1], quality[:1])
     assert 20 <= select(probs, quality, w, 1, labeled)[0][0] < 30
+    # a budget over what is left takes all of it, each creative once
+    assert sorted(select(probs, quality, w, 100)[0]) == list(range(len(probs)))
+
+
+def test_weighted_kmeans_finds_the_groups_and_the_weights_pull_the_centres():
+    rng = np.random.default_rng(2)
+    x = np.vstack([rng.normal(0, 0.1, (50, 2)), rng.normal(5, 0.1, (30, 2))])
+    centres, member, d2 = weighted_kmeans(x, np.ones(len(x)), 2)
+    found = centres[np.argsort(centres[:, 0])]
+    assert np.allclose(found, [[0, 0], [5, 5]], atol=0.1)
+    assert (member[:50] == member[0]).all() and (member[50:] == member[50]).all() and member[0] != member[50]
+    assert np.allclose(d2, ((x - centres[member]) ** 2).sum(1))
+    heavy = np.ones(len(x))
+    heavy[0] = 1000.0  # one heavy creative drags its group's centre to itself
+    centres = weighted_kmeans(x, heavy, 2)[0]
+    assert np.abs(centres - x[0]).sum(1).min() < 0.01
+    # the blocks do not change the answer
+    m_small, d_small = assign(x, centres, cells=7)
+    m_all, d_all = assign(x, centres)
+    assert (m_small == m_all).all() and np.allclose(d_small, d_all)
 
 
 def test_near_duplicates_need_the_same_picture_and_the_same_view_of_the_model():
