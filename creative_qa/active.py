@@ -27,7 +27,8 @@ pool and the labeled set (``creative_qa.batch``: resumable, a corrupt file repor
 
 The active-learning libraries were looked at first: baal's heuristics (BALD, entropy) need Monte-Carlo
 dropout samples of a torch model, not the exported ONNX graph; modAL's batch sampling is single-label over a
-scikit-learn estimator; small-text is for text classification. The rules above are a few array operations.
+scikit-learn estimator; small-text is for text classification. The rules above are a weighted k-means and a few
+array operations (numpy; no new dependency).
 """
 
 from __future__ import annotations

@@ -434,8 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
         "label-next",
         help="choose what to label next from the pool (ranked, diverse, with why); labels to recheck apart",
         description="Score the pool and the labeled set with the model, then choose BUDGET creatives to label: "
-        "uncertain on the tags that matter (rare, unreliable, or --tags), far from what is labeled and from each "
-        "other in the model's output space, near-duplicates dropped. Writes OUT (ranked, with why and the model's "
+        "uncertain on the tags that matter (rare, unreliable, or --tags), one from each of BUDGET clusters of the "
+        "pool in the model's output space (k-means weighted by that uncertainty, less near what is labeled), "
+        "near-duplicates dropped. Writes OUT (ranked, with why and the model's "
         "probabilities), OUT's .recheck.csv (known labels the model contradicts most), and with --label-studio "
         "a Label Studio project (label_config.xml, tasks.json with pre-annotations).",
     )
