@@ -11,11 +11,13 @@ pool and the labeled set (``creative_qa.batch``: resumable, a corrupt file repor
   standardised over the pool) is where redundancy shows for labeling: two creatives the model sees alike
   teach it alike. The pool is clustered there into ``budget`` clusters by k-means weighted by each creative's
   uncertainty x ``d / (d + d0)`` (``d`` its distance to the nearest labeled creative, ``d0`` the pool's median
-  such distance: what is labeled already counts less), and each cluster gives its most central creative,
-  the heaviest clusters first (Zhdanov 2019, "Diverse mini-batch active learning"). The batch follows where
-  the pool's uncertain creatives are, as a random draw follows the pool, instead of chasing its outliers:
-  at a few hundred labels the outliers a greedy farthest-first rule picks teach less than a random draw
-  (``benchmarks/active.py``, RESULTS.md).
+  such distance: what is labeled already counts less; with nothing labeled, the uncertainty alone and ``d0``
+  the median distance between two pool creatives), and each cluster gives its most central
+  creative, the heaviest clusters first (Zhdanov 2019, "Diverse mini-batch active learning"); where
+  near-duplicates empty a cluster, the batch is filled up with the heaviest creatives left. The batch follows
+  where the pool's uncertain creatives are, as a random draw follows the pool, instead of chasing its
+  outliers: at a few hundred labels the outliers a greedy farthest-first rule picks teach less than a random
+  draw (``benchmarks/active.py``, RESULTS.md).
 * **Near-duplicates removed.** A 64-bit difference hash of each creative (its luma at 9 x 8, each pixel
   against its right neighbour): one within ``dup_bits`` bits of a labeled or already picked creative, and
   that the model also sees alike (closer than ``DUP_NEAR`` x ``d0`` in its output space), is dropped:
@@ -153,18 +155,23 @@ def select(
     ref = embedding(*labeled_emb, *stats)[0] if labeled_emb is not None and len(labeled_emb[0]) else emb[:0]
     dist = nearest(emb, ref)
     alive = np.ones(n, dtype=bool)
-    # the weight: uncertainty, less where a labeled creative already stands (d / (d + d0)); nothing labeled: 1
-    finite = dist[np.isfinite(dist)]
-    d0 = float(np.median(finite)) if len(finite) else 0.0
-    weight = unc * np.where(np.isfinite(dist), dist / (dist + d0), 1.0) if d0 > 0 else unc.copy()
-    weight = weight + 1e-6 * max(float(weight.max()), 1e-6)  # a creative the model is sure of still counts a little
+    # the distance scale: the pool's median distance to the nearest labeled creative, or without labels between
+    # two of its creatives (``pool_scale``): the same whatever the budget
+    d0 = float(np.median(dist)) if len(ref) else pool_scale(emb, seed)
+    # the weight: uncertainty, less where a labeled creative already stands (d / (d + d0))
+    if len(ref):
+        unc_w = unc * (dist / (dist + d0) if d0 > 0 else (dist > 0).astype(float))
+    else:
+        unc_w = unc.copy()
+    weight = unc_w + 1e-6 * max(float(unc_w.max()), 1e-6)  # a creative the model is sure of still counts a little
 
     def duplicates(h: int, apart: np.ndarray) -> np.ndarray:
-        """Alive pool creatives within ``dup_bits`` of hash ``h`` and closer than ``DUP_NEAR`` x ``d0`` (``apart``)."""
+        """Alive pool creatives within ``dup_bits`` of hash ``h`` and closer than ``DUP_NEAR`` x ``d0`` (``apart``;
+        at ``d0`` 0, only those the model sees exactly alike)."""
         same = alive & ~np.ma.getmaskarray(pool_hashes) & (hamming(pool_hashes.filled(0), h) <= dup_bits)
         return same & (apart <= DUP_NEAR * d0)
 
-    if pool_hashes is not None and labeled_hashes is not None and d0 > 0:
+    if pool_hashes is not None and labeled_hashes is not None:
         for j in np.flatnonzero(~np.ma.getmaskarray(labeled_hashes)):
             dup = duplicates(int(labeled_hashes[j]), np.sqrt(((emb - ref[j]) ** 2).sum(-1)))
             skipped["near-duplicate of a labeled creative"] += int(dup.sum())
@@ -172,32 +179,51 @@ def select(
     live = np.flatnonzero(alive)
     k = min(budget, len(live))
     share = np.full(n, np.nan)
+    chosen: list[int] = []
+
+    def take(i: int, part: float) -> None:
+        """Choose pool creative ``i`` (its cluster's share ``part``) and drop its alive near-duplicates."""
+        chosen.append(int(i))
+        share[i] = part
+        alive[i] = False
+        if pool_hashes is not None and not np.ma.getmaskarray(pool_hashes)[i]:
+            dup = duplicates(int(pool_hashes[i]), np.sqrt(((emb - emb[i]) ** 2).sum(-1)))
+            skipped["near-duplicate of a chosen one"] += int(dup.sum())
+            alive[dup] = False
+
     if k == 0:
-        return [], unc, dist, share, skipped, d0 or 1.0
+        return chosen, unc, dist, share, skipped, d0
     centres, member, apart2 = weighted_kmeans(emb[live], weight[live], k, seed)
     mass = np.bincount(member, weights=weight[live], minlength=k)
-    if d0 <= 0:  # nothing labeled: the scale is the clusters' own (the median distance to a creative's centre)
-        d0 = float(np.median(np.sqrt(apart2))) or 1.0
-    chosen: list[int] = []
     for c in np.argsort(-mass, kind="stable"):
         members = live[member == c]
-        for i in members[np.argsort(apart2[member == c], kind="stable")]:  # the most central alive member
-            if not alive[i]:
-                continue
-            chosen.append(int(i))
-            share[i] = mass[c] / mass.sum()
-            alive[i] = False
-            if pool_hashes is not None and not np.ma.getmaskarray(pool_hashes)[i]:
-                dup = duplicates(int(pool_hashes[i]), np.sqrt(((emb - emb[i]) ** 2).sum(-1)))
-                skipped["near-duplicate of a chosen one"] += int(dup.sum())
-                alive &= ~dup
+        central = [i for i in members[np.argsort(apart2[member == c], kind="stable")] if alive[i]]
+        if central:  # the most central alive member
+            take(central[0], mass[c] / mass.sum())
+    # clusters emptied by near-duplicates: the batch is filled up with the heaviest creatives left (share 0)
+    for i in np.argsort(-np.where(alive, weight, -np.inf), kind="stable"):
+        if len(chosen) >= k:
             break
-    # a cluster emptied by near-duplicates: the batch is filled up with the heaviest creatives left
-    for i in np.argsort(-np.where(alive, weight, -np.inf), kind="stable")[: k - len(chosen)]:
         if alive[i]:
-            chosen.append(int(i))
-            share[i] = 0.0
+            take(i, 0.0)
     return chosen, unc, dist, share, skipped, d0
+
+
+SCALE_PAIRS = 4096  # pairs of pool creatives the distance scale is measured on when nothing is labeled
+
+
+def pool_scale(emb: np.ndarray, seed: int = 0) -> float:
+    """Without labels, the distance scale: the median distance between two different pool creatives, over a
+    fixed sample of ``SCALE_PAIRS`` pairs. The same whatever the budget, and a minority of copies does not move
+    it; 0 for a pool of one."""
+    n = len(emb)
+    if n < 2:
+        return 0.0
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, n, SCALE_PAIRS)
+    j = rng.integers(0, n - 1, SCALE_PAIRS)
+    j[j >= i] += 1  # never a creative with itself
+    return float(np.median(np.sqrt(((emb[i] - emb[j]) ** 2).sum(-1))))
 
 
 def weighted_kmeans(
@@ -275,7 +301,7 @@ def _why(probs: np.ndarray, weights: np.ndarray, tags: list[str], dist: float, s
     top = [j for j in np.argsort(-contrib)[:k] if contrib[j] > 0.01 * contrib.max()]
     uncertain = ", ".join(f"{tags[j]} {probs[j]:.2f}" for j in top)
     far = "no labeled creative to compare" if not np.isfinite(dist) else f"{dist:.2f} from the nearest labeled"
-    stands = f"its cluster holds {100 * share:.1f} % of the pool's uncertainty" if share > 0 else "filling in"
+    stands = f"its cluster holds {100 * share:.1f} % of the pool's weight" if share > 0 else "filling in for a cluster"
     return uncertain, f"uncertain: {uncertain}; {stands}; {far} (median {d0:.2f})"
 
 

@@ -436,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Score the pool and the labeled set with the model, then choose BUDGET creatives to label: "
         "uncertain on the tags that matter (rare, unreliable, or --tags), one from each of BUDGET clusters of the "
         "pool in the model's output space (k-means weighted by that uncertainty, less near what is labeled), "
-        "near-duplicates dropped. Writes OUT (ranked, with why and the model's "
+        "near-duplicates dropped (the heaviest creatives left fill in for a cluster they empty). "
+        "Writes OUT (ranked, with why and the model's "
         "probabilities), OUT's .recheck.csv (known labels the model contradicts most), and with --label-studio "
         "a Label Studio project (label_config.xml, tasks.json with pre-annotations).",
     )

@@ -45,6 +45,33 @@ def test_the_batch_is_uncertain_and_diverse_not_one_design_many_times():
     assert sorted(select(probs, quality, w, 100)[0]) == list(range(len(probs)))
 
 
+def test_copies_stay_out_whatever_the_budget_and_whatever_is_labeled():
+    rng = np.random.default_rng(3)
+    # forty designs exported twice each: the same hash, the model's outputs a hair apart; nothing labeled
+    designs = rng.uniform(0.05, 0.95, (40, 4))
+    probs = np.vstack([designs, np.clip(designs + 0.002, 0, 1)])
+    quality = np.full(80, 0.5)
+    hashes = np.concatenate([np.arange(40), np.arange(40)]).astype(np.uint64) * np.uint64(0x0101010101010101)
+    w = np.ones(4) / 4
+    scales = set()
+    for budget in (10, 40, 60, 79):
+        order, _, _, share, skipped, d0 = select(probs, quality, w, budget, pool_hashes=hashes)
+        assert len({i % 40 for i in order}) == len(order)  # never both copies of a design
+        assert len(order) == min(budget, 40) and skipped["near-duplicate of a chosen one"] == len(order)
+        picked = [share[i] for i in order if share[i] > 0]
+        assert picked == sorted(picked, reverse=True)  # the heaviest clusters first
+        scales.add(round(d0, 9))
+    assert len(scales) == 1 and scales.pop() > 0  # the duplicate scale does not move with the budget
+    # a creative the model and the hash see as a labeled one is left out, and counted; also where most of the
+    # pool is that one labeled creative (the median distance to the labeled set is then 0)
+    for copies in (1, 60):
+        pool = np.vstack([np.repeat(designs[:1], copies, 0), designs[1:]])
+        pool_h = np.concatenate([np.repeat(hashes[:1], copies), hashes[1:40]])
+        order, _, _, _, skipped, _ = select(pool, np.full(len(pool), 0.5), w, 50, (designs[:1], quality[:1]),
+                                            pool_h, hashes[:1])  # fmt: skip
+        assert skipped["near-duplicate of a labeled creative"] == copies and min(order) >= copies
+
+
 def test_weighted_kmeans_finds_the_groups_and_the_weights_pull_the_centres():
     rng = np.random.default_rng(2)
     x = np.vstack([rng.normal(0, 0.1, (50, 2)), rng.normal(5, 0.1, (30, 2))])
@@ -71,17 +98,22 @@ def test_near_duplicates_need_the_same_picture_and_the_same_view_of_the_model():
     other = Image.fromarray(255 - np.asarray(img))
     h = np.array([dhash(img), dhash(small), dhash(other)], dtype=np.uint64)
     assert hamming(h, int(h[0]))[1] <= 6 < hamming(h, int(h[0]))[2]
-    probs = np.array([[0.5, 0.5], [0.5, 0.49], [0.5, 0.5], [0.1, 0.9]])
-    quality = np.full(4, 0.5)
-    hashes = np.array([h[0], h[1], h[2], h[1]], dtype=np.uint64)  # 1 copies 0; 3 has 0's picture, another view
-    order, _, _, _, skipped, _ = select(probs, quality, np.ones(2) / 2, 4, pool_hashes=hashes)
-    assert 1 not in order and skipped["near-duplicate of a chosen one"] == 1 and {0, 2, 3} == set(order)
+    # four creatives of interest among six others (undecoded: no hash), so that the pool's distance scale is
+    # its designs' and not its copies'
+    others = np.array([[0.2, 0.2], [0.8, 0.8], [0.3, 0.6], [0.7, 0.2], [0.9, 0.5], [0.05, 0.4]])
+    probs = np.vstack([[[0.5, 0.5], [0.5, 0.49], [0.5, 0.5], [0.1, 0.9]], others])
+    quality = np.full(len(probs), 0.5)
+    mask = [False] * 4 + [True] * 6
+    hashes = np.ma.array([h[0], h[1], h[2], h[1]] + [0] * 6, mask=mask, dtype=np.uint64)  # 1 copies 0; 3 has 0's
+    order, _, _, _, skipped, _ = select(probs, quality, np.ones(2) / 2, 10, pool_hashes=hashes)  # picture, not view
+    assert 1 not in order and skipped["near-duplicate of a chosen one"] == 1 and set(order) == set(range(10)) - {1}
     # a flat picture hashes to 0 like any other value: two flat copies are duplicates; an undecoded one is not
     flat = dhash(Image.new("RGB", (32, 32), (90, 90, 90)))
     assert flat == 0
-    hashes = np.ma.array([flat, flat, flat, h[2]], mask=[False, False, True, False], dtype=np.uint64)
-    order, _, _, _, skipped, _ = select(probs, quality, np.ones(2) / 2, 4, pool_hashes=hashes)
-    assert len(order) == 3 and {2, 3} <= set(order) and skipped["near-duplicate of a chosen one"] == 1
+    hashes = np.ma.array([flat, flat, flat, h[2]] + [0] * 6, mask=[False, False, True, False] + [True] * 6,
+                         dtype=np.uint64)  # fmt: skip
+    order, _, _, _, skipped, _ = select(probs, quality, np.ones(2) / 2, 10, pool_hashes=hashes)
+    assert len(order) == 9 and {2, 3} <= set(order) and skipped["near-duplicate of a chosen one"] == 1
 
 
 def test_recheck_lists_the_labels_the_model_contradicts_most():
