@@ -55,15 +55,14 @@ def true_rates(noisy: np.ndarray, clean: np.ndarray) -> tuple[np.ndarray, np.nda
     return miss, fp
 
 
-def measure(ckpt_path: Path, grid_dir: Path, cell: str) -> dict[str, Any]:
-    """One run: its validation split's true and estimated rates, per tag and shared."""
+def validation_predictions(ckpt_path: Path, cell: str):
+    """A stored run's validation split (its labeled manifest, ``val_frac`` and seed, as ``split_val`` made it)
+    predicted by its checkpoint: ``(checkpoint, config, tags, split, probabilities)``."""
     import torch
 
-    from creative_qa.manifest import label_matrix, read_manifest
     from creative_qa.preprocess import PreprocessSpec
     from training.checkpoint import Checkpoint
     from training.data import load_manifest_dataset
-    from training.flags import calibrate_flags, tag_anchors
     from training.loop import cache_root, predict, split_val
     from training.model import config_of, model_from_checkpoint
 
@@ -73,11 +72,20 @@ def measure(ckpt_path: Path, grid_dir: Path, cell: str) -> dict[str, Any]:
     spec = PreprocessSpec.from_dict(ckpt.preprocess)
     ds, _ = load_manifest_dataset(cfg.data.labeled, tags, spec, desc=f"{cell} labeled", cache=cache_root(cfg))
     _, val = split_val(ds, cfg.data.val_frac, cfg.seed)
+    probs, _ = predict(model_from_checkpoint(ckpt), val, torch.device("cpu"))
+    return ckpt, cfg, tags, val, probs
+
+
+def measure(ckpt_path: Path, grid_dir: Path, cell: str) -> dict[str, Any]:
+    """One run: its validation split's true and estimated rates, per tag and shared."""
+    from creative_qa.manifest import label_matrix, read_manifest
+    from training.flags import calibrate_flags, tag_anchors
+
+    ckpt, cfg, tags, val, probs = validation_predictions(ckpt_path, cell)
     clean_df = read_manifest(grid_dir / f"cell-{cell}-train_labeled_clean.csv")
     by_path = dict(zip(clean_df["abspath"].astype(str), range(len(clean_df)), strict=True))
     clean = label_matrix(clean_df, tags)[[by_path[str(p)] for p in val.paths]]
     noisy = val.labels.numpy()
-    probs, _ = predict(model_from_checkpoint(ckpt), val, torch.device("cpu"))
     miss_true, fp_true = true_rates(noisy, clean)
     rows = []
     for j, tag in enumerate(tags):

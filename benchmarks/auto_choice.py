@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from annotator_rates import GRID_DIR, stored_runs  # noqa: E402
+from annotator_rates import GRID_DIR, stored_runs, validation_predictions  # noqa: E402
 from common import default_bench_dir, print_table, write_json  # noqa: E402
 
 SPLITS = ("test", "foreign", "realphoto")
@@ -39,26 +39,6 @@ SPLITS = ("test", "foreign", "realphoto")
 def clear_lead(low: float) -> bool:
     """Whether a lead is clear of resampling noise: the lower end of its paired 95 % interval is above 0."""
     return bool(np.isfinite(low) and low > 0)
-
-
-def validation_probs(ckpt_path: Path, cell: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """The run's validation split (its labeled manifest, ``val_frac`` and seed) predicted by its checkpoint."""
-    import torch
-
-    from creative_qa.preprocess import PreprocessSpec
-    from training.checkpoint import Checkpoint
-    from training.data import load_manifest_dataset
-    from training.loop import cache_root, predict, split_val
-    from training.model import config_of, model_from_checkpoint
-
-    ckpt = Checkpoint.load(ckpt_path)
-    cfg = config_of(ckpt)
-    tags = [t["name"] for t in ckpt.taxonomy["tags"]]
-    spec = PreprocessSpec.from_dict(ckpt.preprocess)
-    ds, _ = load_manifest_dataset(cfg.data.labeled, tags, spec, desc=f"{cell} labeled", cache=cache_root(cfg))
-    _, val = split_val(ds, cfg.data.val_frac, cfg.seed)
-    probs, _ = predict(model_from_checkpoint(ckpt), val, torch.device("cpu"))
-    return probs, val.labels.numpy(), [str(p) for p in val.paths]
 
 
 def main() -> None:
@@ -88,9 +68,10 @@ def main() -> None:
 
     rows = []
     for cell, seed in pairs:
-        fp, fl, fpaths = validation_probs(floors[cell, seed], cell)
-        dp, dl, dpaths = validation_probs(defaults[cell, seed], cell)
-        if fpaths != dpaths:
+        *_, fval, fp = validation_predictions(floors[cell, seed], cell)
+        *_, dval, dp = validation_predictions(defaults[cell, seed], cell)
+        fl = fval.labels.numpy()
+        if [str(p) for p in fval.paths] != [str(p) for p in dval.paths]:
             raise SystemExit(f"{cell} seed {seed}: the two runs validated on different creatives")
         tags = [str(i) for i in range(fl.shape[1])]
         vf, vd = macro_map(per_tag_ap(fp, fl, tags)), macro_map(per_tag_ap(dp, fl, tags))

@@ -117,6 +117,27 @@ def test_learning_grid_quick_measures_then_loads(tmp_path):
         assert 0 <= m["shared"]["miss_true"] <= 1 and 0 <= m["shared"]["fp_true"] <= 1
     assert "shared rates over seeds" in r.stdout
 
+    # auto's choice replayed from the stored runs (benchmarks/auto_choice.py): the same validation mAPs the runs
+    # logged, and the "highest" rule keeps what the grid's auto kept
+    choice = tmp_path / "choice.json"
+    r = _run(["benchmarks/auto_choice.py", "--grid-dir", str(grid_dir), "--bootstrap", "20", "--out", str(choice)],
+             tmp_path)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    replayed = json.loads(choice.read_text())["rows"]
+    assert sorted(row["cell"] for row in replayed) == sorted(CELLS)
+    for row in replayed:
+        runs = {a: next(x for x in first["rows"] if x["cell"] == row["cell"] and x["arm"] == a)
+                for a in ("floor", "default_rates")}  # fmt: skip
+        assert row["val floor"] == pytest.approx(runs["floor"]["val_mAP"], abs=1e-3)
+        assert row["val default"] == pytest.approx(runs["default_rates"]["val_mAP"], abs=1e-3)
+        how = next(x for x in first["cells"][row["cell"]]["summary"] if x["arm"] == "auto")["how"]
+        assert row["highest"] == ("default" if how.startswith("chose default") else "floor")
+        low = float(row["floor - default (95 %)"].strip("[]").split(",")[0])
+        assert row["clear_lead"] == ("floor" if low > 0 else "default")
+        assert row["test: highest"] == round(
+            runs[{"floor": "floor", "default": "default_rates"}[row["highest"]]]["test_mAP"], 3
+        )
+
     # the same grid again: every result is loaded, nothing is trained, no run but the parent is made
     stdout2, second = _grid(tmp_path, tmp_path / "grid2.json")
     assert second["status"] == {"trained": 0, "re-evaluated": 0, "loaded": 4, "computed": 2}
