@@ -32,17 +32,18 @@ from common import default_bench_dir, print_table, write_json  # noqa: E402
 GRID_DIR = "learning-grid-L2000-U1600-T500-H300-s0"  # learning.py --grid's default data folder
 
 
-def stored_runs(grid_dir: Path, arm: str) -> list[tuple[str, int, Path]]:
-    """``(cell, seed, checkpoint)`` of each stored run of ``arm`` whose checkpoint is still there (newest per seed)."""
-    runs: dict[tuple[str, int], tuple[float, Path]] = {}
+def stored_runs(grid_dir: Path, arm: str) -> list[tuple[str, int, Path, dict[str, Any]]]:
+    """``(cell, seed, checkpoint, stored row)`` of each stored run of ``arm`` whose checkpoint is still there (newest
+    per seed)."""
+    runs: dict[tuple[str, int], tuple[float, Path, dict[str, Any]]] = {}
     for path in sorted((grid_dir / "results").glob(f"*/{arm}-s*.json")):
         row = json.loads(path.read_text())
         ckpt = Path(row.get("checkpoint", ""))
         seed = int(path.name[len(arm) + 2 :].split("-")[0])
         key = (path.parent.name, seed)
-        if ckpt.is_file() and path.stat().st_mtime >= runs.get(key, (-1.0, ckpt))[0]:
-            runs[key] = (path.stat().st_mtime, ckpt)
-    return [(cell, seed, ckpt) for (cell, seed), (_, ckpt) in sorted(runs.items())]
+        if ckpt.is_file() and path.stat().st_mtime >= runs.get(key, (-1.0,))[0]:
+            runs[key] = (path.stat().st_mtime, ckpt, row)
+    return [(cell, seed, ckpt, row) for (cell, seed), (_, ckpt, row) in sorted(runs.items())]
 
 
 def true_rates(noisy: np.ndarray, clean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +127,7 @@ def main() -> None:
     from learning import NOISE
 
     result: dict[str, Any] = {"arm": a.arm, "cells": {}}
-    for cell, seed, ckpt in runs:
+    for cell, seed, ckpt, _ in runs:
         m = measure(ckpt, grid_dir, cell)
         result["cells"].setdefault(cell, {})[str(seed)] = m
         nominal = NOISE[cell.split("-", 1)[1]]

@@ -21,10 +21,8 @@ Writes ``benchmarks/results/auto_choice.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -52,31 +50,24 @@ def main() -> None:
     from training.metrics import macro_map, per_tag_ap
 
     grid_dir = a.grid_dir or default_bench_dir(GRID_DIR)
-    floors = {(c, s): p for c, s, p in stored_runs(grid_dir, "floor")}
-    defaults = {(c, s): p for c, s, p in stored_runs(grid_dir, "default")}
-    defaults |= {(c, s): p for c, s, p in stored_runs(grid_dir, "default_rates")}  # what auto trains now
+    floors = {(c, s): (p, r) for c, s, p, r in stored_runs(grid_dir, "floor")}
+    defaults = {(c, s): (p, r) for c, s, p, r in stored_runs(grid_dir, "default")}
+    defaults |= {(c, s): (p, r) for c, s, p, r in stored_runs(grid_dir, "default_rates")}  # what auto trains now
     pairs = sorted(set(floors) & set(defaults))
     if not pairs:
         raise SystemExit(f"no cell with stored floor and default runs under {grid_dir}/results (learning.py --grid)")
 
-    def row_of(ckpt: Path) -> dict[str, Any]:
-        for path in (grid_dir / "results").glob("*/*.json"):
-            r = json.loads(path.read_text())
-            if r.get("checkpoint") == str(ckpt):
-                return r
-        raise SystemExit(f"no stored row for {ckpt}")
-
     rows = []
     for cell, seed in pairs:
-        *_, fval, fp = validation_predictions(floors[cell, seed], cell)
-        *_, dval, dp = validation_predictions(defaults[cell, seed], cell)
+        (fckpt, rf), (dckpt, rd) = floors[cell, seed], defaults[cell, seed]
+        *_, fval, fp = validation_predictions(fckpt, cell)
+        *_, dval, dp = validation_predictions(dckpt, cell)
         fl = fval.labels.numpy()
         if [str(p) for p in fval.paths] != [str(p) for p in dval.paths]:
             raise SystemExit(f"{cell} seed {seed}: the two runs validated on different creatives")
         tags = [str(i) for i in range(fl.shape[1])]
         vf, vd = macro_map(per_tag_ap(fp, fl, tags)), macro_map(per_tag_ap(dp, fl, tags))
         lo, hi = learning.paired_bootstrap([fp], [dp], fl, n=a.bootstrap)
-        rf, rd = row_of(floors[cell, seed]), row_of(defaults[cell, seed])
         runs = {"floor": rf, "default": rd}
         highest = "floor" if vf >= vd else "default"
         lead = "floor" if clear_lead(lo) else "default"

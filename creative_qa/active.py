@@ -159,11 +159,9 @@ def select(
     # two of its creatives (``pool_scale``): the same whatever the budget
     d0 = float(np.median(dist)) if len(ref) else pool_scale(emb, seed)
     # the weight: uncertainty, less where a labeled creative already stands (d / (d + d0))
-    if len(ref):
-        unc_w = unc * (dist / (dist + d0) if d0 > 0 else (dist > 0).astype(float))
-    else:
-        unc_w = unc.copy()
-    weight = unc_w + 1e-6 * max(float(unc_w.max()), 1e-6)  # a creative the model is sure of still counts a little
+    discount = (dist / (dist + d0) if d0 > 0 else (dist > 0).astype(float)) if len(ref) else 1.0
+    weight = unc * discount
+    weight = weight + 1e-6 * max(float(weight.max()), 1e-6)  # a creative the model is sure of still counts a little
 
     def duplicates(h: int, apart: np.ndarray) -> np.ndarray:
         """Alive pool creatives within ``dup_bits`` of hash ``h`` and closer than ``DUP_NEAR`` x ``d0`` (``apart``;
@@ -195,9 +193,12 @@ def select(
         return chosen, unc, dist, share, skipped, d0
     centres, member, apart2 = weighted_kmeans(emb[live], weight[live], k, seed)
     mass = np.bincount(member, weights=weight[live], minlength=k)
+    by_centre = live[np.lexsort((apart2, member))]  # each cluster's creatives together, the most central first
+    counts = np.bincount(member, minlength=k)
+    ends = np.cumsum(counts)
+    starts = ends - counts
     for c in np.argsort(-mass, kind="stable"):
-        members = live[member == c]
-        central = [i for i in members[np.argsort(apart2[member == c], kind="stable")] if alive[i]]
+        central = [i for i in by_centre[starts[c] : ends[c]] if alive[i]]
         if central:  # the most central alive member
             take(central[0], mass[c] / mass.sum())
     # clusters emptied by near-duplicates: the batch is filled up with the heaviest creatives left (share 0)
@@ -257,31 +258,26 @@ def weighted_kmeans(
     return centres, member, d2
 
 
-def assign(x: np.ndarray, centres: np.ndarray, cells: int = 1 << 22) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's nearest centre and its squared distance, in blocks of at most ``cells`` distances."""
-    block = max(1, cells // max(len(centres), 1))
-    cc = (centres**2).sum(1)
-    member, d2 = np.empty(len(x), dtype=np.int64), np.empty(len(x))
+def assign(x: np.ndarray, ref: np.ndarray, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Each row of ``x``'s nearest row of ``ref`` and the squared distance to it (-1 and inf without any), in
+    blocks of both: memory stays at ``block`` x ``block`` distances whatever the sizes."""
+    member, d2 = np.full(len(x), -1, dtype=np.int64), np.full(len(x), np.inf)
+    rr = (ref**2).sum(1)
     for i in range(0, len(x), block):
         e = x[i : i + block]
-        d = np.maximum((e**2).sum(1)[:, None] + cc[None, :] - 2.0 * e @ centres.T, 0.0)
-        member[i : i + block] = d.argmin(1)
-        d2[i : i + block] = d[np.arange(len(e)), member[i : i + block]]
+        ee = (e**2).sum(1)[:, None]
+        for k in range(0, len(ref), block):
+            d = np.maximum(ee + rr[None, k : k + block] - 2.0 * e @ ref[k : k + block].T, 0.0)
+            j = d.argmin(1)
+            dj = d[np.arange(len(e)), j]
+            closer = dj < d2[i : i + block]  # an earlier block keeps a tie, as one argmin over all would
+            member[i : i + block][closer], d2[i : i + block][closer] = j[closer] + k, dj[closer]
     return member, d2
 
 
 def nearest(emb: np.ndarray, ref: np.ndarray, block: int = 4096) -> np.ndarray:
-    """Each row of ``emb``'s distance to its nearest row of ``ref`` (inf without any), in blocks of both: memory
-    stays at ``block`` x ``block`` distances whatever the sizes."""
-    out = np.full(len(emb), np.inf)
-    rr = (ref**2).sum(1)
-    for i in range(0, len(emb), block):
-        e = emb[i : i + block]
-        ee = (e**2).sum(1)[:, None]
-        for k in range(0, len(ref), block):
-            d2 = ee + rr[None, k : k + block] - 2.0 * e @ ref[k : k + block].T
-            out[i : i + block] = np.minimum(out[i : i + block], np.sqrt(np.maximum(d2.min(axis=1), 0.0)))
-    return out
+    """Each row of ``emb``'s distance to its nearest row of ``ref`` (inf without any), in blocks (``assign``)."""
+    return np.sqrt(assign(emb, ref, block)[1])
 
 
 def recheck(labels: np.ndarray, probs: np.ndarray, tags: list[str], paths: list[str], confident: float = CONFIDENT):

@@ -85,7 +85,7 @@ def test_weighted_kmeans_finds_the_groups_and_the_weights_pull_the_centres():
     centres = weighted_kmeans(x, heavy, 2)[0]
     assert np.abs(centres - x[0]).sum(1).min() < 0.01
     # the blocks do not change the answer
-    m_small, d_small = assign(x, centres, cells=7)
+    m_small, d_small = assign(x, centres, block=7)
     m_all, d_all = assign(x, centres)
     assert (m_small == m_all).all() and np.allclose(d_small, d_all)
 
