@@ -147,6 +147,16 @@ class FlagConfig:
 
 
 @dataclass
+class HeadConfig:
+    """The last stage: the tag head refitted on the labeled set over the trained features (``training.refit``)."""
+
+    refit: bool = True
+    backbone_scale: float = 0.3  # the backbone's standardised features scaled by this (the other features by 1)
+    c: float = 0.03  # inverse L2 strength of the per-tag logistic regressions (scikit-learn's C)
+    max_rows: int = 20000  # at most this many labeled creatives (a seeded sample beyond)
+
+
+@dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -154,6 +164,7 @@ class TrainConfig:
     method: MethodConfig = field(default_factory=MethodConfig)
     warm_start: WarmStartConfig = field(default_factory=WarmStartConfig)
     flags: FlagConfig = field(default_factory=FlagConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int | None = None  # torch CPU threads (None = torch's default)
@@ -300,6 +311,7 @@ _SECTIONS = {
     (TrainConfig, "method"): MethodConfig,
     (TrainConfig, "warm_start"): WarmStartConfig,
     (TrainConfig, "flags"): FlagConfig,
+    (TrainConfig, "head"): HeadConfig,
 }
 
 

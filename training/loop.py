@@ -53,6 +53,7 @@ from training.methods import get_method
 from training.metrics import evaluate
 from training.model import build_model, init_tag_prior
 from training.predict import forward_views
+from training.refit import refit_head
 from training.result import TrainResult
 from training.warmstart import TaxonomyChange, check_mix, choose_mix, pin_resumed_parent
 
@@ -414,6 +415,8 @@ class Trainer:
             metrics, val_probs = evaluate_dataset(eval_model, self.val_ds, self.tags, self.device, "val_")
         if self.change and self.change.start_state is not None and not run.finished:
             metrics, val_probs = self._mix_with_start(eval_model, metrics, val_probs, run.log_metrics, run.step)
+        if self.cfg.head.refit and not run.finished:  # a finished run's checkpoint holds its refitted head
+            metrics, val_probs = self._refit_head(eval_model, metrics, run.log_metrics, run.step)
         # Thresholds are calibrated on validation and travel with the model.
         policy = self._calibrate_flags(val_probs)
         if self.test_ds is not None and len(self.test_ds):
@@ -433,6 +436,30 @@ class Trainer:
             mlflow.log_artifact(str(ckpt_path), artifact_path="checkpoints")
         metrics |= {f"passes_{k}": float(v) for k, v in passes.items()}
         return TrainResult(run.run_id, ckpt_path, metrics, policy.thresholds, self.skipped, passes)
+
+    def _refit_head(self, net: nn.Module, metrics: dict, log_metrics, step: int):
+        """``head.refit``: the tag head refitted on the labeled training split (``training.refit``); the
+        validation metrics and probabilities of the refitted model."""
+        h, params = self.cfg.head, self.cfg.method.params
+        if h.backbone_scale <= 0 or h.c <= 0 or h.max_rows < 1:
+            raise ValueError(f"head.backbone_scale, head.c and head.max_rows must be > 0, got {h}")
+        rates = (params.get("loss_params") or {}) if params.get("loss") == "forward" else {}  # the recipe's correction
+        before = metrics.get("val_mAP", float("nan"))
+        report = refit_head(
+            net, self.train_ds.views, self.train_ds.labels, self.device, net.backbone_width, h.backbone_scale, h.c,
+            float(rates.get("miss_rate", 0.0)), float(rates.get("fp_rate", 0.0)), h.max_rows, self.cfg.seed,
+        )  # fmt: skip
+        metrics, val_probs = evaluate_dataset(net, self.val_ds, self.tags, self.device, "val_")
+        log.info(
+            "tag head refitted on %d labeled creatives (%d tags, %.1fs): validation mAP %.3f -> %.3f",
+            report.rows, report.tags, report.seconds, before, metrics.get("val_mAP", float("nan")),
+        )  # fmt: skip
+        log_metrics(
+            metrics | {"val_mAP_before_refit": before, "refit_loss_before": report.loss_before,
+                       "refit_loss_after": report.loss_after, "refit_seconds": report.seconds},
+            step,
+        )  # fmt: skip
+        return metrics | {"val_mAP_before_refit": before}, val_probs
 
     def _calibrate_flags(self, val_probs: np.ndarray) -> FlagPolicy:
         """The flag policy on validation (``training.flags``), its annotator rates logged as metrics."""

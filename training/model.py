@@ -131,6 +131,7 @@ class CreativeModel(nn.Module):
         extra = (MEASURES + MEASURE_HIDDEN) * self.measures
         width = dim * (views - self.grid_view) + numbers + PROFILE_HIDDEN * self.grid_profile + extra
         # NOTE: views have fixed roles (whole, detail crops), so features are concatenated, not pooled.
+        self.backbone_width = dim * (views - self.grid_view)  # the first features: the picture views' backbone's
         self.dropout = nn.Dropout(drop_rate)
         self.tag_head = nn.Linear(width, num_tags)
         self.quality_head = nn.Linear(width, 1)

@@ -59,6 +59,9 @@ def test_supervised_training_on_clean_labels_learns(clean_data, tmp_path):
     base = [
         *TINY_OVERRIDES,
         "method.params={augment: weak}",  # flips only: the fewest steps to a clear signal
+        # NOTE: the training steps are what is measured: the untrained baseline would get the head refit too (a linear
+        # probe of random features, the grid view and the measurements ranks well already); tests/training/test_refit.py
+        "head.refit=false",
         f"data.labeled={clean_data['train_labeled']}",
         f"data.test={clean_data['test']}",
     ]
