@@ -138,6 +138,20 @@ def test_learning_grid_quick_measures_then_loads(tmp_path):
             runs[{"floor": "floor", "default": "default_rates"}[row["highest"]]]["test_mAP"], 3
         )
 
+    # the head refit's settings replayed on the stored runs (benchmarks/head_refit.py): these runs were refitted
+    # at the defaults as they trained, so refitting their features at the defaults gives back their own heads
+    refit = tmp_path / "refit.json"
+    args = ["benchmarks/head_refit.py", "--grid-dir", str(grid_dir), "--cells", ",".join(CELLS), "--out", str(refit)]
+    r = _run([*args, "--include-refitted"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    measured = json.loads(refit.read_text())
+    assert len(measured["runs"]) == 4 and "chosen on held-out:" in r.stdout  # 2 cells x floor, default_rates
+    for run in measured["runs"]:
+        for split in ("heldout", "test", "foreign", "realphoto"):
+            assert run["mAP"]["0.3/0.03"][split] == pytest.approx(run["mAP"]["trained"][split], abs=2e-3), run
+    r = _run(args, tmp_path)  # without the flag: no run trained before the refit, and it says so
+    assert r.returncode != 0 and "trained without the head refit" in r.stderr
+
     # the same grid again: every result is loaded, nothing is trained, no run but the parent is made
     stdout2, second = _grid(tmp_path, tmp_path / "grid2.json")
     assert second["status"] == {"trained": 0, "re-evaluated": 0, "loaded": 4, "computed": 2}

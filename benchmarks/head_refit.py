@@ -1,0 +1,164 @@
+"""The head refit's two settings, chosen on the regime grid's held-out split, and what the refit does on every split.
+
+    python benchmarks/head_refit.py                          # n400-heavy and n2000-light, default_rates and floor
+    python benchmarks/head_refit.py --cells n400-light --arms default,floor
+    python benchmarks/head_refit.py --grid-dir DIR           # a grid kept elsewhere (learning.py --data)
+
+``training/refit.py`` ends every recipe by refitting the tag head on the labeled training split over the trained
+features. Its two settings (``head.backbone_scale``: how much the backbone's standardised features are scaled
+against the grid view's and the measurements'; ``head.c``: the L2 strength) were chosen here, on stored runs of
+``learning.py --grid`` trained *without* the refit (checkpoints whose config has no ``head.refit``; the newest
+such run per cell, arm and seed): for each run, its checkpoint's head features of its labeled training split
+(rebuilt as ``split_val`` made it), of the grid's held-out split (clean labels: the benchmark's validation),
+test, foreign and the real photos; then ``training.refit.fit_logistic`` on the training split at each setting,
+with the run's own forward correction (its recipe's rates), and macro mAP on every split. The run's trained
+head is the ``trained`` row. The setting with the highest mean held-out mAP over all runs is the choice; test,
+foreign and the real photos are reported, never used to choose. Writes ``benchmarks/results/head_refit.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from annotator_rates import GRID_DIR  # noqa: E402
+from common import default_bench_dir, print_table, write_json  # noqa: E402
+
+SPLITS = ("heldout", "test", "foreign", "realphoto")
+SCALES = (0.1, 0.3, 1.0)
+CS = (0.01, 0.03, 0.1)
+
+
+def untouched_runs(
+    grid_dir: Path, cells: list[str], arms: list[str], refitted: bool = False
+) -> list[tuple[str, str, int, Path]]:
+    """``(cell, arm, seed, checkpoint)``: the newest stored run per cell, arm and seed whose head was not refitted
+    (``refitted``: or was)."""
+    from training.checkpoint import Checkpoint
+
+    found: dict[tuple[str, str, int], tuple[float, Path]] = {}
+    for cell in cells:
+        for arm in arms:
+            for path in sorted((grid_dir / "results" / cell).glob(f"{arm}-s*.json")):
+                row = json.loads(path.read_text())
+                ckpt = Path(row.get("checkpoint", ""))
+                if not ckpt.is_file() or (Checkpoint.load(ckpt).config.get("head") or {}).get("refit") and not refitted:
+                    continue
+                key = (cell, arm, int(row["seed"]))
+                if path.stat().st_mtime >= found.get(key, (-1.0,))[0]:
+                    found[key] = (path.stat().st_mtime, ckpt)
+    return [(c, a, s, ckpt) for (c, a, s), (_, ckpt) in sorted(found.items())]
+
+
+def features_of(ckpt_path: Path, grid_dir: Path, cell: str) -> dict[str, Any]:
+    """A run's head features and labels on its training split and each of ``SPLITS``, its recipe's rates."""
+    import torch
+
+    from creative_qa.preprocess import PreprocessSpec
+    from training.checkpoint import Checkpoint
+    from training.data import load_manifest_dataset
+    from training.loop import cache_root, split_val
+    from training.model import config_of, model_from_checkpoint
+    from training.refit import head_features
+
+    ckpt = Checkpoint.load(ckpt_path)
+    cfg = config_of(ckpt)
+    tags = [t["name"] for t in ckpt.taxonomy["tags"]]
+    spec = PreprocessSpec.from_dict(ckpt.preprocess)
+    model = model_from_checkpoint(ckpt).eval()
+    cache = cache_root(cfg)
+    ds, _ = load_manifest_dataset(cfg.data.labeled, tags, spec, desc=f"{cell} labeled", cache=cache)
+    train, _ = split_val(ds, cfg.data.val_frac, cfg.seed)
+    dev = torch.device("cpu")
+    out = {"train": (head_features(model, train.views, dev), train.labels)}
+    manifests = {"heldout": "heldout.csv", "test": "test.csv", "foreign": "foreign.csv"}
+    manifests["realphoto"] = str(next(grid_dir.glob("realphoto-*/manifest.csv")).relative_to(grid_dir))
+    for split, name in manifests.items():
+        d, _ = load_manifest_dataset(str(grid_dir / name), tags, spec, desc=f"{cell} {split}", cache=cache)
+        out[split] = (head_features(model, d.views, dev), d.labels)
+    params = cfg.method.params
+    rates = (params.get("loss_params") or {}) if params.get("loss") == "forward" else {}
+    head = model.tag_head
+    return {
+        "splits": out,
+        "trained": (head.weight.detach().float(), head.bias.detach().float()),
+        "backbone_width": model.backbone_width,
+        "rates": (float(rates.get("miss_rate", 0.0)), float(rates.get("fp_rate", 0.0))),
+    }
+
+
+def macro_ap(labels, logits) -> float:
+    """Macro AP over the tags with a known positive (``training.metrics``, as the grid reports it)."""
+    from training.metrics import macro_map, per_tag_ap
+
+    names = [str(j) for j in range(labels.shape[1])]
+    return float(macro_map(per_tag_ap(logits.sigmoid().numpy(), labels.numpy(), names)))
+
+
+def measure_run(f: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """mAP per split of the trained head and of the refit at each setting."""
+    import torch
+
+    from training.refit import fit_logistic
+
+    x, y = f["splits"]["train"]
+    heads = {"trained": f["trained"]}
+    for s in SCALES:
+        for c in CS:
+            scale = torch.ones(x.shape[1])
+            scale[: f["backbone_width"]] = s
+            w, b, fitted = fit_logistic(x, y, scale, c, *f["rates"])
+            w[~fitted], b[~fitted] = f["trained"][0][~fitted], f["trained"][1][~fitted]
+            heads[f"{s:g}/{c:g}"] = (w, b)
+    return {
+        name: {sp: macro_ap(f["splits"][sp][1], f["splits"][sp][0] @ w.T + b) for sp in SPLITS}
+        for name, (w, b) in heads.items()
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--grid-dir", default=None, help=f"the grid's data folder (default: <home>/bench/{GRID_DIR})")
+    ap.add_argument("--cells", default="n400-heavy,n2000-light")
+    ap.add_argument("--arms", default="default_rates,floor")
+    ap.add_argument(
+        "--include-refitted", action="store_true",
+        help="also runs trained with the refit (their 'trained' head is then the refit at the settings they ran)",
+    )  # fmt: skip
+    ap.add_argument("--out", default="benchmarks/results/head_refit.json")
+    a = ap.parse_args()
+    grid_dir = Path(a.grid_dir) if a.grid_dir else default_bench_dir(GRID_DIR)
+    runs = untouched_runs(grid_dir, a.cells.split(","), a.arms.split(","), a.include_refitted)
+    if not runs:
+        raise SystemExit(f"no stored grid runs trained without the head refit under {grid_dir}/results")
+    per_run = []
+    for cell, arm, seed, ckpt in runs:
+        res = measure_run(features_of(ckpt, grid_dir, cell))
+        per_run.append({"cell": cell, "arm": arm, "seed": seed, "checkpoint": str(ckpt), "mAP": res})
+        print(f"{cell} {arm} s{seed}: trained {res['trained']['heldout']:.3f} held-out", file=sys.stderr, flush=True)
+    names = list(per_run[0]["mAP"])
+    table = [{"head": n, **{sp: float(np.mean([r["mAP"][n][sp] for r in per_run])) for sp in SPLITS}} for n in names]
+    best = max((r for r in table if r["head"] != "trained"), key=lambda r: r["heldout"])
+    print(f"Mean macro mAP over {len(per_run)} runs ({a.cells}; {a.arms}); head: trained, or backbone_scale/c")
+    print_table(table, ["head", *SPLITS])
+    print(f"chosen on held-out: {best['head']}")
+    groups = sorted({(r["cell"], r["arm"]) for r in per_run})
+    by_group = []
+    for cell, arm in groups:
+        rs = [r for r in per_run if (r["cell"], r["arm"]) == (cell, arm)]
+        for n in ("trained", best["head"]):
+            by_group.append({"cell": cell, "arm": arm, "head": n, "seeds": len(rs)} | {
+                sp: float(np.mean([r["mAP"][n][sp] for r in rs])) for sp in SPLITS})  # fmt: skip
+    print_table(by_group, ["cell", "arm", "head", "seeds", *SPLITS])
+    write_json(a.out, {"runs": per_run, "table": table, "chosen": best["head"], "by_group": by_group})
+
+
+if __name__ == "__main__":
+    main()
