@@ -12,8 +12,9 @@ such run per cell, arm and seed): for each run, its checkpoint's head features o
 (rebuilt as ``split_val`` made it), of the grid's held-out split (clean labels: the benchmark's validation),
 test, foreign and the real photos; then ``training.refit.fit_logistic`` on the training split at each setting,
 with the run's own forward correction (its recipe's rates), and macro mAP on every split. The run's trained
-head is the ``trained`` row. The setting with the highest mean held-out mAP over all runs is the choice; test,
-foreign and the real photos are reported, never used to choose. Writes ``benchmarks/results/head_refit.json``.
+head is the ``trained`` row. The setting with the highest mean held-out mAP over all runs is the choice (those
+within ``TIE`` of it are named as ties); test, foreign and the real photos are reported, never used to choose.
+Writes ``benchmarks/results/head_refit.json``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from common import default_bench_dir, print_table, write_json  # noqa: E402
 SPLITS = ("heldout", "test", "foreign", "realphoto")
 SCALES = (0.1, 0.3, 1.0)
 CS = (0.01, 0.03, 0.1)
+TIE = 0.002  # held-out mAPs this close are a tie (the settings' spread over seeds is larger)
 
 
 def untouched_runs(
@@ -148,7 +150,8 @@ def main() -> None:
     best = max((r for r in table if r["head"] != "trained"), key=lambda r: r["heldout"])
     print(f"Mean macro mAP over {len(per_run)} runs ({a.cells}; {a.arms}); head: trained, or backbone_scale/c")
     print_table(table, ["head", *SPLITS])
-    print(f"chosen on held-out: {best['head']}")
+    ties = [r["head"] for r in table if r["head"] != "trained" and r["heldout"] >= best["heldout"] - TIE]
+    print(f"chosen on held-out: {best['head']} (within {TIE} of it, a tie: {', '.join(ties)})")
     groups = sorted({(r["cell"], r["arm"]) for r in per_run})
     by_group = []
     for cell, arm in groups:
