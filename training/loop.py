@@ -445,10 +445,9 @@ class Trainer:
             raise ValueError(f"head.backbone_scale, head.c and head.max_rows must be > 0, got {h}")
         rates = (params.get("loss_params") or {}) if params.get("loss") == "forward" else {}  # the recipe's correction
         before = metrics.get("val_mAP", float("nan"))
-        report = refit_head(
-            net, self.train_ds.views, self.train_ds.labels, self.device, net.backbone_width, h.backbone_scale, h.c,
-            float(rates.get("miss_rate", 0.0)), float(rates.get("fp_rate", 0.0)), h.max_rows, self.cfg.seed,
-        )  # fmt: skip
+        given = (float(rates.get("miss_rate", 0.0)), float(rates.get("fp_rate", 0.0)))
+        report = refit_head(net, self.train_ds.views, self.train_ds.labels, self.device, net.backbone_width, h, given,
+                            self.cfg.seed)  # fmt: skip
         metrics, val_probs = evaluate_dataset(net, self.val_ds, self.tags, self.device, "val_")
         log.info(
             "tag head refitted on %d labeled creatives (%d tags, %.1fs): validation mAP %.3f -> %.3f",

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.config import HeadConfig
 from training.losses import forward_bce
 
 log = logging.getLogger(__name__)
@@ -120,15 +121,16 @@ def refit_head(
     labels: torch.Tensor,
     device: torch.device,
     backbone_features: int,
-    backbone_scale: float = 0.3,
-    c: float = 0.03,
-    miss_rate: float = 0.0,
-    fp_rate: float = 0.0,
-    max_rows: int = 20000,
+    settings: HeadConfig | None = None,
+    rates: tuple[float, float] = (0.0, 0.0),
     seed: int = 0,
 ) -> RefitReport:
-    """Refit ``model.tag_head`` in place on ``views`` / ``labels`` (see the module doc); the first
-    ``backbone_features`` feature columns are the backbone's."""
+    """Refit ``model.tag_head`` in place on ``views`` / ``labels`` (see the module doc) with ``settings`` (``head.*``)
+    and the annotators' ``(miss, false-positive)`` rates; the first ``backbone_features`` feature columns are the
+    backbone's."""
+    h = settings or HeadConfig()
+    miss_rate, fp_rate = rates
+    max_rows, backbone_scale, c = h.max_rows, h.backbone_scale, h.c
     t0 = time.time()
     n = len(labels)
     rows = np.arange(n)
