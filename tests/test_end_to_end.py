@@ -53,7 +53,11 @@ def test_synth_train_export_register_score_serve(mlflow_server, tiny_data, monke
     assert run.info.status == "FINISHED"
     assert "val_mAP" in run.data.metrics and "test_mAP" in run.data.metrics
     assert run.data.params["model.backbone"] == "test_resnet"
-    assert len(client.get_metric_history(run_id, "val_mAP")) == 2  # one per epoch
+    # one per epoch, then the model with its refitted tag head (training.refit), at the last step
+    logged = sorted(client.get_metric_history(run_id, "val_mAP"), key=lambda m: (m.step, m.timestamp))
+    history = [m.value for m in logged]
+    assert len(history) == 3 and run.data.metrics["val_mAP_before_refit"] == history[1]
+    assert run.data.metrics["val_mAP"] == history[2]
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert {"config.yaml", "taxonomy.yaml", "thresholds.json", "checkpoints"} <= artifacts
     mv = client.get_model_version_by_alias("creative-qa", "champion")
