@@ -68,7 +68,8 @@ def features_of(ckpt_path: Path, grid_dir: Path, cell: str) -> dict[str, Any]:
     from training.data import load_manifest_dataset
     from training.loop import cache_root, split_val
     from training.model import config_of, model_from_checkpoint
-    from training.refit import head_features
+    from training.predict import head_features
+    from training.refit import recipe_rates
 
     ckpt = Checkpoint.load(ckpt_path)
     cfg = config_of(ckpt)
@@ -85,14 +86,12 @@ def features_of(ckpt_path: Path, grid_dir: Path, cell: str) -> dict[str, Any]:
     for split, name in manifests.items():
         d, _ = load_manifest_dataset(str(grid_dir / name), tags, spec, desc=f"{cell} {split}", cache=cache)
         out[split] = (head_features(model, d.views, dev), d.labels)
-    params = cfg.method.params
-    rates = (params.get("loss_params") or {}) if params.get("loss") == "forward" else {}
     head = model.tag_head
     return {
         "splits": out,
         "trained": (head.weight.detach().float(), head.bias.detach().float()),
         "backbone_width": model.backbone_width,
-        "rates": (float(rates.get("miss_rate", 0.0)), float(rates.get("fp_rate", 0.0))),
+        "rates": recipe_rates(cfg.method.params),
     }
 
 

@@ -53,7 +53,7 @@ from training.methods import get_method
 from training.metrics import evaluate
 from training.model import build_model, init_tag_prior
 from training.predict import forward_views
-from training.refit import refit_head
+from training.refit import recipe_rates, refit_head
 from training.result import TrainResult
 from training.warmstart import TaxonomyChange, check_mix, choose_mix, pin_resumed_parent
 
@@ -440,13 +440,12 @@ class Trainer:
     def _refit_head(self, net: nn.Module, metrics: dict, log_metrics, step: int):
         """``head.refit``: the tag head refitted on the labeled training split (``training.refit``); the
         validation metrics and probabilities of the refitted model."""
-        h, params = self.cfg.head, self.cfg.method.params
+        h = self.cfg.head
         if h.backbone_scale <= 0 or h.c <= 0 or h.max_rows < 1:
             raise ValueError(f"head.backbone_scale, head.c and head.max_rows must be > 0, got {h}")
-        rates = (params.get("loss_params") or {}) if params.get("loss") == "forward" else {}  # the recipe's correction
         before = metrics.get("val_mAP", float("nan"))
-        given = (float(rates.get("miss_rate", 0.0)), float(rates.get("fp_rate", 0.0)))
-        report = refit_head(net, self.train_ds.views, self.train_ds.labels, self.device, net.backbone_width, h, given,
+        rates = recipe_rates(self.cfg.method.params)
+        report = refit_head(net, self.train_ds.views, self.train_ds.labels, self.device, net.backbone_width, h, rates,
                             self.cfg.seed)  # fmt: skip
         metrics, val_probs = evaluate_dataset(net, self.val_ds, self.tags, self.device, "val_")
         log.info(

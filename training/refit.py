@@ -38,6 +38,7 @@ from torch import nn
 
 from training.config import HeadConfig
 from training.losses import forward_bce
+from training.predict import head_features
 
 log = logging.getLogger(__name__)
 
@@ -51,20 +52,10 @@ class RefitReport:
     loss_after: float  # ... and for the refitted one
 
 
-@torch.no_grad()
-def head_features(model: nn.Module, views, device: torch.device, batch: int = 256) -> torch.Tensor:
-    """``model.features`` of each row of ``views`` (``(N, V, S, S, 3)`` uint8, a ``ViewStore`` or array), eval mode."""
-    was = model.training
-    model.eval()
-    try:
-        out = []
-        for i in range(0, len(views), batch):
-            idx = np.arange(i, min(i + batch, len(views)))
-            x = views[idx] if isinstance(views, np.ndarray) else views.take(idx)
-            out.append(model.features(torch.as_tensor(np.asarray(x)).to(device)).float().cpu())
-        return torch.cat(out) if out else torch.zeros(0, model.tag_head.in_features)
-    finally:
-        model.train(was)
+def recipe_rates(method_params: dict) -> tuple[float, float]:
+    """The annotators' ``(miss, false-positive)`` rates a recipe corrects its loss for (``loss: forward``), else 0."""
+    given = (method_params.get("loss_params") or {}) if method_params.get("loss") == "forward" else {}
+    return float(given.get("miss_rate", 0.0)), float(given.get("fp_rate", 0.0))
 
 
 def fit_logistic(
