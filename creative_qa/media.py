@@ -323,7 +323,10 @@ def _decode_video(data: bytes, max_frames: int, limits: DecodeLimits, min_side: 
             if not container.streams.video:
                 raise MediaError("file has no video stream")
             stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
+            # NOTE: slice threads only. Frame threading (AUTO/FRAME) must be drained to EOF before the
+            # decoder closes; sampled decoding stops early, and FFmpeg's frame threads can then wait
+            # forever at close (PyAV issues #1849, #1861: seen here in spawned view-cache workers).
+            stream.thread_type = "SLICE"
             w, h = stream.codec_context.width, stream.codec_context.height
             _check_pixels(w, h, limits, "video frame")
             duration = _video_duration(container, stream)

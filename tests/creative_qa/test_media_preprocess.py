@@ -144,6 +144,39 @@ def test_short_video_gives_each_frame_once():
     assert len(frames) == 4 and len({f.time_s for f in frames}) == 4
 
 
+def test_sampled_video_decoding_never_uses_frame_threads(monkeypatch):
+    """Sampling stops decoding before the end; FFmpeg's frame threads can then hang the close (PyAV #1849),
+    as a spawned view-cache worker did in CI. The decoder the sampler reads from has slice threads only."""
+    import av
+    from av.codec.context import ThreadType
+
+    seen = []
+    real_open = av.open
+
+    class Spy:
+        def __init__(self, c):
+            self.c = c
+
+        def __getattr__(self, name):
+            return getattr(self.c, name)
+
+        def __enter__(self):
+            self.c.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.c.__exit__(*exc)
+
+        def decode(self, stream):
+            seen.append(stream.thread_type)
+            return self.c.decode(stream)
+
+    monkeypatch.setattr(av, "open", lambda *a, **k: Spy(real_open(*a, **k)))
+    frames = decode_bytes(_video(4), "v.mp4", max_frames=3)
+    assert len(frames) == 3 and seen
+    assert all(not (t & ThreadType.FRAME) for t in seen), seen
+
+
 @pytest.mark.parametrize(
     ("limits", "reason"),
     [
