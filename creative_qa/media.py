@@ -228,10 +228,15 @@ def _video_duration(container, stream) -> float | None:
 
 
 def _frame_rgb(frame, min_side: int | None) -> np.ndarray:
+    """A decoded video frame as RGB, reduced by the factor ``reduce_factor`` picks.
+
+    NOTE: ``threads=1``: swscale's default (0: a slice thread per core) starts and joins a thread pool per
+    conversion context, and that join deadlocked in CI (a spawned view-cache worker, every thread in a
+    futex wait under ``avpriv_slicethread_free``). A frame this size converts in well under a millisecond.
+    """
     r = reduce_factor(frame.width, frame.height, min_side)
-    if r >= 2:
-        return np.ascontiguousarray(frame.to_ndarray(format="rgb24", width=frame.width // r, height=frame.height // r))
-    return np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
+    size = {"width": frame.width // r, "height": frame.height // r} if r >= 2 else {}
+    return np.ascontiguousarray(frame.to_ndarray(format="rgb24", threads=1, **size))
 
 
 class _Budget:
@@ -323,10 +328,11 @@ def _decode_video(data: bytes, max_frames: int, limits: DecodeLimits, min_side: 
             if not container.streams.video:
                 raise MediaError("file has no video stream")
             stream = container.streams.video[0]
-            # NOTE: slice threads only. Frame threading (AUTO/FRAME) must be drained to EOF before the
-            # decoder closes; sampled decoding stops early, and FFmpeg's frame threads can then wait
-            # forever at close (PyAV issues #1849, #1861: seen here in spawned view-cache workers).
-            stream.thread_type = "SLICE"
+            # NOTE: no decoder threads. Frame threads must be drained to EOF before the close, and sampling
+            # stops early (PyAV #1849); FFmpeg's slice-thread pool deadlocked at its join in CI (see _frame_rgb).
+            # H.264 from common encoders has one slice per frame, so slice threads bought nothing; a server and
+            # a batch run decode many creatives at once instead.
+            stream.thread_count = 1
             w, h = stream.codec_context.width, stream.codec_context.height
             _check_pixels(w, h, limits, "video frame")
             duration = _video_duration(container, stream)

@@ -144,37 +144,45 @@ def test_short_video_gives_each_frame_once():
     assert len(frames) == 4 and len({f.time_s for f in frames}) == 4
 
 
-def test_sampled_video_decoding_never_uses_frame_threads(monkeypatch):
-    """Sampling stops decoding before the end; FFmpeg's frame threads can then hang the close (PyAV #1849),
-    as a spawned view-cache worker did in CI. The decoder the sampler reads from has slice threads only."""
+def test_sampled_video_decoding_starts_no_thread_pool_that_can_hang(monkeypatch):
+    """FFmpeg's thread pools hung spawned view-cache workers in CI: frame threads must be drained to EOF before
+    the close (PyAV #1849), where sampling stops early, and swscale's slice-thread pool deadlocked at its
+    join in the RGB conversion. The sampler decodes and converts on the calling thread."""
     import av
-    from av.codec.context import ThreadType
 
-    seen = []
+    decoders, conversions = [], []
     real_open = av.open
 
-    class Spy:
-        def __init__(self, c):
-            self.c = c
+    class Proxy:
+        def __init__(self, inner):
+            self.inner = inner
 
         def __getattr__(self, name):
-            return getattr(self.c, name)
+            return getattr(self.inner, name)
 
+    class FrameSpy(Proxy):
+        def to_ndarray(self, **kwargs):
+            conversions.append(kwargs.get("threads"))
+            return self.inner.to_ndarray(**kwargs)
+
+    class ContainerSpy(Proxy):
         def __enter__(self):
-            self.c.__enter__()
+            self.inner.__enter__()
             return self
 
         def __exit__(self, *exc):
-            return self.c.__exit__(*exc)
+            return self.inner.__exit__(*exc)
 
         def decode(self, stream):
-            seen.append(stream.thread_type)
-            return self.c.decode(stream)
+            decoders.append(stream.thread_count)
+            return (FrameSpy(f) for f in self.inner.decode(stream))
 
-    monkeypatch.setattr(av, "open", lambda *a, **k: Spy(real_open(*a, **k)))
-    frames = decode_bytes(_video(4), "v.mp4", max_frames=3)
-    assert len(frames) == 3 and seen
-    assert all(not (t & ThreadType.FRAME) for t in seen), seen
+    monkeypatch.setattr(av, "open", lambda *a, **k: ContainerSpy(real_open(*a, **k)))
+    for min_side in (None, 16):  # whole frames, and frames reduced while converting
+        frames = decode_bytes(_video(4), "v.mp4", max_frames=3, min_side=min_side)
+        assert len(frames) == 3
+    assert decoders and all(n == 1 for n in decoders), decoders
+    assert conversions == [1] * 6, conversions
 
 
 @pytest.mark.parametrize(
