@@ -424,6 +424,10 @@ def main() -> None:
     grid.add_argument("--realphoto-n", type=int, help="creatives in the real-photo split (1000; --quick 24)")
     grid.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples of the paired interval")
     grid.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="a config override for every arm (repeatable), e.g. head.refit=false: part of each run's key",
+    )  # fmt: skip
+    grid.add_argument(
         "--report", metavar="GRID_JSON",
         help="print the grid's tables again from a stored --grid JSON and the arrays stored beside its runs (no "
         "training: the tables of a grid measured by another commit's code, with this code's report)",
@@ -1052,6 +1056,7 @@ def run_grid(a: argparse.Namespace) -> None:
 
     common = [f"optim.epochs={epochs}", f"optim.steps_per_epoch={steps}", "data.test=null"]
     common += ["model.detail_side=128"] if quick else []
+    common += a.set
     train_fp = code_fingerprint(arm_specs, cell_data, make_grid_base, synth_configs, grid_run)
     eval_fp = code_fingerprint(Evaluator, flag_stats, flag_policy_of)
     view_cache = cache_root(load_config("default"))
@@ -1063,7 +1068,8 @@ def run_grid(a: argparse.Namespace) -> None:
     with mlflow.start_run(experiment_id=tracking.setup(exp), run_name="learning-grid") as parent:
         mlflow.log_params(
             {"cells": ",".join(c.name for c in cells), "arms": ",".join(wanted), "pool": pool, "epochs": epochs,
-             "steps_per_epoch": steps, "seeds": seeds, "realphoto_n": rp_n, "data_seed": a.data_seed}
+             "steps_per_epoch": steps, "seeds": seeds, "realphoto_n": rp_n, "data_seed": a.data_seed,
+             "set": " ".join(a.set) or "none"}
         )  # fmt: skip
         for cell in cells:
             data = cell_data(base, cell, tags, a.data_seed)
