@@ -12,8 +12,10 @@ such run per cell, arm and seed): for each run, its checkpoint's head features o
 (rebuilt as ``split_val`` made it), of the grid's held-out split (clean labels: the benchmark's validation),
 test, foreign and the real photos; then ``training.refit.fit_logistic`` on the training split at each setting,
 with the run's own forward correction (its recipe's rates), and macro mAP on every split. The run's trained
-head is the ``trained`` row. The setting with the highest mean held-out mAP over all runs is the choice (those
-within ``TIE`` of it are named as ties); test, foreign and the real photos are reported, never used to choose.
+head is the ``trained`` row; a ``mix m`` row mixes its logits (weight ``m``) with the refit's at the shipped
+setting. The setting with the highest mean held-out mAP over all runs is the choice (those within ``TIE`` of it
+are named as ties); test, foreign and the real photos are reported, never used to choose. Stored runs trained
+without the refit: ``learning.py --cell ... --set head.refit=false``.
 Writes ``benchmarks/results/head_refit.json``.
 """
 
@@ -35,6 +37,7 @@ from common import default_bench_dir, print_table, write_json  # noqa: E402
 SPLITS = ("heldout", "test", "foreign", "realphoto")
 SCALES = (0.1, 0.3, 1.0)
 CS = (0.01, 0.03, 0.1)
+MIXES = (0.25, 0.5, 0.75)  # the trained head's weight in a logit mix with the refit at the shipped setting
 TIE = 0.002  # held-out mAPs this close are a tie (the settings' spread over seeds is larger)
 
 
@@ -103,8 +106,16 @@ def macro_ap(labels, logits) -> float:
     return float(macro_map(per_tag_ap(logits.sigmoid().numpy(), labels.numpy(), names)))
 
 
+def shipped_setting() -> str:
+    """The refit's setting as ``training.config.HeadConfig`` ships it, named as ``measure_run`` names settings."""
+    from training.config import HeadConfig
+
+    return f"{HeadConfig.backbone_scale:g}/{HeadConfig.c:g}"
+
+
 def measure_run(f: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """mAP per split of the trained head and of the refit at each setting."""
+    """mAP per split of the trained head, of the refit at each setting, and of the trained head's logits mixed with
+    the shipped refit's (``mix m``: ``m`` of the trained head's)."""
     import torch
 
     from training.refit import fit_logistic
@@ -118,6 +129,10 @@ def measure_run(f: dict[str, Any]) -> dict[str, dict[str, float]]:
             w, b, fitted = fit_logistic(x, y, scale, c, *f["rates"])
             w[~fitted], b[~fitted] = f["trained"][0][~fitted], f["trained"][1][~fitted]
             heads[f"{s:g}/{c:g}"] = (w, b)
+    # both heads are linear in the same features: their logits' mix is one head, as the fold would store it
+    (tw, tb), (rw, rb) = f["trained"], heads[shipped_setting()]
+    for m in MIXES:
+        heads[f"mix {m:g}"] = (m * tw + (1 - m) * rw, m * tb + (1 - m) * rb)
     return {
         name: {sp: macro_ap(f["splits"][sp][1], f["splits"][sp][0] @ w.T + b) for sp in SPLITS}
         for name, (w, b) in heads.items()
@@ -147,7 +162,10 @@ def main() -> None:
     names = list(per_run[0]["mAP"])
     table = [{"head": n, **{sp: float(np.mean([r["mAP"][n][sp] for r in per_run])) for sp in SPLITS}} for n in names]
     best = max((r for r in table if r["head"] != "trained"), key=lambda r: r["heldout"])
-    print(f"Mean macro mAP over {len(per_run)} runs ({a.cells}; {a.arms}); head: trained, or backbone_scale/c")
+    print(
+        f"Mean macro mAP over {len(per_run)} runs ({a.cells}; {a.arms}); head: trained, backbone_scale/c, or "
+        "mix m (the trained head's logits, weight m, with the shipped refit's)"
+    )
     print_table(table, ["head", *SPLITS])
     ties = [r["head"] for r in table if r["head"] != "trained" and r["heldout"] >= best["heldout"] - TIE]
     print(f"chosen on held-out: {best['head']} (within {TIE} of it, a tie: {', '.join(ties)})")
