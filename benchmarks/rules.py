@@ -215,8 +215,11 @@ def feature_matrix(paths: Sequence[str | Path], workers: int = 1, progress: bool
     paths = [str(p) for p in paths]
     if workers > 1:
         from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
 
-        with ProcessPoolExecutor(workers) as ex:
+        # NOTE: spawn, never fork: a forked copy of a process that has trained (torch's thread pools, MLflow's
+        # threads) can wait forever on a lock no thread holds any more; the grid's rules arm hung so.
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as ex:
             rows = list(tqdm(ex.map(_one, paths, chunksize=8), total=len(paths), disable=not progress))
     else:
         rows = [_one(p) for p in tqdm(paths, desc="features", disable=not progress)]

@@ -276,3 +276,32 @@ def test_rules_features_separate_a_clean_creative_from_its_degradations():
     assert s[1, 0] == s[:, 0].max() and s[2, 1] == s[:, 1].max()
     direct = checker.score(x[:4], direct=True)
     assert direct[1, 0] == direct[:, 0].max() and direct[2, 1] == direct[:, 1].max()
+
+
+def test_rules_features_in_worker_processes_are_spawned_and_match_one_process(tmp_path):
+    """The rule checker's measurements in a pool come from spawned processes (a fork of a process that has
+    trained deadlocked the grid's rules arm) and equal the measurements made in one process."""
+    for i in range(3):
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (48 + 8 * i, 64, 3), dtype=np.uint8)).save(
+            tmp_path / f"{i}.png"
+        )
+    code = (
+        "import sys, json, concurrent.futures as cf; sys.path.insert(0, 'benchmarks'); import rules\n"
+        "methods = []\n"
+        "class Spy(cf.ProcessPoolExecutor):\n"
+        "    def __init__(self, *a, mp_context=None, **k):\n"
+        "        methods.append(mp_context.get_start_method() if mp_context else 'default')\n"
+        "        super().__init__(*a, mp_context=mp_context, **k)\n"
+        "cf.ProcessPoolExecutor = Spy\n"
+        "if __name__ == '__main__':\n"
+        f"    paths = sorted(str(p) for p in __import__('pathlib').Path({str(tmp_path)!r}).glob('*.png'))\n"
+        "    a = rules.feature_matrix(paths, workers=2, progress=False)\n"
+        "    b = rules.feature_matrix(paths, workers=1, progress=False)\n"
+        "    print(json.dumps({'methods': methods, 'equal': bool((a == b).all()), 'shape': list(a.shape)}))\n"
+    )
+    script = tmp_path / "probe.py"
+    script.write_text(code)
+    r = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = __import__("json").loads(r.stdout.strip().splitlines()[-1])
+    assert out["methods"] == ["spawn"] and out["equal"] and out["shape"][0] == 3, out
