@@ -106,11 +106,9 @@ def macro_ap(labels, logits) -> float:
     return float(macro_map(per_tag_ap(logits.sigmoid().numpy(), labels.numpy(), names)))
 
 
-def shipped_setting() -> str:
-    """The refit's setting as ``training.config.HeadConfig`` ships it, named as ``measure_run`` names settings."""
-    from training.config import HeadConfig
-
-    return f"{HeadConfig.backbone_scale:g}/{HeadConfig.c:g}"
+def setting_name(scale: float, c: float) -> str:
+    """A refit setting's row name: ``backbone_scale/c``."""
+    return f"{scale:g}/{c:g}"
 
 
 def measure_run(f: dict[str, Any]) -> dict[str, dict[str, float]]:
@@ -118,6 +116,7 @@ def measure_run(f: dict[str, Any]) -> dict[str, dict[str, float]]:
     the shipped refit's (``mix m``: ``m`` of the trained head's)."""
     import torch
 
+    from training.config import HeadConfig
     from training.refit import fit_logistic
 
     x, y = f["splits"]["train"]
@@ -128,9 +127,9 @@ def measure_run(f: dict[str, Any]) -> dict[str, dict[str, float]]:
             scale[: f["backbone_width"]] = s
             w, b, fitted = fit_logistic(x, y, scale, c, *f["rates"])
             w[~fitted], b[~fitted] = f["trained"][0][~fitted], f["trained"][1][~fitted]
-            heads[f"{s:g}/{c:g}"] = (w, b)
+            heads[setting_name(s, c)] = (w, b)
     # both heads are linear in the same features: their logits' mix is one head, as the fold would store it
-    (tw, tb), (rw, rb) = f["trained"], heads[shipped_setting()]
+    (tw, tb), (rw, rb) = f["trained"], heads[setting_name(HeadConfig.backbone_scale, HeadConfig.c)]
     for m in MIXES:
         heads[f"mix {m:g}"] = (m * tw + (1 - m) * rw, m * tb + (1 - m) * rb)
     return {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -286,7 +287,7 @@ def test_rules_features_in_worker_processes_are_spawned_and_match_one_process(tm
             tmp_path / f"{i}.png"
         )
     code = (
-        "import sys, json, concurrent.futures as cf; sys.path.insert(0, 'benchmarks'); import rules\n"
+        "import sys, json, pathlib, concurrent.futures as cf; sys.path.insert(0, 'benchmarks'); import rules\n"
         "methods = []\n"
         "class Spy(cf.ProcessPoolExecutor):\n"
         "    def __init__(self, *a, mp_context=None, **k):\n"
@@ -294,7 +295,7 @@ def test_rules_features_in_worker_processes_are_spawned_and_match_one_process(tm
         "        super().__init__(*a, mp_context=mp_context, **k)\n"
         "cf.ProcessPoolExecutor = Spy\n"
         "if __name__ == '__main__':\n"
-        f"    paths = sorted(str(p) for p in __import__('pathlib').Path({str(tmp_path)!r}).glob('*.png'))\n"
+        f"    paths = sorted(str(p) for p in pathlib.Path({str(tmp_path)!r}).glob('*.png'))\n"
         "    a = rules.feature_matrix(paths, workers=2, progress=False)\n"
         "    b = rules.feature_matrix(paths, workers=1, progress=False)\n"
         "    print(json.dumps({'methods': methods, 'equal': bool((a == b).all()), 'shape': list(a.shape)}))\n"
@@ -303,5 +304,5 @@ def test_rules_features_in_worker_processes_are_spawned_and_match_one_process(tm
     script.write_text(code)
     r = subprocess.run([sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    out = __import__("json").loads(r.stdout.strip().splitlines()[-1])
+    out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["methods"] == ["spawn"] and out["equal"] and out["shape"][0] == 3, out

@@ -190,7 +190,7 @@ def _save_video(frames: list[np.ndarray], path: Path, fps: int) -> None:
             # NOTE: converted on this thread (threads=1): swscale's slice-thread pool can deadlock at its join
             # (creative_qa.media._frame_rgb), and generator workers are pool processes too.
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24").reformat(
-                format="yuv420p", threads=1
+                format=stream.pix_fmt, threads=1
             )
             for packet in stream.encode(frame):
                 container.mux(packet)
