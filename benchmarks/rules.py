@@ -45,6 +45,7 @@ except ImportError as e:  # pragma: no cover - exercised on a machine without th
 
 from creative_qa.manifest import label_matrix, read_manifest
 from creative_qa.media import load_frame
+from creative_qa.preprocess import text_lines as text_lines_of
 from creative_qa.taxonomy import load_taxonomy
 
 log = logging.getLogger("rules")
@@ -115,21 +116,6 @@ def _blockiness(y: np.ndarray) -> float:
     return float(np.mean(out))
 
 
-def _text_area(y: np.ndarray) -> tuple[float, float]:
-    """Text-line boxes found by a morphological gradient, Otsu and a horizontal closing: (area share, lines)."""
-    grad = cv2.morphologyEx(y, cv2.MORPH_GRADIENT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
-    _, bw = cv2.threshold(grad, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
-    bw = cv2.morphologyEx(bw, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (9, 1)))
-    n, _, stats, _ = cv2.connectedComponentsWithStats(bw, connectivity=8)
-    h, w = y.shape
-    area, lines = 0.0, 0
-    for _, _, bw_, bh, px in stats[1:]:
-        if bw_ >= 2.0 * bh and 0.012 * h <= bh <= 0.15 * h and px >= 0.4 * bw_ * bh and bw_ < 0.98 * w:
-            area += bw_ * bh
-            lines += 1
-    return float(area / (h * w)), float(lines)
-
-
 def features(image: np.ndarray) -> dict[str, float]:
     """Classical quality measurements of one RGB uint8 image (H, W, 3)."""
     _require()
@@ -151,7 +137,7 @@ def features(image: np.ndarray) -> dict[str, float]:
     ang = (np.degrees(np.arctan2(gy, gx)) % 180)[strong]
     diag = np.mean(((ang > 15) & (ang < 75)) | ((ang > 105) & (ang < 165))) if ang.size else 0.0
     y8 = np.clip(y * 255, 0, 255).astype(np.uint8)
-    text_area, text_lines = _text_area(y8)
+    text_area, text_lines = text_lines_of(y8)
     hsv = cv2.cvtColor(small_rgb, cv2.COLOR_RGB2HSV)
     p5, p95 = np.percentile(y * 255, [5, 95])
     # native resolution, centre crop: per-pixel noise, JPEG grid, mosaics

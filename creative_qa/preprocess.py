@@ -26,7 +26,10 @@ coverage, exposure) need the whole frame. So the model sees ``PreprocessSpec.vie
   from the same window: how the luma's step energy grows from 1 to 2, 4 and 8 px steps
   (``scale_profile``). Steps, noise and soft ramps grow differently, at the creative's own
   pixels: an upscale's ramps span the factor's pixels at any size, where a rescaled crop of a
-  large creative shows none of them.
+  large creative shows none of them. With ``text_cover`` it also carries the share of the creative
+  covered by text-line boxes (``text_lines``), measured on the whole creative at ``TEXT_SIDE`` px: how
+  much of a creative is text is a whole-creative property (``text_heavy``) that neither the 64 px whole
+  view (too small to read a line) nor the detail crops (placed on the edgiest windows, text or not) keep.
 
 Where the crops go matters as much: blur, JPEG blocking and upscaling are invisible
 on a flat area and plain at an edge. With ``crop_policy="detail"`` (the default) the
@@ -81,6 +84,9 @@ class PreprocessSpec:
     # window is found there too; 0: all from the full-size creative (every model from before the field).
     # The same views in kind, at a fraction of the CPU.
     reduce: int = 1
+    # 1: with ``grid_profile``, the grid view also carries the share of the creative covered by text-line boxes
+    # (``text_lines``, at ``TEXT_SIDE`` px); 0: not (every model from before the field: its ring holds 128).
+    text_cover: int = 1
 
     def __post_init__(self) -> None:
         if self.input_size < 16:
@@ -95,6 +101,8 @@ class PreprocessSpec:
             raise ValueError(f"grid_profile must be 0 or 1, got {self.grid_profile}")
         if self.reduce not in (0, 1):
             raise ValueError(f"reduce must be 0 or 1, got {self.reduce}")
+        if self.text_cover not in (0, 1):
+            raise ValueError(f"text_cover must be 0 or 1, got {self.text_cover}")
         if self.grid_region < 16 or self.grid_region % 8:
             raise ValueError(f"grid_region must be a multiple of 8 and at least 16, got {self.grid_region}")
         if self.grid_window not in GRID_WINDOWS:
@@ -149,6 +157,8 @@ class PreprocessSpec:
             kw["grid_profile"] = 0
         if "reduce" not in kw:  # ... and made its picture views from the full-size creative
             kw["reduce"] = 0
+        if "text_cover" not in kw:  # ... and read no text cover
+            kw["text_cover"] = 0
         return cls(**kw)
 
 
@@ -336,11 +346,59 @@ GRID_NEUTRAL = (64, 0, 128)
 PROFILE_NEUTRAL = (64, 64, 64)
 
 
-def size_numbers(w: int, h: int) -> np.ndarray:
+TEXT_SIDE = 256  # short side at which text lines are found (``text_lines``)
+TEXT_LEVELS = 400.0  # the grid view stores a text cover as ``TEXT_LEVELS x share`` (0.25 % a level, 20 % = 80)
+NO_TEXT_COVER = 128  # what the size ring holds there without ``text_cover`` (every model from before the field)
+
+
+def _cv2():
+    """OpenCV, single-threaded: its worker pool buys nothing on a 256 px picture, and a pool running when a
+    process forks can hang the child (``creative_qa.media`` keeps FFmpeg's out for the same reason)."""
+    import cv2
+
+    if cv2.getNumThreads() != 1:
+        cv2.setNumThreads(1)
+    return cv2
+
+
+def text_lines(luma: np.ndarray) -> tuple[float, float]:
+    """Text-line boxes in a uint8 luma picture: ``(share of its area they cover, how many)``.
+
+    Glyphs are strong edges on their background: a 3 px morphological gradient, thresholded by Otsu,
+    closed along rows (9 x 1: the letters of a line join), then the connected regions shaped like a line
+    of text (at least twice as wide as tall, 1.2-15 % of the picture's height, at least 40 % filled, not
+    the picture's whole width). Measured on the creative at ``TEXT_SIDE`` px on its short side, so the
+    line heights are relative to the creative, as ``text_heavy``'s rule is (DESIGN.md). About 0.3 ms.
+    """
+    cv2 = _cv2()
+    y = np.ascontiguousarray(luma, dtype=np.uint8)
+    grad = cv2.morphologyEx(y, cv2.MORPH_GRADIENT, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3)))
+    _, bw = cv2.threshold(grad, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    bw = cv2.morphologyEx(bw, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (9, 1)))
+    _, _, stats, _ = cv2.connectedComponentsWithStats(bw, connectivity=8)
+    h, w = y.shape
+    bw_, bh, px = stats[1:, 2], stats[1:, 3], stats[1:, 4]
+    line = (bw_ >= 2.0 * bh) & (bh >= 0.012 * h) & (bh <= 0.15 * h) & (px >= 0.4 * bw_ * bh) & (bw_ < 0.98 * w)
+    return float((bw_[line] * bh[line]).sum() / (h * w)), float(line.sum())
+
+
+def text_cover(img: Image.Image) -> int:
+    """The share of an RGB picture covered by text-line boxes (``text_lines``) at ``TEXT_SIDE`` px on its short
+    side, as the grid view stores it: ``TEXT_LEVELS x share``, a uint8."""
+    w, h = img.size
+    if min(w, h) != TEXT_SIDE:
+        r = TEXT_SIDE / min(w, h)
+        img = img.resize((max(1, round(w * r)), max(1, round(h * r))), Image.Resampling.BILINEAR)
+    share, _ = text_lines(np.asarray(img.convert("L")))
+    return int(min(255.0, TEXT_LEVELS * share + 0.5))
+
+
+def size_numbers(w: int, h: int, text: int | None = None) -> np.ndarray:
     """A creative's short and long side as ``(3,)`` uint8: ``32 x (log2(side) - 4)``, 32 per doubling
-    from 16 px (0) to 4,096 px and over (255), then 128 (unused)."""
+    from 16 px (0) to 4,096 px and over (255), then its ``text_cover`` (``NO_TEXT_COVER`` when not given)."""
     sides = np.log2(np.maximum([min(w, h), max(w, h)], 1)) - 4.0
-    return np.clip(np.append(32.0 * sides, 128.0) + 0.5, 0, 255).astype(np.uint8)
+    numbers = np.clip(32.0 * sides + 0.5, 0, 255)
+    return np.append(numbers, NO_TEXT_COVER if text is None else text).astype(np.uint8)
 
 
 def short_side_of(number: float) -> float:
@@ -355,16 +413,17 @@ def grid_view(
     window: str = "edges",
     profile: bool = False,
     search: tuple[Image.Image, int] | None = None,
+    text: int | None = None,
 ) -> np.ndarray:
     """The grid view of an RGB image: ``(size, size, 3)`` uint8, each channel one of ``grid_features``.
 
     Numbers as planes, not a picture: a flip or a rotation of the view leaves it unchanged, and the
     model (``training.model.CreativeModel``) reads the numbers off single pixels. With ``profile``
     the view is square rings (by the distance to the nearest border, unchanged by a flip or a
-    rotation): the outer eighth holds ``grid_features``, the next eighth the creative's size
-    (``size_numbers``: training's defect synthesis reads it to make a copy's crops as a creative of
-    that size would show them; the model does not), and the inner square (from ``size // 4`` to
-    ``size - size // 4``) the window's ``scale_profile``.
+    rotation): the outer eighth holds ``grid_features``, the next eighth the creative's size and
+    ``text`` (``size_numbers``: training's defect synthesis reads the size to make a copy's crops as a
+    creative of that size would show them; the model reads the text cover, not the size), and the inner
+    square (from ``size // 4`` to ``size - size // 4``) the window's ``scale_profile``.
 
     ``search``: ``img`` reduced by an integer factor, and the factor (``reduced``): the ``"edges"`` window
     is found there (its corner scaled back to ``img`` and onto the block grid); the numbers are still read
@@ -397,7 +456,7 @@ def grid_view(
     view = np.broadcast_to(values, (size, size, 3)).copy()
     if profile:
         e, q = size // 8, size // 4
-        view[e : size - e, e : size - e] = size_numbers(w, h)
+        view[e : size - e, e : size - e] = size_numbers(w, h, text)
         view[q : size - q, q : size - q] = steps
     return view
 
@@ -477,7 +536,10 @@ def preprocess(
             views.append(_crop(native, s, c))
     if spec.grid_view:
         found = (small, factor) if factor > 1 else None  # the window is found on the reduced creative
-        views.append(grid_view(original, s, spec.grid_region, spec.grid_window, bool(spec.grid_profile), found))
+        text = None
+        if spec.grid_profile and spec.text_cover:  # the detail crops' picture where it is at TEXT_SIDE already
+            text = text_cover(img if spec.crops and min(img.size) == TEXT_SIDE else small)
+        views.append(grid_view(original, s, spec.grid_region, spec.grid_window, bool(spec.grid_profile), found, text))
     for c in extra:
         views.append(_crop(img, s, c))
     return np.stack(views)  # (V [+ pool], S, S, 3)

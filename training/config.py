@@ -72,6 +72,10 @@ class ModelConfig:
     grid_window: str = "edges"  # ... placed where it has the most edge energy ("edges") or at the centre
     grid_profile: int = 1  # ... and its step-energy profile: an upscale's ramps at the creative's own pixels
     reduce: int = 1  # picture views from the creative box-reduced to twice their size (0: from the full size)
+    # 1: with grid_profile, the grid view also carries how much of the creative text lines cover, found at 256 px
+    # over the whole creative (creative_qa.preprocess.text_lines): `text_heavy` is a whole-creative share that the
+    # 64 px whole view and the detail crops lose. 0: off (every model from before the field).
+    text_cover: int = 1
     # 1: the model also reads classical measurements of its views, computed in its graph (training.measures):
     # bars on two sides, a mosaic's flat blocks, noise, exposure; what its pooled features place poorly and
     # what carries over to real photographs. 0: off (every model from before the field).
@@ -153,6 +157,9 @@ class HeadConfig:
     refit: bool = True
     backbone_scale: float = 0.3  # the backbone's standardised features scaled by this (the other features by 1)
     c: float = 0.03  # inverse L2 strength of the per-tag logistic regressions (scikit-learn's C)
+    # The trained head's weight in the refitted head (its logits mixed with the refit's): what a recipe's head
+    # learned beyond the labeled set (defects synthesised on the pool) that a refit on the labels alone drops.
+    keep: float = 0.0
     max_rows: int = 20000  # at most this many labeled creatives (a seeded sample beyond)
 
 

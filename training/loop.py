@@ -441,8 +441,8 @@ class Trainer:
         """``head.refit``: the tag head refitted on the labeled training split (``training.refit``); the
         validation metrics and probabilities of the refitted model."""
         h = self.cfg.head
-        if h.backbone_scale <= 0 or h.c <= 0 or h.max_rows < 1:
-            raise ValueError(f"head.backbone_scale, head.c and head.max_rows must be > 0, got {h}")
+        if h.backbone_scale <= 0 or h.c <= 0 or h.max_rows < 1 or not 0 <= h.keep < 1:
+            raise ValueError(f"head.backbone_scale, head.c and head.max_rows must be > 0, head.keep in [0, 1), got {h}")
         before = metrics.get("val_mAP", float("nan"))
         rates = recipe_rates(self.cfg.method.params)
         report = refit_head(net, self.train_ds.views, self.train_ds.labels, self.device, net.backbone_width, h, rates,

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 GRID_FEATURES = 3  # numbers in a grid view (creative_qa.preprocess.grid_features)
 PROFILE_FEATURES = 3  # ... and in its step-energy profile (creative_qa.preprocess.scale_profile)
+TEXT_FEATURES = 1  # ... and the text cover in its size ring (creative_qa.preprocess.text_cover)
 PROFILE_HIDDEN = 32  # width of the small MLP the grid view's numbers also pass through, with a profile
 MEASURE_HIDDEN = 32  # ... and the measurements' (training.measures)
 
@@ -92,6 +93,7 @@ class CreativeModel(nn.Module):
         drop_path_rate: float = 0.0,
         grid_view: bool = False,
         grid_profile: bool = False,
+        text_cover: bool = False,
         measures: bool = False,
         crops: int = 0,
     ):
@@ -114,13 +116,17 @@ class CreativeModel(nn.Module):
         # With a profile, the view's inner square holds three more numbers (creative_qa.preprocess.grid_view),
         # and all six also pass through a small MLP: an upscale is a band of the profile (ramps over 3-6
         # px, where blur's width grows with the creative), which one linear head cannot carve out.
+        # With a text cover, one more number from the size ring: how much of the creative text lines cover.
         self.grid_view = bool(grid_view)
         self.grid_profile = bool(grid_view and grid_profile)
-        # The neutral levels: no lift, half the evidence, no excess; with a profile, sharp edges (log2 ratios of 1).
-        centre = [64.0, 128.0, 128.0] + [128.0] * PROFILE_FEATURES * self.grid_profile
+        self.text_cover = bool(self.grid_profile and text_cover)
+        # The neutral levels: no lift, half the evidence, no excess; with a profile, sharp edges (log2 ratios of 1);
+        # no text (then (level - 0) / 4 is the share covered in percent).
+        centre = [64.0, 128.0, 128.0] + [128.0] * PROFILE_FEATURES * self.grid_profile + [0.0] * self.text_cover
         self.register_buffer("grid_centre", torch.tensor(centre), persistent=False)
         dim = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
-        numbers = (GRID_FEATURES + PROFILE_FEATURES * self.grid_profile) * self.grid_view
+        numbers = GRID_FEATURES + PROFILE_FEATURES * self.grid_profile + TEXT_FEATURES * self.text_cover
+        numbers *= self.grid_view
         self.grid_mlp = nn.Sequential(nn.Linear(numbers, PROFILE_HIDDEN), nn.GELU()) if self.grid_profile else None
         # Classical measurements of the whole view and the detail crops (training.measures), computed in the
         # graph: bars on two sides, a mosaic's flat blocks, noise, exposure. They join the features as they are
@@ -153,6 +159,9 @@ class CreativeModel(nn.Module):
             if self.grid_profile:  # the profile: the inner square's pixel
                 s = images.shape[2] // 2
                 grid = torch.cat([grid, images[:, -1, s, s, :]], dim=1)
+            if self.text_cover:  # the text cover: the size ring's third number
+                e = images.shape[2] // 8
+                grid = torch.cat([grid, images[:, -1, e, e, 2:]], dim=1)
             grid = (grid.float() - self.grid_centre) / 4.0
             if self.grid_mlp is not None:
                 grid = torch.cat([grid, self.grid_mlp(grid)], dim=1)
@@ -244,6 +253,7 @@ def build_model(model_cfg, num_tags: int) -> CreativeModel:
         drop_path_rate=model_cfg.drop_path_rate,
         grid_view=bool(model_cfg.grid_view),
         grid_profile=bool(model_cfg.grid_profile),
+        text_cover=bool(model_cfg.text_cover),
         measures=bool(model_cfg.measures),
         crops=model_cfg.crops,
     )

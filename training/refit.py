@@ -18,6 +18,10 @@ The refit (``refit_head``):
 * per tag, a logistic regression with an L2 penalty of ``1 / (2 head.c)`` on the weights, its loss the
   recipe's forward correction for the annotators' rates where the recipe corrects (``loss: forward``),
   plain binary cross-entropy otherwise; blank labels ignored; L-BFGS from zero weights (deterministic);
+* mixed with the trained head: ``head.keep`` of the trained head's logits and ``1 - head.keep`` of the
+  refit's (both linear in the same features, so one head's weight and bias). A recipe that trains on the pool
+  (defects synthesised on it, labels no annotator gave) keeps part of what its head learned there, which a
+  refit on the labeled set alone drops; a recipe that sees only the labels keeps none (0, the default);
 * folded back into the tag head's weight and bias: the exported graph is unchanged in shape, the refit
   is in its numbers. The quality head is left as trained.
 
@@ -136,6 +140,8 @@ def refit_head(
     old_w, old_b = head.weight.detach().float().cpu(), head.bias.detach().float().cpu()
     weight, bias, fitted = fit_logistic(x, y, scale, c, miss_rate, fp_rate)
     weight[~fitted], bias[~fitted] = old_w[~fitted], old_b[~fitted]
+    if h.keep:  # logits mixed with the trained head's: one linear head over the same features
+        weight, bias = h.keep * old_w + (1 - h.keep) * weight, h.keep * old_b + (1 - h.keep) * bias
 
     def objective(wt: torch.Tensor, bs: torch.Tensor) -> float:
         k = ~torch.isnan(y[:, fitted])

@@ -470,3 +470,36 @@ def test_reduced_views_are_the_full_size_views_in_kind_and_old_specs_keep_theirs
     assert (full[0] == np.asarray(img.resize((64, 64), Image.Resampling.BILINEAR))).all()  # the old spec: as before
     # the grid view's numbers are read at the creative's own pixels either way: its JPEG evidence is the same
     assert np.abs(fast[-1, 0, 0] - full[-1, 0, 0]).max() <= 4, (fast[-1, 0, 0], full[-1, 0, 0])
+
+
+def test_the_grid_views_text_cover_tells_text_heavy_designs_at_any_size_and_old_specs_read_none():
+    """``text_heavy`` is a share of the whole creative (text boxes over 20 % of it): the size ring's third
+    number carries the share text-line boxes cover, found at 256 px whatever the creative's size."""
+    from creative_qa.preprocess import NO_TEXT_COVER, TEXT_LEVELS, text_cover, text_lines
+    from creative_qa.synth.defects import to_pil
+    from creative_qa.synth.render import render_design
+
+    spec = PreprocessSpec(input_size=64, crops=2, detail_side=256, grid_view=1)
+    assert spec.text_cover == 1  # on by default
+    cover = {False: [], True: []}
+    for heavy in (False, True):
+        for seed in range(8):
+            d = render_design(np.random.default_rng(seed), 256, text_heavy=heavy)
+            g = preprocess(np.asarray(to_pil(d.image)), spec)[-1]
+            assert (g[8:56, 8:56][~np.pad(np.ones((32, 32), bool), 8)] == g[8, 8]).all()  # a ring: flips keep it
+            cover[heavy].append(int(g[8, 8, 2]))
+    assert min(cover[True]) > np.median(cover[False]) and np.mean(cover[True]) > 3 * np.mean(cover[False]), cover
+    assert max(cover[True]) > 0.2 * TEXT_LEVELS  # a design with text boxes over 20 % reads as such
+    # the same design at 1,080 px reads as text heavy too (its lines found at 256 px)
+    d = render_design(np.random.default_rng(4), 1080, text_heavy=True)
+    assert text_cover(to_pil(d.image)) > max(0.2 * TEXT_LEVELS, max(cover[False])), cover
+    # a picture of no text: smooth shading and a photograph-like texture, no line boxes
+    yy, xx = np.mgrid[0:256, 0:400]
+    smooth = (128 + 100 * np.sin(xx / 40.0) * np.cos(yy / 55.0)).astype(np.uint8)
+    assert text_lines(smooth) == (0.0, 0.0)
+    # a model exported before the field reads 128 there, as it was trained on
+    old = {k: v for k, v in spec.to_dict().items() if k != "text_cover"}
+    assert PreprocessSpec.from_dict(old).text_cover == 0
+    assert preprocess(np.asarray(to_pil(d.image)), PreprocessSpec.from_dict(old))[-1, 8, 8, 2] == NO_TEXT_COVER
+    with pytest.raises(ValueError, match="text_cover"):
+        PreprocessSpec(grid_view=1, text_cover=2)

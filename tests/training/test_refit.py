@@ -86,6 +86,33 @@ def test_forward_correction_recovers_the_true_rate_and_blanks_are_ignored():
     assert abs(rate["fixed"] - true) < 0.03 < abs(rate["plain"] - true), (rate, true)
 
 
+def test_keep_mixes_the_trained_heads_logits_into_the_refit():
+    """``head.keep`` of the trained head's logits: with a trained head that knows what the labels cannot teach
+    (tag 1 here: its labels are noise), the mix ranks by both; keep 0 is the plain refit."""
+    from training.config import HeadConfig
+
+    x, truth = _data(400, 7)
+    xt, yt = _data(2000, 8)
+    y = truth.copy()
+    y[:, 1] = np.random.default_rng(9).random(len(y)) < 0.5  # tag 1's labels tell nothing
+    heads = {}
+    for keep in (0.0, 0.5):
+        model = Features(x.shape[1], 2)
+        with torch.no_grad():
+            model.tag_head.weight.zero_()
+            model.tag_head.bias.zero_()
+            model.tag_head.weight[1, 61] = 1.0  # the trained head knows tag 1's column
+        trained = model.tag_head.weight.detach().clone(), model.tag_head.bias.detach().clone()
+        refit_head(model, x, torch.tensor(y), torch.device("cpu"), 60, HeadConfig(keep=keep))
+        heads[keep] = model.tag_head.weight.detach().clone(), model.tag_head.bias.detach().clone()
+    refit_w, refit_b = heads[0.0]
+    mixed_w, mixed_b = heads[0.5]
+    assert torch.allclose(mixed_w, 0.5 * trained[0] + 0.5 * refit_w, atol=1e-6)
+    assert torch.allclose(mixed_b, 0.5 * trained[1] + 0.5 * refit_b, atol=1e-6)
+    ap = {k: average_precision_score(yt[:, 1], xt @ w[1].numpy() + b[1].numpy()) for k, (w, b) in heads.items()}
+    assert ap[0.5] > 0.9 > 0.7 > ap[0.0], ap
+
+
 def test_a_tag_without_two_positives_keeps_its_trained_row():
     x, y = _data(200, 6)
     y[:, 0] = 0.0

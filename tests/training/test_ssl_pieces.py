@@ -300,3 +300,28 @@ def test_a_checkpoint_loads_with_the_views_its_spec_names_whatever_the_config_de
     loaded = model_from_checkpoint(ckpt)
     assert loaded.grid_view and not loaded.grid_profile and loaded.grid_mlp is None
     assert torch.equal(loaded.tag_head.weight, model.tag_head.weight)
+
+
+def test_the_grid_views_text_cover_is_read_off_its_size_ring_in_percent():
+    from training.model import PROFILE_HIDDEN, CreativeModel
+
+    torch.manual_seed(0)
+    model = CreativeModel("test_resnet", num_tags=3, views=3, grid_view=True, grid_profile=True, text_cover=True).eval()
+    plain = CreativeModel("test_resnet", num_tags=3, views=3, grid_view=True, grid_profile=True).eval()
+    dim = model.backbone.num_features
+    assert model.tag_head.in_features == 2 * dim + 7 + PROFILE_HIDDEN
+    assert plain.tag_head.in_features == 2 * dim + 6 + PROFILE_HIDDEN
+    x = torch.randint(0, 256, (2, 3, 32, 32, 3), dtype=torch.uint8)
+    x[:, -1] = torch.tensor([64, 128, 128], dtype=torch.uint8)
+    x[:, -1, 4:28, 4:28] = torch.tensor([140, 170, 0], dtype=torch.uint8)  # the size ring: no text
+    x[:, -1, 8:24, 8:24] = torch.tensor([128, 128, 128], dtype=torch.uint8)
+    with torch.no_grad():
+        f = model.features(x)
+        np.testing.assert_allclose(f[:, 2 * dim : 2 * dim + 7].numpy(), 0.0)  # the size is not read
+        text = x.clone()
+        text[:, -1, 4:28, 4:28, 2] = 120  # 30 % covered (400 levels per share)
+        text[:, -1, 8:24, 8:24] = 128
+        g = model.features(text)
+        np.testing.assert_allclose(g[:, 2 * dim + 6].numpy(), [30.0, 30.0])
+        assert not torch.allclose(model(text)[0], model(x)[0])
+        assert torch.equal(plain(text)[0], plain(x)[0])  # a model without the field ignores the ring
