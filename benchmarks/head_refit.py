@@ -37,7 +37,8 @@ from common import default_bench_dir, print_table, write_json  # noqa: E402
 SPLITS = ("heldout", "test", "foreign", "realphoto")
 SCALES = (0.1, 0.3, 1.0)
 CS = (0.01, 0.03, 0.1)
-MIXES = (0.25, 0.5, 0.75)  # the trained head's weight in a logit mix with the refit at the shipped setting
+MIXES = (0.1, 0.25, 0.5, 0.75)  # the trained head's weight in a logit mix with the refit at the shipped setting
+FLOOR = "floor"  # the arm that trains on the labels alone: it keeps none of its trained head (``head.keep`` 0)
 TIE = 0.002  # held-out mAPs this close are a tie (the settings' spread over seeds is larger)
 
 
@@ -95,6 +96,7 @@ def features_of(ckpt_path: Path, grid_dir: Path, cell: str) -> dict[str, Any]:
         "trained": (head.weight.detach().float(), head.bias.detach().float()),
         "backbone_width": model.backbone_width,
         "rates": recipe_rates(cfg.method.params),
+        "tags": tags,
     }
 
 
@@ -111,9 +113,19 @@ def setting_name(scale: float, c: float) -> str:
     return f"{scale:g}/{c:g}"
 
 
-def measure_run(f: dict[str, Any]) -> dict[str, dict[str, float]]:
+def mix_name(m: float, synthesised: bool = False) -> str:
+    """A mix's row name (``mix 0`` is the shipped refit itself; ``syn m``: mixed on the synthesised tags only)."""
+    return f"{'syn' if synthesised else 'mix'} {m:g}"
+
+
+# the shipped refit, then the trained head mixed in on every tag, then on the synthesised tags only
+MIX_OPTIONS = (mix_name(0.0), *(mix_name(m, syn) for syn in (False, True) for m in MIXES))
+
+
+def measure_run(f: dict[str, Any]) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """mAP per split of the trained head, of the refit at each setting, and of the trained head's logits mixed with
-    the shipped refit's (``mix m``: ``m`` of the trained head's)."""
+    the shipped refit's (``mix m``: ``m`` of the trained head's; ``mix 0``, the refit); and for the mixes, each
+    split's per-creative probabilities (the paired intervals) and the real photos' per-tag AP."""
     import torch
 
     from training.config import HeadConfig
@@ -130,12 +142,106 @@ def measure_run(f: dict[str, Any]) -> dict[str, dict[str, float]]:
             heads[setting_name(s, c)] = (w, b)
     # both heads are linear in the same features: their logits' mix is one head, as the fold would store it
     (tw, tb), (rw, rb) = f["trained"], heads[setting_name(HeadConfig.backbone_scale, HeadConfig.c)]
-    for m in MIXES:
-        heads[f"mix {m:g}"] = (m * tw + (1 - m) * rw, m * tb + (1 - m) * rb)
-    return {
+    from training.degrade import synthesised_tags
+
+    syn = torch.tensor([t in synthesised_tags(f["tags"], grid_view=True) for t in f["tags"]])
+    for m in (0.0, *MIXES):
+        heads[mix_name(m)] = (m * tw + (1 - m) * rw, m * tb + (1 - m) * rb)
+        if m:  # the defect synthesis's tags only: what the trained head learned from the pool's copies
+            mw, mb = heads[mix_name(m)]
+            heads[mix_name(m, True)] = (torch.where(syn[:, None], mw, rw), torch.where(syn, mb, rb))
+    maps = {
         name: {sp: macro_ap(f["splits"][sp][1], f["splits"][sp][0] @ w.T + b) for sp in SPLITS}
         for name, (w, b) in heads.items()
     }
+    from training.metrics import per_tag_ap
+
+    x_real, y_real = f["splits"]["realphoto"]
+    mixes = {}
+    for name in MIX_OPTIONS:
+        w, b = heads[name]
+        probs = {sp: (f["splits"][sp][0] @ w.T + b).sigmoid().numpy() for sp in SPLITS}
+        real_tags = per_tag_ap(probs["realphoto"], y_real.numpy(), f["tags"])
+        mixes[name] = {"probs": probs, "realphoto_tags": real_tags}
+    mixes["labels"] = {sp: f["splits"][sp][1].numpy() for sp in SPLITS}
+    return maps, mixes
+
+
+def keep_report(per_run: list[dict[str, Any]], mixes: list[dict[str, Any]], n_boot: int) -> dict[str, Any]:
+    """``head.keep`` for the arms that train on the pool: the mix with the highest mean held-out mAP over their runs,
+    every cell; then per cell that arm at the chosen mix against the floor's refit (``mix 0``), as the grid reports
+    them: mean mAP per split, the paired 95 % interval of the difference (seeds paired, creatives resampled), and
+    the real photos' per-tag AP."""
+    from learning import paired_bootstrap
+
+    pool = [i for i, r in enumerate(per_run) if r["arm"] != FLOOR]
+    if not pool:
+        return {}
+    options = MIX_OPTIONS
+    held = {n: float(np.mean([per_run[i]["mAP"][n]["heldout"] for i in pool])) for n in options}
+    # within TIE of the best held-out mAP, the mix that departs least from the refit: on the synthesised tags
+    # before every tag, then the smallest keep (the refit itself first)
+    best = max(held.values())
+    ties = [n for n in options if held[n] >= best - TIE]
+    chosen = min(ties, key=lambda n: (not n.startswith("syn") and n != mix_name(0.0), float(n.split()[1])))
+    cells = []
+    for cell in sorted({per_run[i]["cell"] for i in pool}):
+        for arm in sorted({per_run[i]["arm"] for i in pool if per_run[i]["cell"] == cell}):
+            mine = sorted((i for i in pool if (per_run[i]["cell"], per_run[i]["arm"]) == (cell, arm)),
+                          key=lambda i: per_run[i]["seed"])  # fmt: skip
+            floor = {per_run[i]["seed"]: i for i, r in enumerate(per_run) if (r["cell"], r["arm"]) == (cell, FLOOR)}
+            pairs = [(i, floor[per_run[i]["seed"]]) for i in mine if per_run[i]["seed"] in floor]
+            row: dict[str, Any] = {"cell": cell, "arm": arm, "head": chosen, "pairs": len(pairs)}
+            for sp in SPLITS:
+                row[sp] = float(np.mean([per_run[i]["mAP"][chosen][sp] for i in mine]))
+                if pairs and sp != "heldout":
+                    a = [mixes[i][chosen]["probs"][sp] for i, _ in pairs]
+                    b = [mixes[j][mix_name(0.0)]["probs"][sp] for _, j in pairs]
+                    diff = float(np.mean([per_run[i]["mAP"][chosen][sp] - per_run[j]["mAP"][mix_name(0.0)][sp]
+                                          for i, j in pairs]))  # fmt: skip
+                    lo, hi = paired_bootstrap(a, b, mixes[pairs[0][0]]["labels"][sp], n=n_boot)
+                    row[f"{sp}_diff"], row[f"{sp}_ci95"] = diff, [lo, hi]
+            tags = mixes[mine[0]][chosen]["realphoto_tags"]
+            row["realphoto_tags"] = {
+                t: float(np.mean([mixes[i][chosen]["realphoto_tags"][t] for i in mine])) for t in tags
+            }
+            row["realphoto_tags_refit"] = {
+                t: float(np.mean([mixes[i][mix_name(0.0)]["realphoto_tags"][t] for i in mine])) for t in tags
+            }
+            if pairs:
+                row["floor"] = {
+                    sp: float(np.mean([per_run[j]["mAP"][mix_name(0.0)][sp] for _, j in pairs])) for sp in SPLITS
+                }
+            cells.append(row)
+    return {"heldout_by_mix": held, "chosen": chosen, "ties": ties, "cells": cells}
+
+
+def print_keep(keep: dict[str, Any]) -> None:
+    """``keep_report``'s choice, its cells against the floor, and the real photos' per-tag AP."""
+    nan = float("nan")
+    held = ", ".join(f"{n} {v:.3f}" for n, v in keep["heldout_by_mix"].items())
+    print(f"\nhead.keep for the arms that train on the pool, chosen on held-out over every cell: {keep['chosen']}")
+    print(f"(ties within {TIE} of the best: {', '.join(keep['ties'])}; the least departure from the refit chosen)")
+    print(f"(mean held-out mAP: {held})")
+    rows = []
+    for r in keep["cells"]:
+        out = {"cell": r["cell"], "arm": f"{r['arm']} ({r['head']})"}
+        for sp in ("test", "foreign", "realphoto"):
+            lo, hi = r.get(f"{sp}_ci95", (nan, nan))
+            floor, diff = r.get("floor", {}).get(sp, nan), r.get(f"{sp}_diff", nan)
+            out[sp] = f"{r[sp]:.3f} vs {floor:.3f}: {diff:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+        rows.append(out)
+    print("the arm at the chosen keep against the floor's refit: mean mAP, the difference, its paired 95 % interval")
+    print_table(rows, ["cell", "arm", "test", "foreign", "realphoto"])
+    print("real photos' per-tag AP: at the chosen keep (the refit alone)")
+    tags = sorted({t for r in keep["cells"] for t in r["realphoto_tags"]})
+    table = []
+    for t in tags:
+        row = {"tag": t}
+        for r in keep["cells"]:
+            row[r["cell"]] = f"{r['realphoto_tags'].get(t, nan):.3f} ({r['realphoto_tags_refit'].get(t, nan):.3f})"
+        table.append(row)
+    print_table(table, ["tag", *[r["cell"] for r in keep["cells"]]])
 
 
 def main() -> None:
@@ -147,16 +253,18 @@ def main() -> None:
         "--include-refitted", action="store_true",
         help="also runs trained with the refit (their 'trained' head is then the refit at the settings they ran)",
     )  # fmt: skip
+    ap.add_argument("--bootstrap", type=int, default=500, help="resamples of each paired interval (the grid's)")
     ap.add_argument("--out", default="benchmarks/results/head_refit.json")
     a = ap.parse_args()
     grid_dir = Path(a.grid_dir) if a.grid_dir else default_bench_dir(GRID_DIR)
     runs = untouched_runs(grid_dir, a.cells.split(","), a.arms.split(","), a.include_refitted)
     if not runs:
         raise SystemExit(f"no stored grid runs trained without the head refit under {grid_dir}/results")
-    per_run = []
+    per_run, mixes = [], []
     for cell, arm, seed, ckpt in runs:
-        res = measure_run(features_of(ckpt, grid_dir, cell))
+        res, mixed = measure_run(features_of(ckpt, grid_dir, cell))
         per_run.append({"cell": cell, "arm": arm, "seed": seed, "checkpoint": str(ckpt), "mAP": res})
+        mixes.append(mixed)
         print(f"{cell} {arm} s{seed}: trained {res['trained']['heldout']:.3f} held-out", file=sys.stderr, flush=True)
     names = list(per_run[0]["mAP"])
     table = [{"head": n, **{sp: float(np.mean([r["mAP"][n][sp] for r in per_run])) for sp in SPLITS}} for n in names]
@@ -176,7 +284,10 @@ def main() -> None:
             by_group.append({"cell": cell, "arm": arm, "head": n, "seeds": len(rs)} | {
                 sp: float(np.mean([r["mAP"][n][sp] for r in rs])) for sp in SPLITS})  # fmt: skip
     print_table(by_group, ["cell", "arm", "head", "seeds", *SPLITS])
-    write_json(a.out, {"runs": per_run, "table": table, "chosen": best["head"], "by_group": by_group})
+    keep = keep_report(per_run, mixes, a.bootstrap)
+    if keep:
+        print_keep(keep)
+    write_json(a.out, {"runs": per_run, "table": table, "chosen": best["head"], "by_group": by_group, "keep": keep})
 
 
 if __name__ == "__main__":

@@ -157,9 +157,10 @@ class HeadConfig:
     refit: bool = True
     backbone_scale: float = 0.3  # the backbone's standardised features scaled by this (the other features by 1)
     c: float = 0.03  # inverse L2 strength of the per-tag logistic regressions (scikit-learn's C)
-    # The trained head's weight in the refitted head (its logits mixed with the refit's): what a recipe's head
-    # learned beyond the labeled set (defects synthesised on the pool) that a refit on the labels alone drops.
-    keep: float = 0.0
+    # The trained head's weight in the refitted head (its logits mixed with the refit's) on the tags the recipe's
+    # method taught from the pool (Method.taught_tags: defect synthesis's defects; supervised training has none):
+    # what a refit on the labels alone drops. Chosen on the regime grid's held-out split (benchmarks/head_refit.py).
+    keep: float = 0.25
     max_rows: int = 20000  # at most this many labeled creatives (a seeded sample beyond)
 
 

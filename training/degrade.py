@@ -223,6 +223,12 @@ def step_profile(views: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
     return torch.log2(e[:, 1:] / e[:, :-1])
 
 
+def synthesised_tags(tags: list[str], grid_view: bool = False, ops: tuple[str, ...] | None = None) -> list[str]:
+    """The tags of ``tags`` that ``synthesize`` makes copies of (``ops``: at most these): every tag with an
+    operation, but JPEG with the grid view (a copy's JPEG evidence cannot be made from its crops)."""
+    return [t for t in (ops or tuple(OPS)) if t in OPS and t in tags and not (grid_view and OPS[t].block_grid)]
+
+
 def synthesize(
     images: torch.Tensor,
     tags: list[str],
@@ -255,7 +261,7 @@ def synthesize(
     strength.
     """
     g = generator or torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,))))
-    names = [t for t in (ops or tuple(OPS)) if t in OPS and t in tags and not (grid_view and OPS[t].block_grid)]
+    names = synthesised_tags(tags, grid_view, ops)
     if not names:
         raise ValueError(f"no synthesisable defect among the tags {tags}")
     n, v, s = images.shape[:3]

@@ -416,7 +416,7 @@ class Trainer:
         if self.change and self.change.start_state is not None and not run.finished:
             metrics, val_probs = self._mix_with_start(eval_model, metrics, val_probs, run.log_metrics, run.step)
         if self.cfg.head.refit and not run.finished:  # a finished run's checkpoint holds its refitted head
-            metrics, val_probs = self._refit_head(eval_model, metrics, run.log_metrics, run.step)
+            metrics, val_probs = self._refit_head(eval_model, run.method, metrics, run.log_metrics, run.step)
         # Thresholds are calibrated on validation and travel with the model.
         policy = self._calibrate_flags(val_probs)
         if self.test_ds is not None and len(self.test_ds):
@@ -437,20 +437,25 @@ class Trainer:
         metrics |= {f"passes_{k}": float(v) for k, v in passes.items()}
         return TrainResult(run.run_id, ckpt_path, metrics, policy.thresholds, self.skipped, passes)
 
-    def _refit_head(self, net: nn.Module, metrics: dict, log_metrics, step: int):
-        """``head.refit``: the tag head refitted on the labeled training split (``training.refit``); the
-        validation metrics and probabilities of the refitted model."""
+    def _refit_head(self, net: nn.Module, method, metrics: dict, log_metrics, step: int):
+        """``head.refit``: the tag head refitted on the labeled training split (``training.refit``), ``head.keep`` of
+        the trained head kept on the tags ``method`` taught from the pool; the validation metrics and probabilities of
+        the refitted model."""
         h = self.cfg.head
         if h.backbone_scale <= 0 or h.c <= 0 or h.max_rows < 1 or not 0 <= h.keep < 1:
             raise ValueError(f"head.backbone_scale, head.c and head.max_rows must be > 0, head.keep in [0, 1), got {h}")
         before = metrics.get("val_mAP", float("nan"))
         rates = recipe_rates(self.cfg.method.params)
+        taught = set(method.taught_tags())
+        kept = torch.tensor([t in taught for t in self.tags], dtype=torch.bool)
         report = refit_head(net, self.train_ds.views, self.train_ds.labels, self.device, net.backbone_width, h, rates,
-                            self.cfg.seed)  # fmt: skip
+                            self.cfg.seed, kept)  # fmt: skip
         metrics, val_probs = evaluate_dataset(net, self.val_ds, self.tags, self.device, "val_")
         log.info(
-            "tag head refitted on %d labeled creatives (%d tags, %.1fs): validation mAP %.3f -> %.3f",
-            report.rows, report.tags, report.seconds, before, metrics.get("val_mAP", float("nan")),
+            "tag head refitted on %d labeled creatives (%d tags, %.1fs; %s): validation mAP %.3f -> %.3f",
+            report.rows, report.tags, report.seconds,
+            f"{h.keep:g} of the trained head kept on {', '.join(sorted(taught))}" if h.keep and taught else "none kept",
+            before, metrics.get("val_mAP", float("nan")),
         )  # fmt: skip
         log_metrics(
             metrics | {"val_mAP_before_refit": before, "refit_loss_before": report.loss_before,

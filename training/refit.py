@@ -18,15 +18,17 @@ The refit (``refit_head``):
 * per tag, a logistic regression with an L2 penalty of ``1 / (2 head.c)`` on the weights, its loss the
   recipe's forward correction for the annotators' rates where the recipe corrects (``loss: forward``),
   plain binary cross-entropy otherwise; blank labels ignored; L-BFGS from zero weights (deterministic);
-* mixed with the trained head: ``head.keep`` of the trained head's logits and ``1 - head.keep`` of the
-  refit's (both linear in the same features, so one head's weight and bias). A recipe that trains on the pool
-  (defects synthesised on it, labels no annotator gave) keeps part of what its head learned there, which a
-  refit on the labeled set alone drops; a recipe that sees only the labels keeps none (0, the default);
+* mixed with the trained head on the tags the recipe's method taught from more than the labels
+  (``Method.taught_tags``: the defects it synthesised on the pool, labels no annotator gave):
+  ``head.keep`` of the trained head's logits and ``1 - head.keep`` of the refit's (both linear in the same
+  features, so one head's weight and bias). A refit on the labeled set alone drops what the pool taught;
+  a recipe that sees only the labels (supervised training) has no such tags and keeps none;
 * folded back into the tag head's weight and bias: the exported graph is unchanged in shape, the refit
   is in its numbers. The quality head is left as trained.
 
 ``head.backbone_scale`` and ``head.c`` were chosen on the regime grid's held-out split (its validation:
-``benchmarks/RESULTS.md``), over two label regimes and two recipes. Tags with fewer than two known
+``benchmarks/RESULTS.md``), over two label regimes and two recipes; ``head.keep`` (0.25, on the taught tags
+only) on the same split over all four cells (``benchmarks/head_refit.py``). Tags with fewer than two known
 positives or negatives keep the trained head's row.
 """
 
@@ -119,10 +121,11 @@ def refit_head(
     settings: HeadConfig | None = None,
     rates: tuple[float, float] = (0.0, 0.0),
     seed: int = 0,
+    kept: torch.Tensor | None = None,
 ) -> RefitReport:
     """Refit ``model.tag_head`` in place on ``views`` / ``labels`` (see the module doc) with ``settings`` (``head.*``)
     and the annotators' ``(miss, false-positive)`` rates; the first ``backbone_features`` feature columns are the
-    backbone's."""
+    backbone's. ``kept``: the tags (a bool per head row) that keep ``head.keep`` of the trained head (None: none)."""
     h = settings or HeadConfig()
     miss_rate, fp_rate = rates
     max_rows, backbone_scale, c = h.max_rows, h.backbone_scale, h.c
@@ -140,8 +143,10 @@ def refit_head(
     old_w, old_b = head.weight.detach().float().cpu(), head.bias.detach().float().cpu()
     weight, bias, fitted = fit_logistic(x, y, scale, c, miss_rate, fp_rate)
     weight[~fitted], bias[~fitted] = old_w[~fitted], old_b[~fitted]
-    if h.keep:  # logits mixed with the trained head's: one linear head over the same features
-        weight, bias = h.keep * old_w + (1 - h.keep) * weight, h.keep * old_b + (1 - h.keep) * bias
+    if h.keep and kept is not None:  # logits mixed with the trained head's: one linear head over the same features
+        rows = torch.as_tensor(kept, dtype=torch.bool)
+        weight[rows] = h.keep * old_w[rows] + (1 - h.keep) * weight[rows]
+        bias[rows] = h.keep * old_b[rows] + (1 - h.keep) * bias[rows]
 
     def objective(wt: torch.Tensor, bs: torch.Tensor) -> float:
         k = ~torch.isnan(y[:, fitted])

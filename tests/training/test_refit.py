@@ -103,7 +103,15 @@ def test_keep_mixes_the_trained_heads_logits_into_the_refit():
             model.tag_head.bias.zero_()
             model.tag_head.weight[1, 61] = 1.0  # the trained head knows tag 1's column
         trained = model.tag_head.weight.detach().clone(), model.tag_head.bias.detach().clone()
-        refit_head(model, x, torch.tensor(y), torch.device("cpu"), 60, HeadConfig(keep=keep))
+        refit_head(
+            model,
+            x,
+            torch.tensor(y),
+            torch.device("cpu"),
+            60,
+            HeadConfig(keep=keep),
+            kept=torch.ones(2, dtype=torch.bool),
+        )
         heads[keep] = model.tag_head.weight.detach().clone(), model.tag_head.bias.detach().clone()
     refit_w, refit_b = heads[0.0]
     mixed_w, mixed_b = heads[0.5]
@@ -111,6 +119,41 @@ def test_keep_mixes_the_trained_heads_logits_into_the_refit():
     assert torch.allclose(mixed_b, 0.5 * trained[1] + 0.5 * refit_b, atol=1e-6)
     ap = {k: average_precision_score(yt[:, 1], xt @ w[1].numpy() + b[1].numpy()) for k, (w, b) in heads.items()}
     assert ap[0.5] > 0.9 > 0.7 > ap[0.0], ap
+
+
+def test_the_trained_rows_are_kept_only_on_the_tags_the_method_taught():
+    """Defect synthesis teaches its synthesised defects from the pool (not JPEG with the grid view: a copy's JPEG
+    evidence cannot be made); supervised training teaches nothing beyond the labels. ``kept`` limits the mix."""
+    from creative_qa.preprocess import PreprocessSpec
+    from creative_qa.taxonomy import load_taxonomy
+    from training.config import HeadConfig
+    from training.methods import get_method
+    from training.model import CreativeModel
+
+    tags = load_taxonomy().tag_names
+    net = CreativeModel("test_resnet", num_tags=len(tags), views=2)
+    taught = {}
+    for name in ("defect_synthesis", "supervised"):
+        method = get_method(name)(net)
+        method.tags, method.spec = tags, PreprocessSpec(input_size=32, crops=1, detail_side=64, grid_view=1)
+        taught[name] = method.taught_tags()
+    assert taught["supervised"] == []
+    assert set(taught["defect_synthesis"]) == {
+        "blurry", "low_resolution", "noisy", "pixelated", "overexposed", "underexposed", "low_contrast"
+    }  # fmt: skip
+
+    x, y = _data(300, 10)
+    heads = {}
+    for keep, kept in ((0.0, None), (0.5, torch.tensor([False, True])), (0.25, None)):
+        model = Features(x.shape[1], 2)
+        with torch.no_grad():
+            model.tag_head.weight.fill_(0.1)
+        trained = model.tag_head.weight.detach().clone()
+        refit_head(model, x, torch.tensor(y), torch.device("cpu"), 60, HeadConfig(keep=keep), kept=kept)
+        heads[keep] = model.tag_head.weight.detach().clone()
+    assert torch.equal(heads[0.25], heads[0.0])  # no tags named: nothing kept, whatever head.keep
+    assert torch.equal(heads[0.5][0], heads[0.0][0])  # not kept: the refit's row
+    assert torch.allclose(heads[0.5][1], 0.5 * trained[1] + 0.5 * heads[0.0][1], atol=1e-6)
 
 
 def test_a_tag_without_two_positives_keeps_its_trained_row():

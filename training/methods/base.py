@@ -143,6 +143,12 @@ class Method:
         """The network to evaluate and export (a teacher, where the method keeps one)."""
         return self.model
 
+    def taught_tags(self) -> list[str]:
+        """Tags whose head rows the method taught from more than the labeled set (defects it synthesised on the
+        pool, with labels it knows): the head refit keeps ``head.keep`` of the trained rows there
+        (``training.refit``). None by default: a refit on the labels is the better head for what labels taught."""
+        return []
+
     def state_dict(self) -> dict[str, Any]:
         return {}
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 
 from creative_qa.taxonomy import load_taxonomy
-from training.degrade import ranking_loss, synthesize
+from training.degrade import ranking_loss, synthesised_tags, synthesize
 from training.losses import masked_bce
 from training.methods.base import register
 from training.methods.mean_teacher import MeanTeacher
@@ -52,6 +52,12 @@ class DefectSynthesis(MeanTeacher):
         rank = ranking_loss(q_s, q_d)
         loss = loss + self.synth_weight * synth + self.rank_weight * rank
         return loss, logs | {"loss_synth": float(synth.detach()), "loss_rank": float(rank.detach())}
+
+    def taught_tags(self) -> list[str]:
+        """The defects it synthesises: each copy's tag is a known 1 the labels never gave."""
+        return synthesised_tags(
+            self.tags or load_taxonomy().tag_names, bool(self.spec is not None and self.spec.grid_view)
+        )
 
     def state_dict(self):
         return super().state_dict() | {"synth_rng": self.generator.get_state()}
