@@ -13,9 +13,13 @@ such run per cell, arm and seed): for each run, its checkpoint's head features o
 test, foreign and the real photos; then ``training.refit.fit_logistic`` on the training split at each setting,
 with the run's own forward correction (its recipe's rates), and macro mAP on every split. The run's trained
 head is the ``trained`` row; a ``mix m`` row mixes its logits (weight ``m``) with the refit's at the shipped
-setting. The setting with the highest mean held-out mAP over all runs is the choice (those within ``TIE`` of it
-are named as ties); test, foreign and the real photos are reported, never used to choose. Stored runs trained
-without the refit: ``learning.py --cell ... --set head.refit=false``.
+setting, a ``syn m`` row on the tags defect synthesis teaches only (``head.keep`` on ``Method.taught_tags``, as
+training does). The setting with the highest mean held-out mAP over all runs is the choice (those within ``TIE``
+of it are named as ties); test, foreign and the real photos are reported, never used to choose. ``head.keep`` is
+chosen the same way over the runs of the arms that train on the pool (every arm but the floor), ties going to the
+least departure from the refit; then each cell's arm at that head against the floor's refit, with the grid's
+paired interval, and the real photos' per-tag AP. Stored runs trained without the refit: ``learning.py --cell ...
+--set head.refit=false``.
 Writes ``benchmarks/results/head_refit.json``.
 """
 
