@@ -139,16 +139,27 @@ def test_learning_grid_quick_measures_then_loads(tmp_path):
         )
 
     # the head refit's settings replayed on the stored runs (benchmarks/head_refit.py): these runs were refitted
-    # at the defaults as they trained, so refitting their features at the defaults gives back their own heads
+    # at the defaults as they trained, so refitting the floor's features at the defaults gives back its own heads
+    # (the default recipe's keep a share of their trained rows on the taught tags: no refit gives those back)
     refit = tmp_path / "refit.json"
     args = ["benchmarks/head_refit.py", "--grid-dir", str(grid_dir), "--cells", ",".join(CELLS), "--out", str(refit)]
     r = _run([*args, "--include-refitted"], tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     measured = json.loads(refit.read_text())
     assert len(measured["runs"]) == 4 and "chosen on held-out:" in r.stdout  # 2 cells x floor, default_rates
-    for run in measured["runs"]:
+    for run in (r for r in measured["runs"] if r["arm"] == "floor"):
         for split in ("heldout", "test", "foreign", "realphoto"):
             assert run["mAP"]["0.3/0.03"][split] == pytest.approx(run["mAP"]["trained"][split], abs=2e-3), run
+    # head.keep chosen on the default's runs, and each cell's default at it against its floor, paired
+    keep = measured["keep"]
+    assert keep["chosen"] in keep["ties"] and max(keep["heldout_by_mix"].values()) - 0.002 <= min(
+        keep["heldout_by_mix"][n] for n in keep["ties"]
+    )
+    assert sorted(c["cell"] for c in keep["cells"]) == sorted(CELLS) and all(c["pairs"] == 1 for c in keep["cells"])
+    for c in keep["cells"]:
+        lo, hi = c["test_ci95"]
+        assert lo <= hi and c["test"] - c["floor"]["test"] == pytest.approx(c["test_diff"], abs=1e-9)
+        assert c["realphoto_tags"] and set(c["realphoto_tags"]) == set(c["realphoto_tags_refit"])
     r = _run(args, tmp_path)  # without the flag: no run trained before the refit, and it says so
     assert r.returncode != 0 and "trained without the head refit" in r.stderr
 
