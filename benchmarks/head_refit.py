@@ -148,7 +148,8 @@ def measure_run(f: dict[str, Any]) -> tuple[dict[str, dict[str, float]], dict[st
     (tw, tb), (rw, rb) = f["trained"], heads[setting_name(HeadConfig.backbone_scale, HeadConfig.c)]
     from training.degrade import synthesised_tags
 
-    syn = torch.tensor([t in synthesised_tags(f["tags"], grid_view=True) for t in f["tags"]])
+    taught = set(synthesised_tags(f["tags"], grid_view=True))
+    syn = torch.tensor([t in taught for t in f["tags"]])
     for m in (0.0, *MIXES):
         heads[mix_name(m)] = (m * tw + (1 - m) * rw, m * tb + (1 - m) * rb)
         if m:  # the defect synthesis's tags only: what the trained head learned from the pool's copies
@@ -160,7 +161,7 @@ def measure_run(f: dict[str, Any]) -> tuple[dict[str, dict[str, float]], dict[st
     }
     from training.metrics import per_tag_ap
 
-    x_real, y_real = f["splits"]["realphoto"]
+    y_real = f["splits"]["realphoto"][1]
     mixes = {}
     for name in MIX_OPTIONS:
         w, b = heads[name]
@@ -181,12 +182,11 @@ def keep_report(per_run: list[dict[str, Any]], mixes: list[dict[str, Any]], n_bo
     pool = [i for i, r in enumerate(per_run) if r["arm"] != FLOOR]
     if not pool:
         return {}
-    options = MIX_OPTIONS
-    held = {n: float(np.mean([per_run[i]["mAP"][n]["heldout"] for i in pool])) for n in options}
+    held = {n: float(np.mean([per_run[i]["mAP"][n]["heldout"] for i in pool])) for n in MIX_OPTIONS}
     # within TIE of the best held-out mAP, the mix that departs least from the refit: on the synthesised tags
     # before every tag, then the smallest keep (the refit itself first)
     best = max(held.values())
-    ties = [n for n in options if held[n] >= best - TIE]
+    ties = [n for n in MIX_OPTIONS if held[n] >= best - TIE]
     chosen = min(ties, key=lambda n: (not n.startswith("syn") and n != mix_name(0.0), float(n.split()[1])))
     cells = []
     for cell in sorted({per_run[i]["cell"] for i in pool}):

@@ -43,6 +43,7 @@ metadata, so a scorer cannot disagree with the model it runs.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from itertools import zip_longest
@@ -351,13 +352,14 @@ TEXT_LEVELS = 400.0  # the grid view stores a text cover as ``TEXT_LEVELS x shar
 NO_TEXT_COVER = 128  # what the size ring holds there without ``text_cover`` (every model from before the field)
 
 
+@functools.cache
 def _cv2():
-    """OpenCV, single-threaded: its worker pool buys nothing on a 256 px picture, and a pool running when a
-    process forks can hang the child (``creative_qa.media`` keeps FFmpeg's out for the same reason)."""
+    """OpenCV, single-threaded (set once, on first use): its worker pool buys nothing on a 256 px picture, and a
+    pool running when a process forks can hang the child (``creative_qa.media`` keeps FFmpeg's out for the same
+    reason)."""
     import cv2
 
-    if cv2.getNumThreads() != 1:
-        cv2.setNumThreads(1)
+    cv2.setNumThreads(1)
     return cv2
 
 
@@ -368,7 +370,8 @@ def text_lines(luma: np.ndarray) -> tuple[float, float]:
     closed along rows (9 x 1: the letters of a line join), then the connected regions shaped like a line
     of text (at least twice as wide as tall, 1.2-15 % of the picture's height, at least 40 % filled, not
     the picture's whole width). Measured on the creative at ``TEXT_SIDE`` px on its short side, so the
-    line heights are relative to the creative, as ``text_heavy``'s rule is (DESIGN.md). About 0.3 ms.
+    line heights are relative to the creative, as ``text_heavy``'s rule is (DESIGN.md). With the resize, about
+    0.55 ms of CPU per creative (``benchmarks/RESULTS.md``).
     """
     cv2 = _cv2()
     y = np.ascontiguousarray(luma, dtype=np.uint8)
